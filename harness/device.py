@@ -1,0 +1,60 @@
+"""Device and precision choice: CUDA when present, bf16 autocast and channels_last only there."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+__all__ = ["Runtime", "pick_runtime"]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def pick_runtime(device: str = "auto", amp: bool | None = None) -> Runtime:
+    """`device`: auto | cpu | cuda | cuda:N. `amp`: None = on for CUDA, off elsewhere."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from harness.errors import ConfigError
+
+        raise ConfigError(f"device={device} requested but CUDA is not available; use device=auto")
+    on_gpu = dev.type == "cuda"
+    use_amp = on_gpu if amp is None else amp
+    return Runtime(dev, torch.bfloat16 if use_amp else None, channels_last=on_gpu)
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode + no_grad for the duration, restoring the previous mode afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)

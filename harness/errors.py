@@ -1,0 +1,63 @@
+"""One exception tree for every user-facing failure, so callers can catch `PruneBenchError`."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataNotFoundError",
+    "ImpossibleTargetError",
+    "IncompatibleMethodError",
+    "NonFiniteLossError",
+    "PruneBenchError",
+    "UnknownNameError",
+]
+
+
+class PruneBenchError(Exception):
+    """Root of every error PruneBench raises on purpose."""
+
+
+class ConfigError(PruneBenchError, ValueError):
+    """A configuration value is out of range or inconsistent."""
+
+
+class UnknownNameError(PruneBenchError, KeyError):
+    """A registry lookup failed; the message lists the known names and the nearest match."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        known = sorted(known)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        self.kind, self.name, self.known = kind, name, known
+        super().__init__(f"unknown {kind} '{name}'{hint}; known: {', '.join(known)}")
+
+    def __str__(self) -> str:  # KeyError would otherwise repr() the message
+        return self.args[0]
+
+
+class ImpossibleTargetError(PruneBenchError, ValueError):
+    """The MAC target cannot be met (outside (0, 1], or below what the floors allow)."""
+
+
+class DataNotFoundError(PruneBenchError, FileNotFoundError):
+    """A dataset is missing or malformed; the message names the path and the expected layout."""
+
+
+class IncompatibleMethodError(PruneBenchError, ValueError):
+    """A method cannot run on this task or model (e.g. slimming without BatchNorm)."""
+
+
+class CheckpointError(PruneBenchError, RuntimeError):
+    """A checkpoint is corrupt or does not match the model it is loaded into."""
+
+
+class NonFiniteLossError(PruneBenchError, FloatingPointError):
+    """Training produced a NaN or inf loss."""
+
+    def __init__(self, step: int, loss: float) -> None:
+        self.step, self.loss = step, loss
+        super().__init__(f"non-finite loss {loss} at step {step}; lower the learning rate")

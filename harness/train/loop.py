@@ -1,0 +1,135 @@
+"""The one training loop: baseline training, fine-tuning and train-time methods all run here."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from harness.device import Runtime, eval_mode
+from harness.errors import NonFiniteLossError
+from harness.train.hooks import Hook, LoopState
+
+if TYPE_CHECKING:
+    from torch import nn
+    from torch.optim import Optimizer
+    from torch.optim.lr_scheduler import LRScheduler
+
+    from harness.data import TensorBatches
+    from harness.task import Task
+
+__all__ = ["FitResult", "evaluate", "fit"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    history: list[dict[str, float]] = field(default_factory=list)
+    stop_reason: str = "epochs"
+    steps: int = 0
+    epochs_run: int = 0
+    wall_s: float = 0.0
+    best_epoch: int | None = None
+    best_val: float | None = None
+
+
+def evaluate(task: Task, model: nn.Module, batches: TensorBatches, runtime: Runtime) -> dict[str, float]:
+    """Score a split in eval mode under the run's autocast."""
+    with eval_mode(model), runtime.autocast():
+        return task.evaluate(model, batches)
+
+
+def fit(
+    model: nn.Module,
+    task: Task,
+    train: TensorBatches,
+    *,
+    epochs: int,
+    optimizer: Optimizer,
+    runtime: Runtime,
+    scheduler: LRScheduler | None = None,
+    hooks: Sequence[Hook] = (),
+    val: TensorBatches | None = None,
+    select_best: bool = True,
+    name: str = "train",
+    state: LoopState | None = None,
+) -> FitResult:
+    """Train `model` in place for up to `epochs` epochs.
+
+    With `val` and `select_best`, the weights of the epoch with the best validation metric are
+    restored at the end (selection on validation; the test split is never seen here). Pass a
+    `state` from a checkpoint to resume at its epoch and step.
+    """
+    s = state or LoopState(model, optimizer, scheduler, epochs=epochs, steps_per_epoch=len(train))
+    result = FitResult()
+    best_state: dict[str, torch.Tensor] | None = None
+    t0 = time.perf_counter()
+    log.info("%s: %d epochs × %d steps", name, epochs, len(train))
+    log.info("%6s %10s %10s %10s %9s", "epoch", "loss", f"val_{task.metric}", "lr", "epoch_s")
+    for h in hooks:
+        h.before_fit(s)
+    try:
+        while s.epoch < epochs and s.stop_reason is None:
+            te = time.perf_counter()
+            model.train()
+            loss_sum = torch.zeros((), device=runtime.device)
+            n_steps = 0
+            for batch in train:
+                with runtime.autocast():
+                    loss = task.loss(model, batch)["loss"]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                s.loss = loss.detach()
+                for h in hooks:
+                    h.after_backward(s)
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
+                s.step += 1
+                n_steps += 1
+                loss_sum += s.loss
+                for h in hooks:
+                    h.after_step(s)
+                if s.stop_reason is not None:
+                    break
+            s.epoch += 1
+            mean_loss = (loss_sum / max(1, n_steps)).item()  # sync: once per epoch
+            if not math.isfinite(mean_loss):
+                raise NonFiniteLossError(s.step, mean_loss)
+            s.metrics = {"loss": mean_loss, "lr": s.lr}
+            if val is not None:
+                score = evaluate(task, model, val, runtime)[task.metric]
+                s.metrics[f"val_{task.metric}"] = score
+                if select_best and (result.best_val is None or score > result.best_val):
+                    result.best_val, result.best_epoch = score, s.epoch
+                    best_state = copy.deepcopy(model.state_dict())
+            for h in hooks:
+                h.after_epoch(s)
+            s.metrics["epoch_s"] = time.perf_counter() - te
+            result.history.append({"epoch": s.epoch, **s.metrics})
+            log.info(
+                "%6d %10.4f %10.4f %10.2e %9.2f",
+                s.epoch,
+                mean_loss,
+                s.metrics.get(f"val_{task.metric}", float("nan")),
+                s.lr,
+                s.metrics["epoch_s"],
+            )
+    finally:
+        for h in hooks:
+            h.after_fit(s)
+    if best_state is not None and s.stop_reason is None:
+        model.load_state_dict(best_state)
+    result.stop_reason = s.stop_reason or "epochs"
+    if s.stop_reason:
+        log.info("%s stopped: %s", name, s.stop_reason)
+    result.steps, result.epochs_run = s.step, s.epoch
+    result.wall_s = time.perf_counter() - t0
+    return result
