@@ -31,6 +31,8 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} '{name}' is registered twice")
             self._items[name] = obj
             self._info[name] = info
+            if isinstance(obj, type):
+                obj.registry_name = name  # the name error messages and results use
             return obj
 
         return decorator

@@ -1,0 +1,129 @@
+"""The method contract: three kinds of pruner, each declaring what it needs.
+
+- `OneShotMethod` scores one layer at a time (`score(view)`); the harness reduces the scores over
+  each channel group, ranks, and cuts to the MAC target (harness/structure/allocate.py).
+- `TrainTimeMethod` is a one-shot scorer that first trains with its own hooks (network slimming's
+  sparsity regulariser, SFP's re-masking) for `epochs` epochs from the baseline.
+- `SearchMethod` owns its search (DHP): it gets a `PruneContext` and returns a compact model.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from torch import Tensor, nn
+
+from harness.errors import IncompatibleMethodError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from omegaconf import DictConfig
+
+    from harness.device import Runtime
+    from harness.structure import CostModel, LayerView, Plan, Structure
+    from harness.task import DataSplits, Task
+    from harness.train import FitResult, Hook
+
+__all__ = [
+    "Method",
+    "Needs",
+    "OneShotMethod",
+    "PruneContext",
+    "SearchMethod",
+    "SearchResult",
+    "TrainTimeMethod",
+]
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a method requires; the harness refuses impossible combinations before any work."""
+
+    data: bool = False  # reads training batches (Taylor, DHP)
+    grads: bool = False  # needs gradients of the task loss
+    training: bool = False  # trains the network itself
+    batchnorm: bool = False  # scores BatchNorm γ (network slimming)
+    pretrained: bool = True  # starts from the trained baseline (DHP searches from scratch)
+    tasks: tuple[str, ...] | None = None  # None: every task
+
+
+@dataclass
+class PruneContext:
+    """Everything shared a method may use; built by the pipeline for one run."""
+
+    model: nn.Module
+    structure: Structure
+    cost: CostModel
+    task: Task
+    data: DataSplits
+    runtime: Runtime
+    target: float
+    seed: int
+    cfg: DictConfig  # the whole resolved run config (train/finetune/prune sections)
+    # `fit(model, epochs=..., hooks=..., optimizer_cfg=...)` runs the harness training loop
+    fit: Callable[..., FitResult]
+    log_metrics: Callable[[dict[str, float], int | None], None] = lambda m, step=None: None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SearchResult:
+    """A search method's output: the compact model, its plan and the cost of the search."""
+
+    model: nn.Module
+    plan: Plan
+    stats: dict[str, float] = field(default_factory=dict)  # wall_s, iterations, epochs, …
+
+
+class Method(ABC):
+    """Base of every pruning method. Constructor arguments are the method's own hyperparameters."""
+
+    needs: ClassVar[Needs] = Needs()
+
+    def check(self, model: nn.Module, task_name: str) -> None:
+        """Raise IncompatibleMethodError when this method cannot run on `model` for `task_name`."""
+        name = getattr(self, "registry_name", type(self).__name__)
+        if self.needs.tasks is not None and task_name not in self.needs.tasks:
+            raise IncompatibleMethodError(
+                f"method '{name}' does not support task '{task_name}'; "
+                f"it supports: {', '.join(self.needs.tasks)}"
+            )
+        if self.needs.batchnorm and not any(
+            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()
+        ):
+            raise IncompatibleMethodError(
+                f"method '{name}' scores BatchNorm scales, but model {type(model).__name__} "
+                "has no BatchNorm layer; pick a method that scores weights (e.g. l1, fpgm, taylor)"
+            )
+
+
+class OneShotMethod(Method):
+    """Scores channels of a (trained) model; the harness allocates and removes."""
+
+    def prepare(self, ctx: PruneContext) -> None:
+        """Called once per pruning step, before any `score` (e.g. Taylor gathers gradients)."""
+
+    @abstractmethod
+    def score(self, view: LayerView) -> Tensor | None:
+        """[n] importance of the view's output channels (higher = keep), or None to abstain."""
+
+
+class TrainTimeMethod(OneShotMethod):
+    """A scorer that first trains the baseline further with its own hooks."""
+
+    epochs: int = 0
+
+    @abstractmethod
+    def hooks(self, ctx: PruneContext) -> list[Hook]:
+        """Hooks for the method's own training phase (run for `self.epochs` epochs)."""
+
+
+class SearchMethod(Method):
+    """A method that owns its search and returns a compact model (DHP)."""
+
+    @abstractmethod
+    def search(self, ctx: PruneContext) -> SearchResult:
+        """Search under `ctx.target`; the pipeline then fine-tunes the returned model."""

@@ -1,0 +1,35 @@
+"""Structural pruning: channel groups, plans, the analytic cost model and MAC-target allocation."""
+
+from harness.structure.allocate import allocate, check_target, floor_of
+from harness.structure.cost import CostModel
+from harness.structure.groups import ChannelGroup, Slot, Structure, build_structure
+from harness.structure.plan import (
+    Plan,
+    apply_plan,
+    channel_config,
+    load_pruned,
+    masked_copy,
+    resize_to,
+    save_pruned,
+)
+from harness.structure.scoring import LayerView, score_groups
+
+__all__ = [
+    "ChannelGroup",
+    "CostModel",
+    "LayerView",
+    "Plan",
+    "Slot",
+    "Structure",
+    "allocate",
+    "apply_plan",
+    "build_structure",
+    "channel_config",
+    "check_target",
+    "floor_of",
+    "load_pruned",
+    "masked_copy",
+    "resize_to",
+    "save_pruned",
+    "score_groups",
+]

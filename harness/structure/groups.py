@@ -1,0 +1,238 @@
+"""Channel groups: sets of channels that must be removed together, derived once per model.
+
+Torch-Pruning's DependencyGraph finds the coupling (conv → BN → next conv, residual adds, concat,
+depthwise). We translate each of its groups into plain, named data: for every layer side the group
+touches, which channel belongs to which *unit* of the group. A unit is one prunable element (one
+latent entry for DHP); it may own several channels of a layer (a PixelShuffle(r) upsampler conv
+owns r² output channels per unit), so a slot is a list of (unit, channel) pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["PRUNABLE_TYPES", "ChannelGroup", "Slot", "Structure", "build_structure"]
+
+log = logging.getLogger(__name__)
+
+Side = Literal["out", "in"]
+
+#: layer types whose channels we know how to slice (see harness/structure/plan.py)
+PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv2d,
+    nn.ConvTranspose2d,
+    nn.Linear,
+    nn.BatchNorm2d,
+    nn.BatchNorm1d,
+    nn.PReLU,
+)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """The channels of one side of one layer that belong to a group.
+
+    `units[i]` is the group unit that owns channel `channels[i]` of the layer's `side`
+    ("out": output channels / BN features; "in": input channels of a consumer).
+    """
+
+    module: str
+    side: Side
+    units: Tensor  # [n] int64
+    channels: Tensor  # [n] int64
+
+    def channels_per_unit(self, size: int) -> Tensor:
+        """[size] how many of this layer's channels each unit owns (0 where it has none here)."""
+        return torch.bincount(self.units, minlength=size)
+
+
+@dataclass
+class ChannelGroup:
+    """Coupled channels with a stable name (its root layer), a size and whether it may be pruned."""
+
+    name: str
+    size: int
+    slots: list[Slot]
+    prunable: bool = True
+    reason: str = ""  # why not prunable
+
+    @property
+    def producers(self) -> list[Slot]:
+        return [s for s in self.slots if s.side == "out"]
+
+    @property
+    def consumers(self) -> list[Slot]:
+        return [s for s in self.slots if s.side == "in"]
+
+    def __repr__(self) -> str:
+        flag = "" if self.prunable else f", frozen: {self.reason}"
+        layers = ", ".join(f"{s.module}.{s.side}" for s in self.slots)
+        return f"ChannelGroup({self.name}, size={self.size}{flag}: {layers})"
+
+
+@dataclass
+class LayerGeometry:
+    """What the cost model needs of one conv/linear layer, recorded by one forward pass."""
+
+    kind: Literal["conv", "convT", "linear"]
+    in_channels: int
+    out_channels: int
+    groups: int
+    kernel: int  # kh * kw (1 for linear)
+    positions: int  # output pixels (conv), input pixels (convT), rows (linear)
+
+    @property
+    def is_depthwise(self) -> bool:
+        return self.groups > 1 and self.groups == self.in_channels == self.out_channels
+
+
+@dataclass
+class Structure:
+    """Channel groups and layer geometry of one model at one input shape."""
+
+    groups: dict[str, ChannelGroup]
+    layers: dict[str, LayerGeometry]
+    input_shape: tuple[int, ...]
+    _by_layer: dict[tuple[str, Side], list[tuple[ChannelGroup, Slot]]] = field(
+        default_factory=dict, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        for g in self.groups.values():
+            for s in g.slots:
+                self._by_layer.setdefault((s.module, s.side), []).append((g, s))
+
+    @property
+    def prunable(self) -> list[ChannelGroup]:
+        return [g for g in self.groups.values() if g.prunable]
+
+    def slots_of(self, module: str, side: Side) -> list[tuple[ChannelGroup, Slot]]:
+        """Every (group, slot) on one side of one layer (several after a concat)."""
+        return self._by_layer.get((module, side), [])
+
+    def __iter__(self) -> Iterator[ChannelGroup]:
+        return iter(self.groups.values())
+
+
+def _record_geometry(model: nn.Module, example: Tensor) -> dict[str, LayerGeometry]:
+    geometry: dict[str, LayerGeometry] = {}
+    handles = []
+
+    def hook(name: str):
+        def fn(m: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+            if isinstance(m, nn.ConvTranspose2d):
+                geo = LayerGeometry("convT", m.in_channels, m.out_channels, m.groups,
+                                    m.kernel_size[0] * m.kernel_size[1], inputs[0][0, 0].numel())
+            elif isinstance(m, nn.Conv2d):
+                geo = LayerGeometry("conv", m.in_channels, m.out_channels, m.groups,
+                                    m.kernel_size[0] * m.kernel_size[1], out[0, 0].numel())
+            else:
+                geo = LayerGeometry("linear", m.in_features, m.out_features, 1, 1,
+                                    out[0].numel() // m.out_features)
+            geometry[name] = geo
+
+        return fn
+
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            handles.append(m.register_forward_hook(hook(name)))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return geometry
+
+
+def build_structure(
+    model: nn.Module,
+    example: Tensor,
+    *,
+    frozen: Iterable[str] = (),
+) -> Structure:
+    """Trace `model` once at `example` (a batch of one) and derive its channel groups.
+
+    A group is frozen (never pruned) when it feeds the model output (no consumer layer), when its
+    name matches a pattern in `frozen` (fnmatch, e.g. "layer3.*"), when it has < 2 units, or when
+    it touches a layer we cannot slice (e.g. a grouped, non-depthwise conv).
+    """
+    import torch_pruning as tp  # heavy import, only where the graph is built
+
+    was_training = model.training
+    model.eval()
+    try:
+        geometry = _record_geometry(model, example)
+        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+    finally:
+        model.train(was_training)
+    names = {m: n for n, m in model.named_modules()}
+    frozen = list(frozen)
+    groups: dict[str, ChannelGroup] = {}
+    roots = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+    for tp_group in dg.get_all_groups(root_module_types=roots):
+        root = names[tp_group[0].dep.target.module]
+        pairs: dict[tuple[str, Side], tuple[list[int], list[int]]] = {}
+        unsupported: list[str] = []
+        for item in tp_group.items:
+            module = item.dep.target.module
+            if not isinstance(module, nn.Module) or module not in names:
+                continue  # tp's virtual ops (elementwise, concat, reshape)
+            name = names[module]
+            if not isinstance(module, PRUNABLE_TYPES):
+                if any(True for _ in module.parameters(recurse=False)):
+                    unsupported.append(name)
+                continue
+            if isinstance(module, nn.PReLU) and module.num_parameters == 1:
+                continue
+            side: Side = "out" if dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
+            units, chans = pairs.setdefault((name, side), ([], []))
+            for c, u in zip(item.idxs, item.root_idxs):
+                if c not in chans:
+                    units.append(int(u))
+                    chans.append(int(c))
+        slots = [
+            Slot(n, side, torch.tensor(u, dtype=torch.long), torch.tensor(c, dtype=torch.long))
+            for (n, side), (u, c) in pairs.items()
+        ]
+        size = len(tp_group[0].idxs)
+        group = ChannelGroup(root, size, slots)
+        _freeze_if_needed(group, geometry, model, unsupported, frozen)
+        groups[root] = group
+    return Structure(groups, geometry, tuple(example.shape[1:]))
+
+
+def _freeze_if_needed(
+    group: ChannelGroup,
+    geometry: dict[str, LayerGeometry],
+    model: nn.Module,
+    unsupported: list[str],
+    frozen: list[str],
+) -> None:
+    modules = dict(model.named_modules())
+    reason = ""
+    if group.size < 2:
+        reason = "fewer than 2 channels"
+    elif not group.consumers:
+        reason = "feeds the model output"
+    elif unsupported:
+        reason = f"touches layers that cannot be sliced: {', '.join(unsupported)}"
+    elif any(fnmatch(group.name, pat) for pat in frozen):
+        reason = "frozen by configuration"
+    else:
+        for s in group.slots:
+            m = modules[s.module]
+            geo = geometry.get(s.module)
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.groups > 1:
+                if geo is None or not geo.is_depthwise:
+                    reason = f"grouped convolution {s.module} (groups={m.groups})"
+                    break
+    if reason:
+        group.prunable, group.reason = False, reason
