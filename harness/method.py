@@ -78,7 +78,7 @@ class SearchResult:
     stats: dict[str, float] = field(default_factory=dict)  # wall_s, iterations, epochs, …
 
 
-class Method(ABC):
+class Method(ABC):  # noqa: B024 - abstract in intent: use one of the three kinds below
     """Base of every pruning method. Constructor arguments are the method's own hyperparameters."""
 
     needs: ClassVar[Needs] = Needs()

@@ -64,8 +64,9 @@ def allocate(
     order: dict[str, list[int]] = {}
     for g, s in scores.items():
         if s.shape != (groups[g].size,):
-            raise ValueError(f"scores of group {g} have shape {tuple(s.shape)}, expected "
-                             f"({groups[g].size},)")
+            raise ValueError(
+                f"scores of group {g} have shape {tuple(s.shape)}, expected ({groups[g].size},)"
+            )
         # lowest score first; ties broken by index so equal scores give a stable plan
         ranked = sorted(range(len(s)), key=lambda i: (float(s[i]), i))
         order[g] = [i for i in ranked if not state[g][i]]
@@ -102,4 +103,3 @@ def allocate(
             f"prune.min_channels={min_channels}); raise the target or lower the floor"
         )
     return Plan.from_removed(state)
-

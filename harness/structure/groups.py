@@ -128,14 +128,27 @@ def _record_geometry(model: nn.Module, example: Tensor) -> dict[str, LayerGeomet
     def hook(name: str):
         def fn(m: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
             if isinstance(m, nn.ConvTranspose2d):
-                geo = LayerGeometry("convT", m.in_channels, m.out_channels, m.groups,
-                                    m.kernel_size[0] * m.kernel_size[1], inputs[0][0, 0].numel())
+                geo = LayerGeometry(
+                    "convT",
+                    m.in_channels,
+                    m.out_channels,
+                    m.groups,
+                    m.kernel_size[0] * m.kernel_size[1],
+                    inputs[0][0, 0].numel(),
+                )
             elif isinstance(m, nn.Conv2d):
-                geo = LayerGeometry("conv", m.in_channels, m.out_channels, m.groups,
-                                    m.kernel_size[0] * m.kernel_size[1], out[0, 0].numel())
+                geo = LayerGeometry(
+                    "conv",
+                    m.in_channels,
+                    m.out_channels,
+                    m.groups,
+                    m.kernel_size[0] * m.kernel_size[1],
+                    out[0, 0].numel(),
+                )
             else:
-                geo = LayerGeometry("linear", m.in_features, m.out_features, 1, 1,
-                                    out[0].numel() // m.out_features)
+                geo = LayerGeometry(
+                    "linear", m.in_features, m.out_features, 1, 1, out[0].numel() // m.out_features
+                )
             geometry[name] = geo
 
         return fn
@@ -174,11 +187,11 @@ def build_structure(
     finally:
         model.train(was_training)
     names = {m: n for n, m in model.named_modules()}
+    order = {n: i for i, n in enumerate(names.values())}
     frozen = list(frozen)
     groups: dict[str, ChannelGroup] = {}
     roots = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
     for tp_group in dg.get_all_groups(root_module_types=roots):
-        root = names[tp_group[0].dep.target.module]
         pairs: dict[tuple[str, Side], tuple[list[int], list[int]]] = {}
         unsupported: list[str] = []
         for item in tp_group.items:
@@ -194,7 +207,7 @@ def build_structure(
                 continue
             side: Side = "out" if dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
             units, chans = pairs.setdefault((name, side), ([], []))
-            for c, u in zip(item.idxs, item.root_idxs):
+            for c, u in zip(item.idxs, item.root_idxs, strict=True):
                 if c not in chans:
                     units.append(int(u))
                     chans.append(int(c))
@@ -203,6 +216,12 @@ def build_structure(
             for (n, side), (u, c) in pairs.items()
         ]
         size = len(tp_group[0].idxs)
+        # named after its first producer layer in definition order: stable across tp versions
+        root = min(
+            (s.module for s in slots if s.side == "out" and s.module in geometry),
+            key=order.__getitem__,
+            default=names[tp_group[0].dep.target.module],
+        )
         group = ChannelGroup(root, size, slots)
         _freeze_if_needed(group, geometry, model, unsupported, frozen)
         groups[root] = group

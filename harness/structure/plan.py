@@ -56,8 +56,9 @@ class Plan:
         return {g: list(map(int, k)) for g, k in sorted(self.kept.items())}
 
 
-def _kept_channels(structure: Structure, removed: Mapping[str, Tensor], name: str, side: str,
-                   total: int) -> Tensor | None:
+def _kept_channels(
+    structure: Structure, removed: Mapping[str, Tensor], name: str, side: str, total: int
+) -> Tensor | None:
     """Indices of the channels of one layer side that survive; None when nothing is removed."""
     keep = torch.ones(total, dtype=torch.bool)
     for group, slot in structure.slots_of(name, side):
@@ -71,7 +72,9 @@ def _take(p: nn.Parameter | Tensor | None, dim: int, idx: Tensor):
     if p is None:
         return None
     data = p.data.index_select(dim, idx.to(p.device)).clone()
-    return nn.Parameter(data, requires_grad=p.requires_grad) if isinstance(p, nn.Parameter) else data
+    return (
+        nn.Parameter(data, requires_grad=p.requires_grad) if isinstance(p, nn.Parameter) else data
+    )
 
 
 def _slice_out(m: nn.Module, idx: Tensor) -> None:
@@ -137,7 +140,7 @@ def apply_plan(model: nn.Module, structure: Structure, plan: Plan) -> nn.Module:
     removed = plan.removed(structure)
     modules = dict(model.named_modules())
     todo = []
-    for (name, side) in list(structure._by_layer):
+    for name, side in list(structure._by_layer):
         m = modules[name]
         total = _sizes(m)[0 if side == "in" else 1]
         idx = _kept_channels(structure, removed, name, side, total)
@@ -157,7 +160,7 @@ def masked_copy(model: nn.Module, structure: Structure, plan: Plan) -> nn.Module
     masked = copy.deepcopy(model)
     removed = plan.removed(structure)
     modules = dict(masked.named_modules())
-    for (name, side) in structure._by_layer:
+    for name, side in structure._by_layer:
         if side != "in":
             continue
         m = modules[name]
@@ -223,7 +226,9 @@ def _atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
-def save_pruned(directory: str | Path, model: nn.Module, plan: Plan, meta: Mapping[str, Any]) -> Path:
+def save_pruned(
+    directory: str | Path, model: nn.Module, plan: Plan, meta: Mapping[str, Any]
+) -> Path:
     """Write `model.pt` (state_dict) and `plan.json` (plan, channel config, meta) atomically."""
     directory = Path(directory)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
@@ -246,14 +251,15 @@ def load_pruned(directory: str | Path, base_model: nn.Module) -> tuple[nn.Module
         state = torch.load(directory / "model.pt", map_location="cpu", weights_only=True)
     except FileNotFoundError as e:
         raise CheckpointError(f"no pruned model at {directory}: missing {e.filename}") from e
-    except (json.JSONDecodeError, RuntimeError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - unpickling raises many types; all mean "unusable"
         raise CheckpointError(f"corrupt pruned model at {directory}: {e}") from e
-    resize_to(base_model, doc["channels"])
+    saved = doc.get("meta", {}).get("model", "?")
     try:
+        resize_to(base_model, doc["channels"])
         base_model.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        model_name = doc.get("meta", {}).get("model", type(base_model).__name__)
+    except (RuntimeError, CheckpointError) as e:
         raise CheckpointError(
-            f"checkpoint {directory / 'model.pt'} does not match model '{model_name}': {e}"
+            f"checkpoint {directory / 'model.pt'} (model '{saved}') does not match "
+            f"{type(base_model).__name__}: {e}"
         ) from e
     return base_model, doc

@@ -40,7 +40,9 @@ class FitResult:
     best_val: float | None = None
 
 
-def evaluate(task: Task, model: nn.Module, batches: TensorBatches, runtime: Runtime) -> dict[str, float]:
+def evaluate(
+    task: Task, model: nn.Module, batches: TensorBatches, runtime: Runtime
+) -> dict[str, float]:
     """Score a split in eval mode under the run's autocast."""
     with eval_mode(model), runtime.autocast():
         return task.evaluate(model, batches)

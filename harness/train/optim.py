@@ -19,7 +19,7 @@ __all__ = ["build_optimizer", "build_scheduler"]
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: DictConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, nesterov optional) or Adam; weight decay is not scaled by lr (decoupled knobs)."""
+    """SGD (momentum, optional nesterov) or Adam; weight decay is not rescaled by lr."""
     name = cfg.optimizer
     params = [p for p in params if p.requires_grad]
     if name == "sgd":

@@ -1,0 +1,135 @@
+"""`prunebench <run|measure|list> [hydra overrides]`.
+
+stdout carries exactly one final JSON line; logs and progress go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from harness.errors import PruneBenchError
+
+__all__ = ["compose", "main"]
+
+log = logging.getLogger("prunebench")
+
+USAGE = """usage: prunebench <command> [key=value ...]
+
+commands:
+  run       baseline → prune → fine-tune → evaluate → measure → MLflow
+  measure   MACs and parameters of an unpruned model at the task's input shape
+  list      registered methods, tasks, models and datasets with their capabilities
+
+examples:
+  prunebench run task=classification data=digits model=resnet20 method=fpgm target=0.5
+  prunebench measure task=classification model=resnet56
+"""
+
+
+def config_dir() -> Path:
+    import conf
+
+    return Path(conf.__file__).parent
+
+
+def compose(overrides: Sequence[str] = ()) -> DictConfig:
+    """Compose the run config from conf/ with Hydra's compose API (no working-dir changes)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from harness.errors import ConfigError
+
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            return hydra_compose(config_name="config", overrides=list(overrides))
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(f"bad configuration: {e}") from e
+
+
+def _list() -> dict:
+    from harness.pipeline import _register_all
+    from harness.registry import DATASETS, METHODS, MODELS, TASKS
+
+    _register_all()
+    methods = {}
+    for name in METHODS:
+        cls = METHODS.get(name)
+        needs = cls.needs
+        kind = next(k.__name__ for k in cls.__mro__[1:] if k.__name__.endswith("Method"))
+        methods[name] = {
+            "kind": kind,
+            "needs": {k: v for k, v in vars(needs).items() if v not in (False, None)},
+        }
+    return {
+        "methods": methods,
+        "tasks": {n: {"metric": TASKS.get(n).metric} for n in TASKS},
+        "models": {n: MODELS.info(n) for n in MODELS},
+        "datasets": {n: DATASETS.info(n) for n in DATASETS},
+    }
+
+
+def _print_list(listing: dict) -> None:
+    err = sys.stderr
+    print("methods:", file=err)
+    for name, m in listing["methods"].items():
+        needs = ", ".join(f"{k}={v}" if v is not True else k for k, v in m["needs"].items())
+        print(f"  {name:12s} {m['kind']:16s} needs: {needs or '-'}", file=err)
+    for kind in ("tasks", "models", "datasets"):
+        print(f"{kind}:", file=err)
+        for name, info in listing[kind].items():
+            extra = ", ".join(f"{k}={v}" for k, v in info.items())
+            print(f"  {name:12s} {extra}", file=err)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, file=sys.stderr)
+        return 0 if argv else 2
+    command, overrides = argv[0], argv[1:]
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    try:
+        if command == "list":
+            listing = _list()
+            _print_list(listing)
+            print(json.dumps(listing, default=str))
+            return 0
+        cfg = compose(overrides)
+        logging.basicConfig(
+            level=cfg.get("log_level", "INFO"),
+            stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            datefmt="%H:%M:%S",
+        )
+        if command == "run":
+            import torch
+
+            from harness.pipeline import run
+
+            torch.backends.cudnn.benchmark = True
+            record = run(cfg)
+        elif command == "measure":
+            from harness.pipeline import measure
+
+            record = measure(cfg)
+        else:
+            print(f"unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
+            return 2
+    except PruneBenchError as e:
+        print(f"prunebench: error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(record, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""One run: baseline → prune → fine-tune → evaluate → measure → record.
+
+Reaches tasks, models and methods only through their registries, so a new method or task needs no
+change here. Every method gets the same data, baseline checkpoint, fine-tuning budget, seed and
+measurement; the validation split selects, the test split is scored once at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from harness.baseline import load_or_train_baseline
+from harness.device import Runtime, pick_runtime
+from harness.errors import ConfigError
+from harness.measure import count_macs, count_params, measure_latency
+from harness.method import (
+    Method,
+    OneShotMethod,
+    PruneContext,
+    SearchMethod,
+    TrainTimeMethod,
+)
+from harness.registry import METHODS, TASKS
+from harness.structure import (
+    CostModel,
+    Plan,
+    allocate,
+    apply_plan,
+    build_structure,
+    check_target,
+    save_pruned,
+    score_groups,
+)
+from harness.task import DataSplits, Task
+from harness.tracking import Tracker
+from harness.train import FitResult, Hook, build_optimizer, build_scheduler, evaluate, fit
+
+__all__ = ["build_method", "measure", "run"]
+
+log = logging.getLogger(__name__)
+
+METHOD_META_KEYS = ("name", "search_space")
+
+
+def _register_all() -> None:
+    import methods  # noqa: F401  (registers every method)
+    import tasks  # noqa: F401  (registers every task, model and dataset)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def build_method(method_cfg: DictConfig) -> Method:
+    """`method_cfg` keys other than name/search_space are the method's constructor arguments."""
+    cls = METHODS.get(method_cfg.name)
+    kwargs = {
+        k: v
+        for k, v in OmegaConf.to_container(method_cfg, resolve=True).items()
+        if k not in METHOD_META_KEYS
+    }
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"bad arguments for method '{method_cfg.name}': {e}") from e
+
+
+def make_fit(task: Task, data: DataSplits, runtime: Runtime):
+    """The `fit` every method and stage uses: same loop, optimizer family and schedule rules."""
+
+    def run_fit(
+        model: nn.Module,
+        *,
+        epochs: int,
+        optim: Mapping[str, Any],
+        hooks: Sequence[Hook] = (),
+        val: bool = True,
+        select_best: bool = False,
+        name: str = "train",
+    ) -> FitResult:
+        optim = OmegaConf.create(dict(optim)) if not isinstance(optim, DictConfig) else optim
+        optimizer = build_optimizer(model.parameters(), optim)
+        scheduler = build_scheduler(
+            optimizer, optim, epochs=epochs, steps_per_epoch=len(data.train)
+        )
+        return fit(
+            model,
+            task,
+            data.train,
+            epochs=epochs,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            runtime=runtime,
+            hooks=hooks,
+            val=data.val if val else None,
+            select_best=select_best,
+            name=name,
+        )
+
+    return run_fit
+
+
+def _prune_one_shot(
+    method: OneShotMethod, ctx: PruneContext, cfg: DictConfig
+) -> tuple[nn.Module, Plan]:
+    """Score → allocate → remove, in `prune.steps` progressive steps (geometric targets)."""
+    allocation = cfg.prune.allocation or getattr(method, "default_allocation", "uniform")
+    steps = int(cfg.prune.steps)
+    base_macs = ctx.cost.base_macs
+    model, structure, cost = ctx.model, ctx.structure, ctx.cost
+    plan = Plan()
+    for k in range(1, steps + 1):
+        step_target = cfg.target ** (k / steps) * base_macs / cost.base_macs
+        ctx.model, ctx.structure, ctx.cost = model, structure, cost
+        method.prepare(ctx)
+        scores = score_groups(model, structure, method.score)
+        plan = allocate(
+            cost,
+            scores,
+            min(1.0, step_target),
+            allocation=allocation,
+            floor=cfg.prune.floor,
+            min_channels=cfg.prune.min_channels,
+        )
+        apply_plan(model, structure, plan)
+        if k < steps:
+            if cfg.prune.finetune_between > 0:
+                ctx.fit(
+                    model,
+                    epochs=cfg.prune.finetune_between,
+                    optim=cfg.finetune,
+                    name=f"finetune-step{k}",
+                )
+            structure = build_structure(
+                model,
+                ctx.task.example_input(cfg.data).to(ctx.runtime.device),
+                frozen=cfg.prune.frozen,
+            )
+            cost = CostModel(structure)
+    return model, plan
+
+
+def _baseline_train(task: Task, data: DataSplits, runtime: Runtime, cfg: DictConfig):
+    run_fit = make_fit(task, data, runtime)
+
+    def train(model: nn.Module) -> tuple[dict[str, float], dict[str, float], float]:
+        t = time.perf_counter()
+        if cfg.train.epochs > 0:
+            run_fit(
+                model, epochs=cfg.train.epochs, optim=cfg.train, select_best=True, name="baseline"
+            )
+        val = evaluate(task, model, data.val, runtime)
+        test = evaluate(task, model, data.test, runtime)
+        return val, test, time.perf_counter() - t
+
+    return train
+
+
+def measure(cfg: DictConfig) -> dict[str, Any]:
+    """MACs and parameters of the unpruned model at the task's declared input shape."""
+    _register_all()
+    task = TASKS.get(cfg.task.name)(cfg.task)
+    model = task.build_model(cfg.model, cfg.data)
+    shape = task.input_shape(cfg.data)
+    report = count_macs(model, shape)
+    return {
+        "model": cfg.model.name,
+        "task": cfg.task.name,
+        "macs": report.macs,
+        "macs_total": report.macs_total,
+        "params": count_params(model),
+        "input_shape": list(shape),
+        "unsupported_ops": report.unsupported,
+    }
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Run one (task, model, method, target, seed) and return the result record."""
+    _register_all()
+    check_target(cfg.target)
+    task: Task = TASKS.get(cfg.task.name)(cfg.task)
+    method = build_method(cfg.method)
+    runtime = pick_runtime(cfg.device, cfg.amp)
+    seed_everything(cfg.seed)
+    model = task.build_model(cfg.model, cfg.data)
+    method.check(model, cfg.task.name)
+    shape = task.input_shape(cfg.data)
+    data = task.build_data(cfg.data, seed=cfg.seed).to(runtime.device)
+    base_report = count_macs(model, shape)
+    params_base = count_params(model)
+
+    outputs = Path(cfg.outputs)
+    tags = {
+        "method": cfg.method.name,
+        "task": cfg.task.name,
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "seed": str(cfg.seed),
+        "target": str(cfg.target),
+        "git_sha": git_sha(),
+    }
+    run_name = f"{cfg.method.name}-{cfg.model.name}-{cfg.data.name}-t{cfg.target}-s{cfg.seed}"
+    tracker = Tracker(
+        cfg.tracking.uri,
+        cfg.tracking.experiment,
+        outputs=outputs,
+        run_name=run_name,
+        tags=tags,
+        parent_run_id=cfg.tracking.get("parent_run_id"),
+        enabled=cfg.tracking.enabled,
+    )
+    wall: dict[str, float] = {}
+    with tracker:
+        tracker.log_params(OmegaConf.to_container(cfg, resolve=True))
+        run_fit = make_fit(task, data, runtime)
+
+        # 1. baseline (shared, cached)
+        t = time.perf_counter()
+        model = runtime.prepare(model)
+        baseline = load_or_train_baseline(cfg, model, _baseline_train(task, data, runtime, cfg))
+        wall["baseline_s"] = time.perf_counter() - t
+        if not method.needs.pretrained:  # e.g. DHP searches from scratch, same seed
+            seed_everything(cfg.seed)
+            model = runtime.prepare(task.build_model(cfg.model, cfg.data))
+
+        # 2. prune
+        t = time.perf_counter()
+        example = task.example_input(cfg.data).to(runtime.device)
+        structure = build_structure(model, example, frozen=cfg.prune.frozen)
+        cost = CostModel(structure)
+        ctx = PruneContext(
+            model=model,
+            structure=structure,
+            cost=cost,
+            task=task,
+            data=data,
+            runtime=runtime,
+            target=cfg.target,
+            seed=cfg.seed,
+            cfg=cfg,
+            fit=run_fit,
+            log_metrics=lambda m, step=None: tracker.log_metrics(m, step),
+        )
+        search_stats: dict[str, float] = {}
+        if isinstance(method, SearchMethod):
+            result = method.search(ctx)
+            model, plan, search_stats = result.model, result.plan, dict(result.stats)
+        else:
+            if isinstance(method, TrainTimeMethod) and method.epochs > 0:
+                r = run_fit(
+                    model,
+                    epochs=method.epochs,
+                    optim=cfg.finetune,
+                    hooks=method.hooks(ctx),
+                    name=f"{cfg.method.name}-train",
+                )
+                search_stats = {"epochs": r.epochs_run, "iterations": r.steps, "wall_s": r.wall_s}
+            model, plan = _prune_one_shot(method, ctx, cfg)
+        model = runtime.prepare(model)
+        wall["prune_s"] = time.perf_counter() - t
+        pruned_val = evaluate(task, model, data.val, runtime)[task.metric]
+
+        # 3. fine-tune (same budget and optimizer for every method)
+        t = time.perf_counter()
+        ft = None
+        if cfg.finetune.epochs > 0:
+            ft = run_fit(
+                model,
+                epochs=cfg.finetune.epochs,
+                optim=cfg.finetune,
+                select_best=True,
+                name="finetune",
+            )
+        wall["finetune_s"] = time.perf_counter() - t
+
+        # 4. evaluate: validation for selection, test once
+        val = evaluate(task, model, data.val, runtime)
+        test = evaluate(task, model, data.test, runtime)
+
+        # 5. measure the physically pruned model
+        report = count_macs(model, shape)
+        params = count_params(model)
+        latency = {}
+        if cfg.measure.latency:
+            latency = measure_latency(
+                model,
+                shape,
+                runtime,
+                batch_sizes=(1, int(cfg.measure.latency_batch)),
+                repeats=int(cfg.measure.latency_repeats),
+            )
+        record: dict[str, Any] = {
+            "method": cfg.method.name,
+            "task": cfg.task.name,
+            "model": cfg.model.name,
+            "data": cfg.data.name,
+            "seed": int(cfg.seed),
+            "target": float(cfg.target),
+            "metric": task.metric,
+            "macs": report.macs,
+            "macs_base": base_report.macs,
+            "macs_ratio": report.macs / base_report.macs,
+            "macs_total": report.macs_total,
+            "params": params,
+            "params_base": params_base,
+            "params_ratio": params / params_base,
+            "val_metric": val[task.metric],
+            "test_metric": test[task.metric],
+            "val_metric_pruned": pruned_val,
+            "base_val_metric": baseline.val[task.metric],
+            "base_test_metric": baseline.test[task.metric],
+            "latency_ms": latency.get(1),
+            "latency_ms_batch": latency.get(int(cfg.measure.latency_batch)),
+            "latency_batch": int(cfg.measure.latency_batch),
+            "device": str(runtime.device),
+            **{f"wall_{k}": v for k, v in wall.items()},
+            **{f"search_{k}": v for k, v in search_stats.items()},
+            "finetune_epochs": ft.epochs_run if ft else 0,
+        }
+        metrics = {k: v for k, v in record.items() if isinstance(v, int | float)}
+        metrics.update({f"val_{k}": v for k, v in val.items()})
+        metrics.update({f"test_{k}": v for k, v in test.items()})
+        tracker.log_metrics(metrics)
+        tracker.set_tags({"unsupported_ops": ",".join(sorted(report.unsupported)) or "none"})
+
+        # 6. artifacts: state_dict + plan/channel config, reloadable without pruning code
+        art = outputs / "runs" / (tracker.run_id or run_name)
+        save_pruned(
+            art,
+            model,
+            plan,
+            meta={
+                "model": cfg.model.name,
+                "task": cfg.task.name,
+                "config": OmegaConf.to_container(cfg, resolve=True),
+                "git_sha": tags["git_sha"],
+                "record": {k: v for k, v in record.items() if not isinstance(v, dict)},
+            },
+        )
+        tracker.log_artifacts(art, "pruned")
+        record["run_id"] = tracker.run_id
+        record["artifacts"] = str(art)
+        record["tracking_uri"] = tracker.uri
+    return record

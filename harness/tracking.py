@@ -1,0 +1,137 @@
+"""MLflow tracking: one run per pipeline run (child runs of a study's parent run later).
+
+The tracking URI is always explicit (`sqlite:///<outputs>/mlflow.db` by default: MLflow 3's plain
+file store is deprecated), and credentials in any logged value are masked.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Tracker", "default_tracking_uri", "flatten", "mask_secrets"]
+
+log = logging.getLogger(__name__)
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
+_SECRET_KEY = re.compile(r"(password|passwd|secret|token|api_key)", re.IGNORECASE)
+
+
+def mask_secrets(value: Any) -> str:
+    """`postgresql://u:pw@h/db` → `postgresql://u:***@h/db`."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(value))
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping → {"a.b.c": value}; lists stay as their string form."""
+    flat: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            flat.update(flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def default_tracking_uri(outputs: str | Path) -> str:
+    path = Path(outputs).resolve() / "mlflow.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+class Tracker:
+    """A thin MLflow run: params, tags, metrics and artifacts; a no-op when disabled."""
+
+    def __init__(
+        self,
+        uri: str | None,
+        experiment: str,
+        *,
+        outputs: str | Path,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        parent_run_id: str | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self.enabled = enabled
+        self.uri = uri or default_tracking_uri(outputs)
+        self.experiment = experiment
+        self.artifact_root = (Path(outputs).resolve() / "mlartifacts").as_uri()
+        self.run_name, self.tags, self.parent_run_id = run_name, dict(tags or {}), parent_run_id
+        self.run_id: str | None = None
+        self._client = None
+
+    def __enter__(self) -> Tracker:
+        if not self.enabled:
+            return self
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        mlflow.set_tracking_uri(self.uri)
+        self._client = MlflowClient(self.uri)
+        exp = self._client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            try:
+                exp_id = self._client.create_experiment(
+                    self.experiment, artifact_location=self.artifact_root
+                )
+            except Exception:  # created concurrently by another worker
+                exp_id = self._client.get_experiment_by_name(self.experiment).experiment_id
+        else:
+            exp_id = exp.experiment_id
+        tags = {k: mask_secrets(v) for k, v in self.tags.items()}
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        run = self._client.create_run(exp_id, run_name=self.run_name, tags=tags)
+        self.run_id = run.info.run_id
+        log.info("MLflow run %s at %s", self.run_id, mask_secrets(self.uri))
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.enabled or self.run_id is None:
+            return
+        status = "FINISHED" if exc_type is None else "FAILED"
+        if exc is not None:
+            self.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
+        self._client.set_terminated(self.run_id, status=status)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        from mlflow.entities import Param
+
+        items = []
+        for k, v in flatten(params).items():
+            value = "***" if _SECRET_KEY.search(k) and v else mask_secrets(v)
+            items.append(Param(k, value[:6000]))
+        for i in range(0, len(items), 100):
+            self._client.log_batch(self.run_id, params=items[i : i + 100])
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.enabled:
+            for k, v in tags.items():
+                self._client.set_tag(self.run_id, k, mask_secrets(v))
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if not self.enabled:
+            return
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [
+            Metric(k, float(v), now, step or 0)
+            for k, v in metrics.items()
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        ]
+        if items:
+            self._client.log_batch(self.run_id, metrics=items)
+
+    def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
+        if self.enabled:
+            self._client.log_artifacts(self.run_id, str(directory), artifact_path)

@@ -1,0 +1,106 @@
+"""Tiny nets and data built in milliseconds, registered as `test_*` models so the CLI can use
+them too. Each covers one coupling case of the structure engine."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.registry import MODELS
+
+
+def conv_bn(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, groups=groups, bias=False), nn.BatchNorm2d(cout)
+    )
+
+
+class TinyResNet(nn.Module):
+    """Residual adds plus a 1×1 projection shortcut where the width changes."""
+
+    def __init__(self, in_chans: int = 3, num_classes: int = 5) -> None:
+        super().__init__()
+        self.stem = conv_bn(in_chans, 8)
+        self.b1 = conv_bn(8, 8)
+        self.b2 = conv_bn(8, 8)
+        self.c1 = conv_bn(8, 12, stride=2)
+        self.c2 = conv_bn(12, 12)
+        self.proj = nn.Sequential(nn.Conv2d(8, 12, 1, 2, bias=False), nn.BatchNorm2d(12))
+        self.fc = nn.Linear(12, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        x = F.relu(x + self.b2(F.relu(self.b1(x))))
+        x = F.relu(self.proj(x) + self.c2(F.relu(self.c1(x))))
+        return self.fc(x.mean((2, 3)))
+
+
+class TinyDepthwise(nn.Module):
+    """An inverted residual: expand 1×1 → depthwise 3×3 → project 1×1, with a residual add."""
+
+    def __init__(self, in_chans: int = 3, num_classes: int = 5) -> None:
+        super().__init__()
+        self.stem = conv_bn(in_chans, 8)
+        self.expand = nn.Sequential(nn.Conv2d(8, 24, 1, bias=False), nn.BatchNorm2d(24))
+        self.dw = conv_bn(24, 24, groups=24)
+        self.project = nn.Sequential(nn.Conv2d(24, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        h = F.relu(self.dw(F.relu(self.expand(x))))
+        x = x + self.project(h)
+        return self.fc(x.mean((2, 3)))
+
+
+class TinyConcat(nn.Module):
+    """A UNet-like concat skip with a transposed-conv upsampler and a BN-free global residual."""
+
+    def __init__(self, in_chans: int = 1, num_classes: int = 0) -> None:
+        super().__init__()
+        self.enc = nn.Conv2d(in_chans, 8, 3, padding=1)
+        self.down = nn.Conv2d(8, 12, 3, stride=2, padding=1)
+        self.up = nn.ConvTranspose2d(12, 6, 2, stride=2)
+        self.dec = nn.Conv2d(14, 8, 3, padding=1)
+        self.out = nn.Conv2d(8, in_chans, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = F.relu(self.enc(x))
+        u = F.relu(self.up(F.relu(self.down(e))))
+        d = F.relu(self.dec(torch.cat([u, e], 1)))
+        return x - self.out(d)
+
+
+for _name, _cls in (
+    ("test_resnet", TinyResNet),
+    ("test_depthwise", TinyDepthwise),
+    ("test_concat", TinyConcat),
+):
+    if _name not in MODELS:
+        MODELS.register(_name, task="test")(_cls)
+
+TINY_MODELS = {"resnet": TinyResNet, "depthwise": TinyDepthwise, "concat": TinyConcat}
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN statistics so equivalence tests cannot pass by accident."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=g))
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(n, generator=g))
+            m.bias.data.copy_(torch.randn(n, generator=g))
+    return model
+
+
+@pytest.fixture(params=sorted(TINY_MODELS))
+def tiny(request) -> tuple[str, nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    name = request.param
+    in_chans = 1 if name == "concat" else 3
+    model = randomize_bn(TINY_MODELS[name](in_chans=in_chans)).eval()
+    return name, model, torch.randn(2, in_chans, 8, 8)

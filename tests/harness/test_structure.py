@@ -1,0 +1,161 @@
+"""The structure engine: groups, physical removal, the cost model, allocation, save/reload."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from harness.errors import CheckpointError, ConfigError, ImpossibleTargetError
+from harness.measure import count_macs
+from harness.structure import (
+    CostModel,
+    Plan,
+    allocate,
+    apply_plan,
+    build_structure,
+    load_pruned,
+    masked_copy,
+    save_pruned,
+)
+from tests.conftest import TinyConcat, TinyResNet, randomize_bn
+
+
+def random_scores(structure, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {grp.name: torch.rand(grp.size, generator=g) for grp in structure.prunable}
+
+
+def test_residual_groups_tie_the_stream():
+    st = build_structure(TinyResNet(), torch.randn(1, 3, 8, 8))
+    stream = st.groups["stem.0"]
+    layers = {(s.module, s.side) for s in stream.slots}
+    # stem, both residual producers and every consumer of the 8-channel stream are one group
+    assert {
+        ("stem.0", "out"),
+        ("b2.0", "out"),
+        ("b1.0", "in"),
+        ("c1.0", "in"),
+        ("proj.0", "in"),
+    } <= layers
+    # the second stage's stream couples the projection with the block's last conv
+    second = {(s.module, s.side) for s in st.groups["c2.0"].slots}
+    assert {("proj.0", "out"), ("c2.0", "out"), ("proj.1", "out"), ("fc", "in")} <= second
+    assert not st.groups["fc"].prunable and "output" in st.groups["fc"].reason
+
+
+def test_concat_consumer_is_split_between_groups():
+    st = build_structure(TinyConcat(), torch.randn(1, 1, 8, 8))
+    owners = {g.name: s for g, s in st.slots_of("dec", "in")}
+    assert set(owners) == {"up", "enc"}
+    assert owners["up"].channels.tolist() == list(range(6))
+    assert owners["enc"].channels.tolist() == list(range(6, 14))
+    assert not st.groups["out"].prunable  # the global residual's output layer
+
+
+@pytest.mark.parametrize("target", [0.7, 0.5, 0.3])
+@pytest.mark.parametrize("allocation", ["uniform", "global"])
+def test_compact_equals_masked_and_cost_matches_fvcore(tiny, target, allocation):
+    name, model, x = tiny
+    st = build_structure(model, x[:1])
+    cost = CostModel(st)
+    plan = allocate(cost, random_scores(st), target, allocation=allocation)
+    ratio = cost.ratio(plan.removed(st))
+    assert ratio <= target
+    reference = masked_copy(model, st, plan)(x)
+    apply_plan(model, st, plan)
+    torch.testing.assert_close(model(x), reference, atol=1e-5, rtol=1e-5)
+    # the analytic cost model is exactly fvcore's conv+linear count on the compact model
+    assert count_macs(model, tuple(x.shape[1:])).macs == cost.macs(plan.removed(st))
+
+
+def test_keeping_everything_changes_nothing(tiny):
+    _, model, x = tiny
+    st = build_structure(model, x[:1])
+    before = model(x)
+    apply_plan(model, st, Plan())
+    torch.testing.assert_close(model(x), before)
+
+
+def test_uniform_keeps_equal_fractions_global_does_not():
+    st = build_structure(TinyResNet(), torch.randn(1, 3, 8, 8))
+    cost = CostModel(st)
+    # scores that make global allocation empty one group first
+    scores = {g.name: torch.linspace(1.0, 2.0, g.size) for g in st.prunable}
+    scores["b1.0"] = torch.tensor([1e-3] * 6 + [1.0, 1.0])
+    uni = allocate(cost, scores, 0.6, allocation="uniform")
+    fractions = [len(uni.kept[g.name]) / g.size for g in st.prunable]
+    assert max(fractions) - min(fractions) <= 1 / 8 + 1e-9
+    glob = allocate(cost, scores, 0.6, allocation="global", min_channels=2)
+    assert glob.kept["b1.0"] == [6, 7]  # its six near-zero units go first, down to the floor
+
+
+def test_floor_is_respected_and_impossible_target_is_named():
+    st = build_structure(TinyResNet(), torch.randn(1, 3, 8, 8))
+    cost = CostModel(st)
+    plan = allocate(cost, random_scores(st), 0.2, allocation="global", floor=0.25)
+    for g in st.prunable:
+        assert len(plan.kept[g.name]) >= 2  # ceil(0.25 * 8)
+    with pytest.raises(ImpossibleTargetError, match="floors allow"):
+        allocate(cost, random_scores(st), 0.01, floor=0.5)
+
+
+@pytest.mark.parametrize("target", [0.0, -0.1, 1.5, float("nan")])
+def test_target_outside_unit_interval(target):
+    st = build_structure(TinyResNet(), torch.randn(1, 3, 8, 8))
+    with pytest.raises(ImpossibleTargetError, match=r"\(0, 1\]"):
+        allocate(CostModel(st), random_scores(st), target)
+
+
+def test_unknown_allocation():
+    st = build_structure(TinyResNet(), torch.randn(1, 3, 8, 8))
+    with pytest.raises(ConfigError, match="known: global, uniform"):
+        allocate(CostModel(st), random_scores(st), 0.5, allocation="greedy")
+
+
+def test_same_scores_same_plan():
+    st = build_structure(TinyResNet(), torch.randn(1, 3, 8, 8))
+    a = allocate(CostModel(st), random_scores(st, 3), 0.5)
+    b = allocate(CostModel(st), random_scores(st, 3), 0.5)
+    assert a.to_dict() == b.to_dict()
+
+
+def test_save_reload_round_trip_without_pruning_code(tiny, tmp_path):
+    name, model, x = tiny
+    st = build_structure(model, x[:1])
+    plan = allocate(CostModel(st), random_scores(st), 0.5)
+    apply_plan(model, st, plan)
+    save_pruned(tmp_path / "run", model, plan, meta={"model": name})
+    fresh = type(model)(in_chans=x.shape[1]).eval()
+    reloaded, doc = load_pruned(tmp_path / "run", fresh)
+    torch.testing.assert_close(reloaded(x), model(x))
+    assert doc["plan"] == plan.to_dict()
+
+
+def test_reload_into_wrong_model_names_both(tmp_path):
+    model = randomize_bn(TinyResNet()).eval()
+    st = build_structure(model, torch.randn(1, 3, 8, 8))
+    plan = allocate(CostModel(st), random_scores(st), 0.5)
+    apply_plan(model, st, plan)
+    save_pruned(tmp_path / "run", model, plan, meta={"model": "test_resnet"})
+    with pytest.raises(CheckpointError, match="test_resnet"):
+        load_pruned(tmp_path / "run", TinyConcat())
+    (tmp_path / "run" / "model.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_pruned(tmp_path / "run", TinyResNet())
+
+
+def test_grouped_conv_is_frozen():
+    class Grouped(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.b = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+            self.c = nn.Conv2d(8, 4, 1)
+
+        def forward(self, x):
+            return self.c(self.b(self.a(x)))
+
+    st = build_structure(Grouped(), torch.randn(1, 3, 8, 8))
+    frozen = [g for g in st if not g.prunable]
+    assert any("grouped" in g.reason for g in frozen)
