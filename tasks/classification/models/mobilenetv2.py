@@ -43,7 +43,7 @@ def conv_bn_relu(in_chans: int, out_chans: int, kernel: int, stride: int = 1, gr
 
 
 class InvertedResidual(nn.Module):
-    """Expand (1×1) → depthwise 3×3 (stride) → linear projection (1×1), + input when shapes match."""
+    """Expand 1×1 → depthwise 3×3 (stride) → linear 1×1 projection; + input if shapes match."""
 
     def __init__(self, in_chans: int, out_chans: int, stride: int, expansion: int) -> None:
         super().__init__()

@@ -165,38 +165,50 @@ def _basic(depth: int, in_chans: int, num_classes: int, shortcut: str) -> CifarR
 
 
 @MODELS.register("resnet20", task="classification")
-def resnet20(*, in_chans: int = 3, num_classes: int = 10, shortcut: str = "projection") -> CifarResNet:
+def resnet20(
+    *, in_chans: int = 3, num_classes: int = 10, shortcut: str = "projection"
+) -> CifarResNet:
     """ResNet-20: 3 basic blocks per stage (≈ 41 M MACs, 0.27 M params at 3×32×32)."""
     return _basic(20, in_chans, num_classes, shortcut)
 
 
 @MODELS.register("resnet32", task="classification")
-def resnet32(*, in_chans: int = 3, num_classes: int = 10, shortcut: str = "projection") -> CifarResNet:
+def resnet32(
+    *, in_chans: int = 3, num_classes: int = 10, shortcut: str = "projection"
+) -> CifarResNet:
     """ResNet-32: 5 basic blocks per stage."""
     return _basic(32, in_chans, num_classes, shortcut)
 
 
 @MODELS.register("resnet44", task="classification")
-def resnet44(*, in_chans: int = 3, num_classes: int = 10, shortcut: str = "projection") -> CifarResNet:
+def resnet44(
+    *, in_chans: int = 3, num_classes: int = 10, shortcut: str = "projection"
+) -> CifarResNet:
     """ResNet-44: 7 basic blocks per stage."""
     return _basic(44, in_chans, num_classes, shortcut)
 
 
 @MODELS.register("resnet56", task="classification")
-def resnet56(*, in_chans: int = 3, num_classes: int = 10, shortcut: str = "projection") -> CifarResNet:
+def resnet56(
+    *, in_chans: int = 3, num_classes: int = 10, shortcut: str = "projection"
+) -> CifarResNet:
     """ResNet-56: 9 basic blocks per stage (125.75 M MACs projection, 125.49 M padding)."""
     return _basic(56, in_chans, num_classes, shortcut)
 
 
 @MODELS.register("resnet110", task="classification")
-def resnet110(*, in_chans: int = 3, num_classes: int = 10, shortcut: str = "projection") -> CifarResNet:
+def resnet110(
+    *, in_chans: int = 3, num_classes: int = 10, shortcut: str = "projection"
+) -> CifarResNet:
     """ResNet-110 of He et al. 2016: 18 basic blocks per stage (DHP's "ResNet-110" is a
     bottleneck net instead; its numbers are not comparable with this one)."""
     return _basic(110, in_chans, num_classes, shortcut)
 
 
 @MODELS.register("resnet164", task="classification")
-def resnet164(*, in_chans: int = 3, num_classes: int = 10, shortcut: str = "projection") -> CifarResNet:
+def resnet164(
+    *, in_chans: int = 3, num_classes: int = 10, shortcut: str = "projection"
+) -> CifarResNet:
     """ResNet-164: 18 bottleneck blocks per stage, outputs 64/128/256 channels."""
     return CifarResNet(
         Bottleneck, [18] * 3, in_chans=in_chans, num_classes=num_classes, shortcut=shortcut
