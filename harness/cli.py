@@ -26,6 +26,7 @@ commands:
   run       baseline → prune → fine-tune → evaluate → measure → MLflow
   measure   MACs and parameters of an unpruned model at the task's input shape
   list      registered methods, tasks, models and datasets with their capabilities
+  demo      random / l1 / fpgm / dhp at three MAC targets on the embedded digits data
 
 examples:
   prunebench run task=classification data=digits model=resnet20 method=fpgm target=0.5
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_list(listing)
             print(json.dumps(listing, default=str))
             return 0
-        cfg = compose(overrides)
+        cfg = compose([o for o in overrides if command != "demo"])
         logging.basicConfig(
             level=cfg.get("log_level", "INFO"),
             stream=sys.stderr,
@@ -117,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             torch.backends.cudnn.benchmark = True
             record = run(cfg)
+        elif command == "demo":
+            from harness.demo import run_demo
+
+            record = run_demo(overrides)
         elif command == "measure":
             from harness.pipeline import measure
 

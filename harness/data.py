@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterator
 
 import torch
@@ -63,6 +64,13 @@ class TensorBatches:
             sl = slice(i * self.batch_size, min((i + 1) * self.batch_size, n))
             batch = tuple(t[order[sl]] if order is not None else t[sl] for t in self.tensors)
             yield self.transform(batch, self.generator) if self.transform else batch
+
+    def fork(self, seed: int) -> TensorBatches:
+        """Same data and transform, own shuffle/augmentation stream: stages that read training
+        batches (Taylor's calibration, DHP's search) never shift another stage's batch order."""
+        twin = copy.copy(self)
+        twin.generator = torch.Generator().manual_seed(seed)
+        return twin
 
     def to(self, device: torch.device | str) -> TensorBatches:
         """Move the data once; later iteration never copies host → device."""

@@ -82,6 +82,11 @@ class Method(ABC):  # noqa: B024 - abstract in intent: use one of the three kind
     """Base of every pruning method. Constructor arguments are the method's own hyperparameters."""
 
     needs: ClassVar[Needs] = Needs()
+    #: allocation when the config leaves `prune.allocation` null ("uniform" or "global")
+    default_allocation: ClassVar[str] = "uniform"
+    #: global ranking on group-normalised scores (True) or on raw scores (one global threshold,
+    #: as network slimming's |γ|); used when `prune.normalize` is null
+    normalize_scores: ClassVar[bool] = True
 
     def check(self, model: nn.Module, task_name: str) -> None:
         """Raise IncompatibleMethodError when this method cannot run on `model` for `task_name`."""

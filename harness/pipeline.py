@@ -11,7 +11,9 @@ import logging
 import random
 import subprocess
 import time
+import zlib
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +94,7 @@ def build_method(method_cfg: DictConfig) -> Method:
         raise ConfigError(f"bad arguments for method '{method_cfg.name}': {e}") from e
 
 
-def make_fit(task: Task, data: DataSplits, runtime: Runtime):
+def make_fit(task: Task, data: DataSplits, runtime: Runtime, seed: int):
     """The `fit` every method and stage uses: same loop, optimizer family and schedule rules."""
 
     def run_fit(
@@ -110,10 +112,13 @@ def make_fit(task: Task, data: DataSplits, runtime: Runtime):
         scheduler = build_scheduler(
             optimizer, optim, epochs=epochs, steps_per_epoch=len(data.train)
         )
+        # each stage gets its own batch stream, seeded by (run seed, stage): what ran before
+        # (a method's calibration or search) never changes the order fine-tuning sees
+        train = data.train.fork(seed * 1_000_003 + zlib.crc32(name.encode()))
         return fit(
             model,
             task,
-            data.train,
+            train,
             epochs=epochs,
             optimizer=optimizer,
             scheduler=scheduler,
@@ -131,7 +136,8 @@ def _prune_one_shot(
     method: OneShotMethod, ctx: PruneContext, cfg: DictConfig
 ) -> tuple[nn.Module, Plan]:
     """Score → allocate → remove, in `prune.steps` progressive steps (geometric targets)."""
-    allocation = cfg.prune.allocation or getattr(method, "default_allocation", "uniform")
+    allocation = cfg.prune.allocation or method.default_allocation
+    normalize = method.normalize_scores if cfg.prune.normalize is None else cfg.prune.normalize
     steps = int(cfg.prune.steps)
     base_macs = ctx.cost.base_macs
     model, structure, cost = ctx.model, ctx.structure, ctx.cost
@@ -146,6 +152,7 @@ def _prune_one_shot(
             scores,
             min(1.0, step_target),
             allocation=allocation,
+            normalize=normalize,
             floor=cfg.prune.floor,
             min_channels=cfg.prune.min_channels,
         )
@@ -168,7 +175,7 @@ def _prune_one_shot(
 
 
 def _baseline_train(task: Task, data: DataSplits, runtime: Runtime, cfg: DictConfig):
-    run_fit = make_fit(task, data, runtime)
+    run_fit = make_fit(task, data, runtime, cfg.seed)
 
     def train(model: nn.Module) -> tuple[dict[str, float], dict[str, float], float]:
         t = time.perf_counter()
@@ -239,7 +246,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     wall: dict[str, float] = {}
     with tracker:
         tracker.log_params(OmegaConf.to_container(cfg, resolve=True))
-        run_fit = make_fit(task, data, runtime)
+        run_fit = make_fit(task, data, runtime, cfg.seed)
 
         # 1. baseline (shared, cached)
         t = time.perf_counter()
@@ -260,7 +267,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             structure=structure,
             cost=cost,
             task=task,
-            data=data,
+            data=replace(data, train=data.train.fork(cfg.seed + 7919)),  # method's own stream
             runtime=runtime,
             target=cfg.target,
             seed=cfg.seed,

@@ -16,25 +16,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from harness.errors import ConfigError
 from harness.method import Needs, OneShotMethod
 from harness.registry import METHODS
+from harness.structure.scoring import out_first
 
 if TYPE_CHECKING:
     from harness.structure import LayerView
-
-
-def _out_first(w: Tensor, module: nn.Module) -> Tensor:
-    """[C_out, ...] rows of a conv/linear weight; ConvTranspose2d stores [C_in, C_out/g, kh, kw]."""
-    if isinstance(module, nn.ConvTranspose2d):
-        g = module.groups
-        c_in, c_out_g, kh, kw = w.shape
-        # [g, C_in/g, C_out/g, k, k] → [g, C_out/g, C_in/g, k, k]; out channel = group·C_out/g + j
-        w = w.reshape(g, c_in // g, c_out_g, kh, kw).transpose(1, 2)
-        return w.reshape(g * c_out_g, c_in // g, kh, kw)
-    return w
 
 
 @METHODS.register("fpgm")
@@ -49,6 +39,6 @@ class FPGM(OneShotMethod):
     def score(self, view: LayerView) -> Tensor | None:
         if view.kind not in ("conv", "linear"):
             return None
-        w = _out_first(view.module.weight.detach(), view.module).flatten(1).float()  # [C_out, d]
+        w = out_first(view.module).detach().flatten(1).float()  # [C_out, d]
         dist = torch.cdist(w, w, p=self.p).sum(dim=1)  # [C_out] distance to all peers
         return dist[view.channels.to(dist.device)]

@@ -50,6 +50,7 @@ class Slimming(TrainTimeMethod):
     needs = Needs(batchnorm=True, training=True)
     #: the paper prunes below one global |γ| threshold; the pipeline should honour this default
     default_allocation: ClassVar[str] = "global"
+    normalize_scores: ClassVar[bool] = False  # one global threshold on raw |γ| (the paper's rule)
 
     def __init__(self, lam: float = 1.0e-4, epochs: int = 5) -> None:
         if lam < 0 or epochs < 0:

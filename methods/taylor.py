@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from harness.errors import ConfigError
 from harness.method import Needs, OneShotMethod
 from harness.registry import METHODS
+from harness.structure.scoring import out_first
 
 if TYPE_CHECKING:
     from harness.method import PruneContext
@@ -41,24 +42,13 @@ _WEIGHTED = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
-def _out_first(w: Tensor, module: nn.Module) -> Tensor:
-    """[C_out, ...] rows of a conv/linear weight; ConvTranspose2d stores [C_in, C_out/g, kh, kw]."""
-    if isinstance(module, nn.ConvTranspose2d):
-        g = module.groups
-        c_in, c_out_g, kh, kw = w.shape
-        # [g, C_in/g, C_out/g, k, k] → [g, C_out/g, C_in/g, k, k]; out channel = group·C_out/g + j
-        w = w.reshape(g, c_in // g, c_out_g, kh, kw).transpose(1, 2)
-        return w.reshape(g * c_out_g, c_in // g, kh, kw)
-    return w
-
-
 def _contribution(m: nn.Module, variant: str) -> Tensor | None:
     """[C_out] this minibatch's Σ g·w per output channel (or γ·∂γ + β·∂β), before squaring."""
     if variant == "weight":
         w = m.weight
         if w.grad is None:
             return None
-        return _out_first(w.detach() * w.grad, m).flatten(1).float().sum(dim=1)
+        return out_first(m, w.detach() * w.grad).flatten(1).float().sum(dim=1)
     total = None
     for p in (m.weight, m.bias):
         if p is not None and p.grad is not None:

@@ -45,6 +45,7 @@ def allocate(
     allocation: Allocation = "uniform",
     floor: float = 0.0,
     min_channels: int = 1,
+    normalize: bool = True,
     removed: Mapping[str, Tensor] | None = None,
 ) -> Plan:
     """Remove the lowest-scored units until MACs/base ≤ `target`.
@@ -52,6 +53,8 @@ def allocate(
     Args:
         scores: group name → [size] scores (higher = keep) for every group that may be pruned;
             groups absent here are left whole.
+        normalize: for global allocation, divide each group's scores by their mean |score| so
+            layers of different scale compete fairly; False ranks raw scores (one threshold).
         removed: units already removed (progressive pruning continues from there).
     """
     check_target(target)
@@ -78,7 +81,10 @@ def allocate(
         return bool(order[g]) and int((~state[g]).sum()) > keep_min[g]
 
     if allocation == "global":
-        norm = {g: s.abs().mean().clamp_min(1e-12) for g, s in scores.items()}
+        norm = {
+            g: s.abs().mean().clamp_min(1e-12) if normalize else torch.tensor(1.0)
+            for g, s in scores.items()
+        }
         heap = [(float(scores[g][order[g][0]] / norm[g]), g) for g in scores if removable(g)]
         heapq.heapify(heap)
     while macs > goal:

@@ -225,7 +225,39 @@ def build_structure(
         group = ChannelGroup(root, size, slots)
         _freeze_if_needed(group, geometry, model, unsupported, frozen)
         groups[root] = group
+    _freeze_inconsistent(groups, model)
     return Structure(groups, geometry, tuple(example.shape[1:]))
+
+
+def _freeze_inconsistent(groups: dict[str, ChannelGroup], model: nn.Module) -> None:
+    """Freeze groups whose channel mapping cannot be right.
+
+    Every output channel of a layer belongs to exactly one group, and no slot may name a channel
+    beyond its layer's width. Torch-Pruning breaks this where it treats a shape-changing op as
+    elementwise (a zero-padding shortcut, PixelShuffle): such groups are frozen, never mis-pruned.
+    """
+    from harness.structure.plan import _sizes
+
+    modules = dict(model.named_modules())
+    covered: dict[str, int] = {}
+    for g in groups.values():
+        for s in g.producers:
+            covered[s.module] = covered.get(s.module, 0) + len(s.channels)
+    for g in groups.values():
+        for s in g.slots:
+            width = _sizes(modules[s.module])[0 if s.side == "in" else 1]
+            bad = ""
+            if len(s.channels) and int(s.channels.max()) >= width:
+                bad = f"maps channel {int(s.channels.max())} of {s.module}.{s.side} (width {width})"
+            elif s.side == "out" and covered[s.module] != width:
+                bad = f"covers {covered[s.module]} of the {width} outputs of {s.module}"
+            if bad:
+                if g.prunable:
+                    log.warning(
+                        "group %s frozen: inconsistent dependency mapping (%s)", g.name, bad
+                    )
+                g.prunable, g.reason = False, f"inconsistent dependency mapping: {bad}"
+                break
 
 
 def _freeze_if_needed(
@@ -250,7 +282,7 @@ def _freeze_if_needed(
             m = modules[s.module]
             geo = geometry.get(s.module)
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.groups > 1:
-                if geo is None or not geo.is_depthwise:
+                if isinstance(m, nn.ConvTranspose2d) or geo is None or not geo.is_depthwise:
                     reason = f"grouped convolution {s.module} (groups={m.groups})"
                     break
     if reason:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from harness.structure.groups import Structure
 
-__all__ = ["LayerView", "score_groups"]
+__all__ = ["LayerView", "out_first", "score_groups"]
 
 
 @dataclass
@@ -24,7 +24,8 @@ class LayerView:
 
     `weight` is out-channel-first ([n, ...] rows of this slot's channels, also for transposed
     convs); `grad` is its gradient when the method needs gradients; for BatchNorm layers `weight`
-    and `bias` are γ and β.
+    and `bias` are γ and β. Criteria that compare a channel with the whole layer (FPGM) use
+    `out_first(view.module)` and index the result with `view.channels`.
     """
 
     name: str
@@ -36,21 +37,32 @@ class LayerView:
     grad: Tensor | None
 
 
+def out_first(m: nn.Module, tensor: Tensor | None = None) -> Tensor | None:
+    """`m.weight` (or a same-shaped tensor such as its grad) as [C_out, ...] rows.
+
+    Conv2d/Linear/BN weights already are; a ConvTranspose2d weight is [C_in, C_out/g, kh, kw].
+    """
+    t = m.weight if tensor is None else tensor
+    if t is None or not isinstance(m, nn.ConvTranspose2d):
+        return t
+    g = m.groups
+    c_in, c_out_g, kh, kw = t.shape
+    # [g, C_in/g, C_out/g, k, k] → [g, C_out/g, C_in/g, k, k]; out channel = group·C_out/g + j
+    t = t.reshape(g, c_in // g, c_out_g, kh, kw).transpose(1, 2)
+    return t.reshape(g * c_out_g, c_in // g, kh, kw)
+
+
 def _view(name: str, m: nn.Module, channels: Tensor) -> LayerView:
-    if isinstance(m, nn.ConvTranspose2d):
-        w, kind = m.weight.transpose(0, 1), "conv"
-    elif isinstance(m, nn.Conv2d):
-        w, kind = m.weight, "conv"
+    if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
+        kind = "conv"
     elif isinstance(m, nn.Linear):
-        w, kind = m.weight, "linear"
+        kind = "linear"
     elif isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d):
-        w, kind = m.weight, "bn"
+        kind = "bn"
     else:
-        w, kind = m.weight, "prelu"
+        kind = "prelu"
+    w, g = out_first(m), out_first(m, m.weight.grad)
     idx = channels.to(w.device)
-    g = w.grad if not isinstance(m, nn.ConvTranspose2d) or w.grad is None else m.weight.grad
-    if isinstance(m, nn.ConvTranspose2d) and g is not None:
-        g = g.transpose(0, 1)
     bias = getattr(m, "bias", None)
     return LayerView(
         name=name,

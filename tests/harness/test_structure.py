@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -159,3 +161,36 @@ def test_grouped_conv_is_frozen():
     st = build_structure(Grouped(), torch.randn(1, 3, 8, 8))
     frozen = [g for g in st if not g.prunable]
     assert any("grouped" in g.reason for g in frozen)
+
+
+def test_shape_changing_ops_torch_pruning_misreads_are_frozen_not_mispruned():
+    """tp treats channel zero-padding and PixelShuffle as elementwise; those groups must freeze."""
+
+    class PadShortcut(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 3, padding=1)
+            self.b = nn.Conv2d(4, 8, 3, stride=2, padding=1)
+            self.fc = nn.Linear(8, 2)
+
+        def forward(self, x):
+            h = self.a(x)
+            short = nn.functional.pad(h[:, :, ::2, ::2], (0, 0, 0, 0, 2, 2))
+            return self.fc((self.b(h) + short).mean((2, 3)))
+
+    class Shuffle(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.up = nn.Conv2d(3, 16, 3, padding=1)
+            self.ps = nn.PixelShuffle(2)
+            self.tail = nn.Conv2d(4, 3, 3, padding=1)
+
+        def forward(self, x):
+            return self.tail(self.ps(self.up(x)))
+
+    for model in (PadShortcut(), Shuffle()):
+        st = build_structure(model, torch.randn(1, 3, 8, 8))
+        assert any("inconsistent" in g.reason for g in st.groups.values())
+        for g in st.prunable:  # whatever stays prunable must prune correctly
+            pruned = apply_plan(copy.deepcopy(model), st, Plan({g.name: [0]}))
+            pruned(torch.randn(1, 3, 8, 8))
