@@ -34,6 +34,9 @@ examples:
 """
 
 
+CONFIG_GROUPS = ("task", "data", "model", "method")
+
+
 def config_dir() -> Path:
     import conf
 
@@ -47,8 +50,13 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from harness.errors import ConfigError
+    from harness.errors import ConfigError, UnknownNameError
 
+    for override in overrides:  # `model=resnet57` → the registry's error, not Hydra's
+        key, _, value = override.partition("=")
+        group = config_dir() / key
+        if key in CONFIG_GROUPS and value and not (group / f"{value}.yaml").exists():
+            raise UnknownNameError(key, value, [p.stem for p in group.glob("*.yaml")])
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             return hydra_compose(config_name="config", overrides=list(overrides))
