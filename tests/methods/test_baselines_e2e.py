@@ -18,9 +18,10 @@ from harness.registry import METHODS
 from harness.structure import CostModel, allocate, apply_plan, build_structure, score_groups
 from harness.task import DataSplits, Task
 from harness.train import fit
+from methods.depgraph import group_norms
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "method"
-BASELINES = ["random", "l1", "l2", "fpgm", "slimming", "taylor"]
+BASELINES = ["random", "l1", "l2", "fpgm", "slimming", "taylor", "sfp", "depgraph"]
 
 
 def conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -170,3 +171,40 @@ def test_slimming_training_pushes_bn_scales_toward_zero():
             )
         )
     assert gammas[1] < gammas[0]
+
+
+def test_depgraph_training_shrinks_group_norms():
+    totals = []
+    for lam in (0.0, 5.0e-1):
+        torch.manual_seed(0)  # same initial weights and batches for both runs
+        model = ResidualNet()
+        ctx = make_ctx(model)
+        method = METHODS.get("depgraph")(lam=lam, alpha=0.0, epochs=3)
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        fit(
+            model,
+            ctx.task,
+            ctx.data.train,
+            epochs=method.epochs,
+            optimizer=opt,
+            runtime=ctx.runtime,
+            hooks=method.hooks(ctx),
+        )
+        totals.append(sum(float(n.sum()) for n in group_norms(model, ctx.structure).values()))
+    # the regulariser pulls each of the 32 units' norms in by Σ lr·λ = 12 steps·0.05·0.5 = 0.3
+    assert totals[1] < totals[0] - 32 * 0.2
+
+
+def test_sfp_training_leaves_the_cut_filters_zero():
+    torch.manual_seed(0)
+    model = ResidualNet()
+    ctx = make_ctx(model)
+    method = METHODS.get("sfp")(epochs=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    (hook,) = method.hooks(ctx)
+    fit(model, ctx.task, ctx.data.train, epochs=2, optimizer=opt, runtime=ctx.runtime, hooks=[hook])
+    scores = score_groups(model, ctx.structure, method.score)
+    plan = allocate(ctx.cost, scores, ctx.target)
+    for g, mask in plan.removed(ctx.structure).items():
+        assert torch.equal(mask, hook.removed[g])
+        assert bool((scores[g][mask] == 0).all()) and bool((scores[g][~mask] > 0).all())

@@ -291,7 +291,9 @@ def test_taylor_rejects_unknown_variant():
         Taylor(variant="gate")
 
 
-@pytest.mark.parametrize("name", ["random", "l1", "l2", "fpgm", "slimming", "taylor"])
+@pytest.mark.parametrize(
+    "name", ["random", "l1", "l2", "fpgm", "slimming", "taylor", "sfp", "depgraph"]
+)
 def test_config_builds_the_registered_method(name):
     cfg = OmegaConf.load(CONF / f"{name}.yaml")
     assert cfg.name == name

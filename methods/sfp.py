@@ -1,0 +1,174 @@
+"""Soft Filter Pruning (He et al., "Soft Filter Pruning for Accelerating Deep Convolutional Neural
+Networks", IJCAI 2018).
+
+Rule (Sec. 3, Alg. 1): train; at the end of every epoch score each filter by its ℓ2 norm
+‖W_j‖₂ = (Σ_{in,kh,kw} W_j²)^½ and set to zero the ⌊P·N_i⌋ smallest filters of every layer i, with
+the same pruning rate P for all layers; the zeroed filters keep training in the next epoch (they
+are not masked, so they may recover and another filter is zeroed instead). After the last epoch
+the zero filters are removed.
+
+Here P comes from the run's MAC target: at each epoch end the harness's own `score_groups` +
+`allocate` (uniform by default: every group at the same kept fraction, the paper's shared P; the
+run's `prune.allocation`, `prune.normalize`, `prune.floor` and `prune.min_channels` are honoured,
+so the zeroed set is exactly what the final cut would remove) picks the units, and their filters
+are zeroed. After the last epoch the pipeline's one-shot cut scores by the same ℓ2 norm, so it
+removes the zeroed filters (norm 0, the lowest of every group).
+
+What is zeroed: for every producer conv/linear layer of a group, the removed units' filter rows
+and their bias entries — the bias too, so that a zeroed unit contributes nothing, as if removed.
+BatchNorm γ/β and consumers' input columns are left alone, as in the paper (it zeroes filters
+only): zeroing γ would block recovery for good (the gradient reaching a BN's input is ∝ γ, and
+γ's own gradient Σ g·x̂ is 0 on a constant channel), and an unmasked consumer column carries the
+gradient back to the zeroed filter.
+
+Caveats of the rule, left as the paper has them: (1) behind a train-mode BatchNorm a zeroed
+filter makes its channel's batch variance 0, so its gradient is scaled by γ/√eps (≈ 316·γ at
+eps = 1e-5) when the BN output β survives the next ReLU (β > 0), and is 0 when it does not
+(β < 0); the first kind jumps to a large norm in one step, is then kept ("recovers") and another
+filter is zeroed. (2) In a BN-free net where a ReLU directly follows the zeroed conv, the
+pre-activation is exactly 0 and PyTorch's ReLU'(0) = 0: such a filter never recovers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from harness.errors import ConfigError
+from harness.method import Needs, TrainTimeMethod
+from harness.registry import METHODS
+from harness.structure import allocate, score_groups
+from harness.train import Hook
+
+if TYPE_CHECKING:
+    from harness.method import PruneContext
+    from harness.structure import CostModel, LayerView, Structure
+    from harness.train import LoopState
+
+log = logging.getLogger(__name__)
+
+
+def l2_filter_score(view: LayerView) -> Tensor | None:
+    """[n] ‖W_j‖₂ of the view's conv/linear filters; BatchNorm and PReLU layers abstain."""
+    if view.kind not in ("conv", "linear"):
+        return None
+    return view.weight.flatten(1).float().norm(dim=1)
+
+
+@torch.no_grad()
+def zero_filters(model: nn.Module, structure: Structure, removed: dict[str, Tensor]) -> int:
+    """Zero the filter rows and bias entries of the `removed` units in every conv/linear producer.
+
+    Returns the number of filters zeroed (summed over layers).
+    """
+    modules = dict(model.named_modules())
+    count = 0
+    for name, mask in removed.items():
+        for slot in structure.groups[name].producers:
+            m = modules[slot.module]
+            if not isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+                continue
+            idx = slot.channels[mask[slot.units]].to(m.weight.device)  # [k] output channels
+            if not len(idx):
+                continue
+            if isinstance(m, nn.ConvTranspose2d):
+                # weight is [C_in, C_out, kh, kw]; grouped transposed convs are frozen groups
+                m.weight[:, idx] = 0
+            else:
+                m.weight[idx] = 0
+            if m.bias is not None:
+                m.bias[idx] = 0
+            count += len(idx)
+    return count
+
+
+class SoftFilterHook(Hook):
+    """After every epoch: zero the filters the harness would cut at `target` by ℓ2 norm."""
+
+    def __init__(
+        self,
+        structure: Structure,
+        cost: CostModel,
+        target: float,
+        *,
+        allocation: str = "uniform",
+        normalize: bool = True,
+        floor: float = 0.0,
+        min_channels: int = 1,
+    ) -> None:
+        self.structure = structure
+        self.cost = cost
+        self.target = target
+        self.allocation = allocation
+        self.normalize = normalize
+        self.floor = floor
+        self.min_channels = min_channels
+        self.removed: dict[str, Tensor] = {}  # the last epoch's zeroed units, per group
+
+    def after_epoch(self, s: LoopState) -> None:
+        # host work once per epoch (scores to CPU, allocation): fine off the step path
+        scores = score_groups(s.model, self.structure, l2_filter_score)
+        plan = allocate(
+            self.cost,
+            scores,
+            self.target,
+            allocation=self.allocation,
+            normalize=self.normalize,
+            floor=self.floor,
+            min_channels=self.min_channels,
+        )
+        removed = plan.removed(self.structure)
+        zeroed = zero_filters(s.model, self.structure, removed)
+        # units zeroed last epoch that the norm ranking now keeps: they recovered
+        recovered = sum(
+            int((prev & ~removed[g]).sum()) for g, prev in self.removed.items() if g in removed
+        )
+        self.removed = removed
+        s.metrics["sfp_zeroed"] = float(zeroed)
+        s.metrics["sfp_recovered_units"] = float(recovered)
+        log.info("sfp: epoch %d zeroed %d filters; %d units recovered", s.epoch, zeroed, recovered)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"removed": {g: m.clone() for g, m in self.removed.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.removed = {g: m.clone() for g, m in state.get("removed", {}).items()}
+
+
+@METHODS.register("sfp")
+class SFP(TrainTimeMethod):
+    needs = Needs(training=True)
+    #: the paper prunes every layer at the same rate P
+    default_allocation: ClassVar[str] = "uniform"
+
+    def __init__(self, epochs: int = 3) -> None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ConfigError(
+                f"sfp epochs={epochs!r}; use an integer >= 1 (epochs of soft pruning from the "
+                "baseline; with 0 it would be plain l2 pruning: use method=l2)"
+            )
+        self.epochs = epochs
+
+    def hooks(self, ctx: PruneContext) -> list[Hook]:
+        cfg = ctx.cfg
+        normalize = OmegaConf.select(cfg, "prune.normalize", default=None)
+        return [
+            SoftFilterHook(
+                ctx.structure,
+                ctx.cost,
+                ctx.target,
+                # the same allocation the pipeline's final cut resolves, so the sets agree
+                allocation=OmegaConf.select(cfg, "prune.allocation", default=None)
+                or self.default_allocation,
+                normalize=self.normalize_scores if normalize is None else bool(normalize),
+                floor=float(OmegaConf.select(cfg, "prune.floor", default=0.0)),
+                min_channels=int(OmegaConf.select(cfg, "prune.min_channels", default=1)),
+            )
+        ]
+
+    def score(self, view: LayerView) -> Tensor | None:
+        return l2_filter_score(view)
