@@ -10,6 +10,7 @@ owns r² output channels per unit), so a slot is a list of (unit, channel) pairs
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -121,9 +122,26 @@ class Structure:
         return iter(self.groups.values())
 
 
-def _record_geometry(model: nn.Module, example: Tensor) -> dict[str, LayerGeometry]:
+def _record_geometry(
+    model: nn.Module, example: Tensor
+) -> tuple[dict[str, LayerGeometry], dict[str, int]]:
+    """One forward pass: conv/linear geometry, and layer → r for every sliceable layer whose
+    output feeds a PixelShuffle(r) directly (Torch-Pruning misreads that coupling)."""
     geometry: dict[str, LayerGeometry] = {}
+    shuffles: dict[str, int] = {}
+    produced: dict[int, tuple[str, weakref.ref]] = {}  # id(output) → (layer, its output)
     handles = []
+
+    def remember(name: str):
+        def fn(m: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+            produced[id(out)] = (name, weakref.ref(out))
+
+        return fn
+
+    def shuffle_input(m: nn.PixelShuffle, inputs: tuple[Tensor, ...]) -> None:
+        source = produced.get(id(inputs[0]))
+        if source is not None and source[1]() is inputs[0]:  # not a recycled id
+            shuffles[source[0]] = m.upscale_factor
 
     def hook(name: str):
         def fn(m: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
@@ -156,13 +174,43 @@ def _record_geometry(model: nn.Module, example: Tensor) -> dict[str, LayerGeomet
     for name, m in model.named_modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
             handles.append(m.register_forward_hook(hook(name)))
+        if isinstance(m, PRUNABLE_TYPES):
+            handles.append(m.register_forward_hook(remember(name)))
+        elif isinstance(m, nn.PixelShuffle):
+            handles.append(m.register_forward_pre_hook(shuffle_input))
     try:
         with torch.no_grad():
             model(example)
     finally:
         for h in handles:
             h.remove()
-    return geometry
+    return geometry, shuffles
+
+
+def _through_pixel_shuffle(
+    size: int, slots: list[Slot], r: int, modules: dict[str, nn.Module]
+) -> tuple[int, list[Slot]]:
+    """Re-map a group whose producer feeds PixelShuffle(r): one unit per channel after the
+    shuffle, owning the r² channels before it (c → c // r²). Torch-Pruning maps channel c before
+    the shuffle to channel c after it; a slot that is not that 1:1 view is left as it is (the
+    consistency check then freezes the group)."""
+    from harness.structure.plan import _sizes
+
+    r2 = r * r
+    if size % r2:
+        return size, slots
+    post = size // r2
+    remapped = []
+    for s in slots:
+        width = _sizes(modules[s.module])[0 if s.side == "in" else 1]
+        if width == size:  # before the shuffle: unit u owns channels u·r² … u·r² + r² − 1
+            remapped.append(Slot(s.module, s.side, s.units // r2, s.channels))
+        elif width == post and torch.equal(s.channels, torch.arange(size)):
+            units = torch.arange(post)  # after the shuffle: channel j is unit j
+            remapped.append(Slot(s.module, s.side, units, units.clone()))
+        else:
+            return size, slots
+    return post, remapped
 
 
 def build_structure(
@@ -182,11 +230,12 @@ def build_structure(
     was_training = model.training
     model.eval()
     try:
-        geometry = _record_geometry(model, example)
+        geometry, shuffles = _record_geometry(model, example)
         dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
     finally:
         model.train(was_training)
     names = {m: n for n, m in model.named_modules()}
+    modules = dict(model.named_modules())
     order = {n: i for i, n in enumerate(names.values())}
     frozen = list(frozen)
     groups: dict[str, ChannelGroup] = {}
@@ -216,6 +265,10 @@ def build_structure(
             for (n, side), (u, c) in pairs.items()
         ]
         size = len(tp_group[0].idxs)
+        for s in slots:
+            if s.side == "out" and s.module in shuffles:  # PixelShuffle couples r² channels
+                size, slots = _through_pixel_shuffle(size, slots, shuffles[s.module], modules)
+                break
         # named after its first producer layer in definition order: stable across tp versions
         root = min(
             (s.module for s in slots if s.side == "out" and s.module in geometry),

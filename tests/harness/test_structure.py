@@ -164,7 +164,7 @@ def test_grouped_conv_is_frozen():
 
 
 def test_shape_changing_ops_torch_pruning_misreads_are_frozen_not_mispruned():
-    """tp treats channel zero-padding and PixelShuffle as elementwise; those groups must freeze."""
+    """tp treats channel zero-padding as elementwise; that group must freeze."""
 
     class PadShortcut(nn.Module):
         def __init__(self):
@@ -178,19 +178,42 @@ def test_shape_changing_ops_torch_pruning_misreads_are_frozen_not_mispruned():
             short = nn.functional.pad(h[:, :, ::2, ::2], (0, 0, 0, 0, 2, 2))
             return self.fc((self.b(h) + short).mean((2, 3)))
 
+    model = PadShortcut()
+    st = build_structure(model, torch.randn(1, 3, 8, 8))
+    assert any("inconsistent" in g.reason for g in st.groups.values())
+    for g in st.prunable:  # whatever stays prunable must prune correctly
+        pruned = apply_plan(copy.deepcopy(model), st, Plan({g.name: [0]}))
+        pruned(torch.randn(1, 3, 8, 8))
+
+
+def test_pixel_shuffle_unit_owns_its_r2_channels_and_prunes_exactly():
+    """tp maps channel c before PixelShuffle(r) to channel c after it; the structure re-maps it
+    (unit = c // r², as EDSR's upsampler needs) so the group is prunable and exact."""
+
     class Shuffle(nn.Module):
         def __init__(self):
             super().__init__()
-            self.up = nn.Conv2d(3, 16, 3, padding=1)
+            self.up = nn.Conv2d(3, 16, 3, padding=1)  # 4 features × 4 sub-pixels
             self.ps = nn.PixelShuffle(2)
+            self.act = nn.PReLU(4)
             self.tail = nn.Conv2d(4, 3, 3, padding=1)
 
         def forward(self, x):
-            return self.tail(self.ps(self.up(x)))
+            return self.tail(self.act(self.ps(self.up(x))))
 
-    for model in (PadShortcut(), Shuffle()):
-        st = build_structure(model, torch.randn(1, 3, 8, 8))
-        assert any("inconsistent" in g.reason for g in st.groups.values())
-        for g in st.prunable:  # whatever stays prunable must prune correctly
-            pruned = apply_plan(copy.deepcopy(model), st, Plan({g.name: [0]}))
-            pruned(torch.randn(1, 3, 8, 8))
+    model = Shuffle().eval()
+    x = torch.randn(2, 3, 8, 8)
+    st = build_structure(model, x[:1])
+    group = st.groups["up"]
+    assert group.prunable and group.size == 4
+    slots = {(s.module, s.side): s for s in group.slots}
+    assert slots[("up", "out")].units.tolist() == [c // 4 for c in range(16)]
+    assert slots[("act", "out")].channels.tolist() == [0, 1, 2, 3]
+    assert slots[("tail", "in")].channels.tolist() == [0, 1, 2, 3]
+    plan = Plan({"up": [0, 2]})
+    cost = CostModel(st)
+    reference = masked_copy(model, st, plan)(x)
+    apply_plan(model, st, plan)
+    assert (model.up.out_channels, model.act.num_parameters, model.tail.in_channels) == (8, 2, 2)
+    torch.testing.assert_close(model(x), reference)
+    assert count_macs(model, (3, 8, 8)).macs == cost.macs(plan.removed(st))
