@@ -13,6 +13,7 @@ __all__ = [
     "IncompatibleMethodError",
     "NonFiniteLossError",
     "PruneBenchError",
+    "RunStopped",
     "UnknownNameError",
 ]
 
@@ -61,3 +62,7 @@ class NonFiniteLossError(PruneBenchError, FloatingPointError):
     def __init__(self, step: int, loss: float) -> None:
         self.step, self.loss = step, loss
         super().__init__(f"non-finite loss {loss} at step {step}; lower the learning rate")
+
+
+class RunStopped(PruneBenchError):
+    """A run was ended on purpose before it finished (e.g. an Optuna trial found infeasible)."""

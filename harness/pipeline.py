@@ -48,11 +48,25 @@ from harness.task import DataSplits, Task
 from harness.tracking import Tracker
 from harness.train import FitResult, Hook, build_optimizer, build_scheduler, evaluate, fit
 
-__all__ = ["build_method", "measure", "run"]
+__all__ = ["RunObserver", "build_method", "ensure_baseline", "measure", "run"]
 
 log = logging.getLogger(__name__)
 
-METHOD_META_KEYS = ("name", "search_space")
+METHOD_META_KEYS = ("name", "search_space", "search_space_by_task")
+
+
+class RunObserver:
+    """What a caller (the study layer) sees of one run while it happens; all no-ops.
+
+    `pruned` may raise `RunStopped` to skip fine-tuning of a run that can no longer be useful
+    (an Optuna trial that is clearly infeasible); the MLflow run is then marked KILLED.
+    """
+
+    def started(self, run_id: str | None) -> None:
+        """The MLflow run exists (None when tracking is off); called before any training."""
+
+    def pruned(self, metrics: Mapping[str, float]) -> None:
+        """The compact model exists: `macs_ratio`, `params_ratio`, `val_metric_pruned`."""
 
 
 def _register_all() -> None:
@@ -81,7 +95,7 @@ def git_sha() -> str:
 
 
 def build_method(method_cfg: DictConfig) -> Method:
-    """`method_cfg` keys other than name/search_space are the method's constructor arguments."""
+    """`method_cfg` keys other than METHOD_META_KEYS are the method's constructor arguments."""
     cls = METHODS.get(method_cfg.name)
     kwargs = {
         k: v
@@ -190,6 +204,22 @@ def _baseline_train(task: Task, data: DataSplits, runtime: Runtime, cfg: DictCon
     return train
 
 
+def ensure_baseline(cfg: DictConfig) -> dict[str, Any]:
+    """Train (or load) the cached baseline of `cfg` without pruning anything.
+
+    A study calls this once before its workers start, so concurrent trials never train the
+    same baseline twice.
+    """
+    _register_all()
+    task: Task = TASKS.get(cfg.task.name)(cfg.task)
+    runtime = pick_runtime(cfg.device, cfg.amp)
+    seed_everything(cfg.seed)
+    model = runtime.prepare(task.build_model(cfg.model, cfg.data))
+    data = task.build_data(cfg.data, seed=cfg.seed).to(runtime.device)
+    baseline = load_or_train_baseline(cfg, model, _baseline_train(task, data, runtime, cfg))
+    return {"val": baseline.val, "test": baseline.test, "path": str(baseline.path)}
+
+
 def measure(cfg: DictConfig) -> dict[str, Any]:
     """MACs and parameters of the unpruned model at the task's declared input shape."""
     _register_all()
@@ -208,9 +238,10 @@ def measure(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def run(cfg: DictConfig) -> dict[str, Any]:
+def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
     """Run one (task, model, method, target, seed) and return the result record."""
     _register_all()
+    observer = observer or RunObserver()
     check_target(cfg.target)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
     method = build_method(cfg.method)
@@ -232,8 +263,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "seed": str(cfg.seed),
         "target": str(cfg.target),
         "git_sha": git_sha(),
+        **{str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()},
     }
-    run_name = f"{cfg.method.name}-{cfg.model.name}-{cfg.data.name}-t{cfg.target}-s{cfg.seed}"
+    run_name = cfg.tracking.get("run_name") or (
+        f"{cfg.method.name}-{cfg.model.name}-{cfg.data.name}-t{cfg.target}-s{cfg.seed}"
+    )
     tracker = Tracker(
         cfg.tracking.uri,
         cfg.tracking.experiment,
@@ -246,6 +280,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     wall: dict[str, float] = {}
     with tracker:
         tracker.log_params(OmegaConf.to_container(cfg, resolve=True))
+        observer.started(tracker.run_id)
         run_fit = make_fit(task, data, runtime, cfg.seed)
 
         # 1. baseline (shared, cached)
@@ -293,6 +328,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         model = runtime.prepare(model)
         wall["prune_s"] = time.perf_counter() - t
         pruned_val = evaluate(task, model, data.val, runtime)[task.metric]
+        report = count_macs(model, shape)  # the shapes are final: fine-tuning keeps them
+        params = count_params(model)
+        observer.pruned(
+            {
+                "macs_ratio": report.macs / base_report.macs,
+                "params_ratio": params / params_base,
+                "val_metric_pruned": pruned_val,
+            }
+        )
 
         # 3. fine-tune (same budget and optimizer for every method)
         t = time.perf_counter()
@@ -311,9 +355,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         val = evaluate(task, model, data.val, runtime)
         test = evaluate(task, model, data.test, runtime)
 
-        # 5. measure the physically pruned model
-        report = count_macs(model, shape)
-        params = count_params(model)
+        # 5. measure the physically pruned model (MACs and params were counted after pruning)
         latency = {}
         if cfg.measure.latency:
             latency = measure_latency(

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Tracker", "default_tracking_uri", "flatten", "mask_secrets"]
+__all__ = ["Tracker", "default_tracking_uri", "flatten", "log_params", "mask_secrets"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,22 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[key] = v
     return flat
+
+
+def log_params(
+    client: Any, run_id: str, params: Mapping[str, Any], *, skip: tuple[str, ...] = ()
+) -> None:
+    """Log a nested mapping as flattened, masked params in batches (MLflow caps a batch)."""
+    from mlflow.entities import Param
+
+    items = []
+    for k, v in flatten(params).items():
+        if k in skip:
+            continue
+        value = "***" if _SECRET_KEY.search(k) and v else mask_secrets(v)
+        items.append(Param(k, value[:6000]))
+    for i in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[i : i + 100])
 
 
 def default_tracking_uri(outputs: str | Path) -> str:
@@ -94,22 +110,21 @@ class Tracker:
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self.enabled or self.run_id is None:
             return
-        status = "FINISHED" if exc_type is None else "FAILED"
+        from harness.errors import RunStopped
+
+        if exc_type is None:
+            status = "FINISHED"
+        elif isinstance(exc, RunStopped | KeyboardInterrupt):
+            status = "KILLED"
+        else:
+            status = "FAILED"
         if exc is not None:
             self.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
         self._client.set_terminated(self.run_id, status=status)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        if not self.enabled:
-            return
-        from mlflow.entities import Param
-
-        items = []
-        for k, v in flatten(params).items():
-            value = "***" if _SECRET_KEY.search(k) and v else mask_secrets(v)
-            items.append(Param(k, value[:6000]))
-        for i in range(0, len(items), 100):
-            self._client.log_batch(self.run_id, params=items[i : i + 100])
+        if self.enabled:
+            log_params(self._client, self.run_id, params)
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self.enabled:

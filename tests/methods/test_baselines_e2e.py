@@ -14,6 +14,7 @@ import methods  # noqa: F401  (registers every method)
 from harness.data import TensorBatches
 from harness.device import pick_runtime
 from harness.method import PruneContext, TrainTimeMethod
+from harness.pipeline import build_method as pipeline_build_method
 from harness.registry import METHODS
 from harness.structure import CostModel, allocate, apply_plan, build_structure, score_groups
 from harness.task import DataSplits, Task
@@ -68,10 +69,7 @@ class ToyClassification(Task):
 
 
 def build_method(name: str):
-    cfg = OmegaConf.load(CONF / f"{name}.yaml")
-    return METHODS.get(cfg.name)(
-        **{k: v for k, v in cfg.items() if k not in ("name", "search_space")}
-    )
+    return pipeline_build_method(OmegaConf.load(CONF / f"{name}.yaml"))
 
 
 def make_ctx(model: nn.Module, seed: int = 0) -> PruneContext:

@@ -18,6 +18,7 @@ import methods  # noqa: F401
 import tasks  # noqa: F401
 from harness.cli import compose, config_dir
 from harness.device import pick_runtime
+from harness.method import TrainTimeMethod
 from harness.pipeline import build_method, run
 from harness.registry import METHODS, MODELS, TASKS
 from harness.structure import build_structure, floor_of, load_pruned
@@ -36,8 +37,8 @@ def run_tiny(method: str, model: str, outputs: Path, target: float = 0.5, seed: 
         f"prune.floor={FLOOR}", "measure.latency=false", "tracking.enabled=false",
         f"outputs={outputs}",
     ])  # fmt: skip
-    if method == "slimming":
-        cfg.method.epochs = 1
+    if isinstance(build_method(cfg.method), TrainTimeMethod):
+        cfg.method.epochs = 1  # their own training phase: keep it as short as the baseline's
     return cfg, run(cfg)
 
 

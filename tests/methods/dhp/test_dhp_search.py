@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from harness.errors import CheckpointError, ConfigError
-from harness.registry import METHODS
+from harness.pipeline import build_method
 from harness.train import LoopState
 from methods.dhp import DHP, build_search_net
 from methods.dhp.search import (
@@ -139,9 +139,7 @@ def test_budget_gamma_starts_from_the_prior_and_follows_the_trajectory():
 
 def test_conf_file_builds_the_method_and_resolves_paper_defaults():
     cfg = OmegaConf.load(CONF)
-    method = METHODS.get(cfg.name)(
-        **{k: v for k, v in cfg.items() if k not in ("name", "search_space")}
-    )
+    method = build_method(cfg)
     assert isinstance(method, DHP) and method.needs.pretrained is False
     ctx = make_ctx(build("resnet_proj"), model_name="resnet56")
     ctx.cfg.train = {"optimizer": "sgd", "lr": 0.05, "weight_decay": 5e-4, "nesterov": True,
