@@ -1,4 +1,4 @@
-"""`prunebench <run|measure|list> [hydra overrides]`.
+"""`prunebench <run|measure|list|study|compare|demo> [hydra overrides]`.
 
 stdout carries exactly one final JSON line; logs and progress go to stderr.
 """
@@ -26,15 +26,19 @@ commands:
   run       baseline → prune → fine-tune → evaluate → measure → MLflow
   measure   MACs and parameters of an unpruned model at the task's input shape
   list      registered methods, tasks, models and datasets with their capabilities
-  demo      random / l1 / fpgm / dhp at three MAC targets on the embedded digits data
+  study     an Optuna study (quality vs MACs) of one method; resumes where it stopped
+  compare   the studies of several methods on one task/model: fronts, hypervolume, dominance
+  demo      a small study of dhp, l1 and random on the embedded digits data, then compare
 
 examples:
   prunebench run task=classification data=digits model=resnet20 method=fpgm target=0.5
   prunebench measure task=classification model=resnet56
+  prunebench study data=digits model=resnet20 method=l1 study.n_trials=6 train.epochs=5
+  prunebench compare data=digits model=resnet20 compare.methods=[dhp,l1,random]
 """
 
 
-CONFIG_GROUPS = ("task", "data", "model", "method")
+CONFIG_GROUPS = ("task", "data", "model", "method", "study")
 
 
 def config_dir() -> Path:
@@ -134,6 +138,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             from harness.pipeline import measure
 
             record = measure(cfg)
+        elif command == "study":
+            import torch
+
+            from harness.study import run_study
+
+            torch.backends.cudnn.benchmark = True
+            record = run_study(cfg)
+        elif command == "compare":
+            from harness.report.compare import run_compare
+
+            record = run_compare(cfg)
         else:
             print(f"unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
             return 2

@@ -76,6 +76,27 @@ def test_the_project_config_composes_sr_and_denoise_runs() -> None:
     assert task.input_shape(cfg.data) == (1, 128, 128)
 
 
+def test_task_alone_picks_its_data_and_model_in_the_project_config() -> None:
+    """`prunebench measure task=sr model=edsr_paper scale=4` (README) composes: conf/config.yaml
+    lists `task` after `data` and `model`, else Hydra rejects task/sr.yaml's `override /data`."""
+    from harness.cli import compose as cli_compose
+
+    cfg = cli_compose(["task=sr", "model=edsr_paper", "scale=4"])
+    assert (cfg.data.name, cfg.model.name, cfg.task.scale) == ("sr_embedded", "edsr_paper", 4)
+    cfg = cli_compose(["task=denoise"])
+    assert (cfg.data.name, cfg.model.name, cfg.train.optimizer) == (
+        "denoise_embedded",
+        "dncnn",
+        "adam",
+    )
+    cfg = cli_compose(["data=digits"])  # the classification defaults are untouched
+    assert (cfg.task.name, cfg.model.name, cfg.train.optimizer) == (
+        "classification",
+        "resnet20",
+        "sgd",
+    )
+
+
 def _cfgs(task: str, data: str, model: str, **model_kw) -> tuple[DictConfig, ...]:
     t = OmegaConf.load(CONF / "task" / f"{task}.yaml")
     if task == "sr":
