@@ -3,12 +3,20 @@ them too. Each covers one coupling case of the structure engine."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from harness.registry import MODELS
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `pytest -n N` on N cores: one intra-op thread per worker, or torch oversubscribes the cores
+    torch.set_num_threads(
+        max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    )
 
 
 def conv_bn(cin: int, cout: int, stride: int = 1, groups: int = 1) -> nn.Sequential:

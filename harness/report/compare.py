@@ -192,12 +192,13 @@ def _plot(studies: Sequence[StudyPoints], split: str, targets: Sequence[float], 
             ax.scatter(*zip(*pts, strict=True), s=12, alpha=0.35, color=f"C{i}")
         if front:
             ax.plot(*zip(*front, strict=True), "o-", color=f"C{i}", drawstyle="steps-post",
-                    label=f"{m} ({len(front)} on front)")  # fmt: skip
+                    label=m)  # fmt: skip
     for t in targets:
         ax.axvline(t, color="0.8", lw=0.8, ls=":")
     ax.set_xlabel("MAC ratio (kept / unpruned, conv + linear)")
     ax.set_ylabel(f"{split} quality")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(f"{title}\nfronts selected on val, shown on {split}; faint: every trial",
+                 fontsize=9)  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

@@ -215,7 +215,7 @@ def test_existing_study_with_other_objectives_is_refused(tmp_path):
         ("study.sampler=cmaes", "unknown sampler 'cmaes'"),
         ("study.n_trials=null", "needs a budget"),
         ("study.enqueue=[{target:0.4,method.lamda:1}]", r"enqueue\[0\]: 'method.lamda' is not"),
-        ("study.enqueue=[{target:0.05}]", r"enqueue\[0\]: target=0.05 lies outside its range .0.3, 0.9."),
+        ("study.enqueue=[{target:0.05}]", r"target=0.05 lies outside its range .0.3, 0.9"),
         ("study.enqueue=[0.2]", "must be a list of mappings"),
     ],
 )
