@@ -1,12 +1,15 @@
-"""Reproduce the restoration results in results/: MAC check, method × model matrix, DnCNN σ=70.
+"""Reproduce the run tables in results/: restoration MAC check, method × model matrix on SR and
+denoising, DnCNN σ=70 on BSD68, and DHP on digits (MAC targets per model, γ modes).
 
 Every run goes through the CLI (`prunebench run ...`, under `nice -n 10`), one at a time; its JSON
 line, wall time and exact command are appended to `<outputs>/<name>.jsonl` (runs already there are
 skipped, so an interrupted sweep resumes) and the markdown table is printed on stdout.
 
-    .venv/bin/python results/restoration_runs.py measure
-    .venv/bin/python results/restoration_runs.py matrix
-    .venv/bin/python results/restoration_runs.py dncnn70 --data-root /work/shared/data
+    .venv/bin/python results/sweeps.py measure
+    .venv/bin/python results/sweeps.py matrix
+    .venv/bin/python results/sweeps.py dncnn70 --data-root /work/shared/data
+    .venv/bin/python results/sweeps.py dhp_targets
+    .venv/bin/python results/sweeps.py dhp_gamma
 """
 
 from __future__ import annotations
@@ -318,16 +321,82 @@ def cmd_dncnn70(args: argparse.Namespace) -> None:
         )
 
 
+# DHP on digits: the issue's acceptance runs (budget-aware γ, short search, short fine-tuning)
+DHP_DIGITS = [
+    "task=classification", "data=digits", "method=dhp", "train.epochs=0", "finetune.epochs=5",
+    "measure.latency=false",
+]  # fmt: skip
+DHP_TARGET_MODELS = {"resnet20": 40, "mobilenetv2": 40, "vgg16": 40}  # model → search epochs
+DHP_TARGETS = [0.3, 0.5, 0.7]
+DHP_GAMMA_RUNS = [("paper", 30), ("budget", 30), ("paper", 100), ("budget", 100)]
+
+
+def dhp_cells(r: dict[str, Any]) -> str:
+    return (
+        f"{r['macs_ratio']:.4f} | {r['search_macs_ratio_at_stop']:.4f} | "
+        f"{'yes' if r['search_forced'] else 'no'} | {r['search_stop_reason']} | "
+        f"{r['search_epochs']:.0f} | {r['search_initial_gamma']:.3g} → "
+        f"{r['search_final_gamma']:.3g} | {r['test_metric']:.2f}"
+    )
+
+
+DHP_HEADER = (
+    "macs_ratio | at stop | forced cut | stop reason | search epochs | γ start → end | test top-1 |"
+)
+
+
+def cmd_dhp_targets(args: argparse.Namespace) -> None:
+    runs = [
+        (f"dhp-{model}-{target}",
+         [*DHP_DIGITS, f"model={model}", f"target={target}", f"method.epochs={epochs}"])
+        for model, epochs in DHP_TARGET_MODELS.items() for target in DHP_TARGETS
+    ]  # fmt: skip
+    rows = sweep("dhp_targets", runs, Path(args.outputs), report_only=args.report_only)
+    print(f"| model | target | {DHP_HEADER} \\|Δ\\| ≤ 0.03 | wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        _, model, target = row["key"].split("-")
+        r = row["record"]
+        if row["rc"] != 0 or r is None:
+            print(f"| {model} | {target} | failed: {row['error']} |||||||||")
+            continue
+        ok = "yes" if abs(r["macs_ratio"] - float(target)) <= 0.03 else "**no**"
+        print(f"| {model} | {target} | {dhp_cells(r)} | {ok} | {row['wall_s']:.0f} |")
+
+
+def cmd_dhp_gamma(args: argparse.Namespace) -> None:
+    runs = [
+        (f"gamma-{mode}-{epochs}",
+         [*DHP_DIGITS, "model=resnet20", "target=0.5", f"method.gamma_mode={mode}",
+          f"method.epochs={epochs}"])
+        for mode, epochs in DHP_GAMMA_RUNS
+    ]  # fmt: skip
+    rows = sweep("dhp_gamma", runs, Path(args.outputs), report_only=args.report_only)
+    print(f"| γ mode | epoch cap | {DHP_HEADER} wall s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        _, mode, epochs = row["key"].split("-")
+        r = row["record"]
+        if row["rc"] != 0 or r is None:
+            print(f"| {mode} | {epochs} | failed: {row['error']} ||||||||")
+            continue
+        print(f"| {mode} | {epochs} | {dhp_cells(r)} | {row['wall_s']:.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["measure", "matrix", "dncnn70"])
+    commands = {
+        "measure": cmd_measure, "matrix": cmd_matrix, "dncnn70": cmd_dncnn70,
+        "dhp_targets": cmd_dhp_targets, "dhp_gamma": cmd_dhp_gamma,
+    }  # fmt: skip
+    parser.add_argument("what", choices=list(commands))
     parser.add_argument("--outputs", default="/tmp/pb_restore")
     parser.add_argument("--data-root", default="/work/shared/data")
     parser.add_argument("--report-only", action="store_true", help="print the stored runs")
     parser.add_argument("--only", nargs="*", default=[""], help="matrix: run-key prefixes")
     args = parser.parse_args()
     print(f"git {git_sha()}, {time.strftime('%Y-%m-%d %H:%M %Z')}\n")
-    {"measure": cmd_measure, "matrix": cmd_matrix, "dncnn70": cmd_dncnn70}[args.what](args)
+    commands[args.what](args)
 
 
 if __name__ == "__main__":
