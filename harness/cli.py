@@ -155,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PruneBenchError as e:
         print(f"prunebench: error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # runs are marked KILLED, studies resume where they stopped
+        print(f"prunebench: {command} interrupted", file=sys.stderr)
+        return 130
     print(json.dumps(record, default=str))
     return 0
 

@@ -122,6 +122,18 @@ def test_cli_reports_errors_without_traceback(capsys):
     assert "Traceback" not in err
 
 
+def test_cli_ctrl_c_exits_130_without_traceback_or_json(monkeypatch, capsys):
+    import harness.pipeline
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(harness.pipeline, "measure", interrupted)
+    assert main(["measure", "model=resnet20"]) == 130
+    out = capsys.readouterr()
+    assert out.out == "" and "measure interrupted" in out.err
+
+
 def test_cli_list_shows_capabilities(capsys):
     assert main(["list"]) == 0
     listing = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
