@@ -67,10 +67,8 @@ DNCNN70_TRAIN = [
     "data.batch_size=8",
     "data.patches_per_epoch=400",
     "data.val_crop=96",
-    "train.epochs=2",
     "train.lr=1.0e-3",
     "train.schedule=cosine",
-    "finetune.epochs=1",
     "finetune.lr=1.0e-3",
     "finetune.schedule=cosine",
     "measure.latency=false",
@@ -78,7 +76,7 @@ DNCNN70_TRAIN = [
 DNCNN70_METHODS = ["dhp", "l1", "random"]
 DNCNN70_TARGETS = [0.6, 0.4, 0.2]
 # DHP searches from scratch: as many epochs, at the same LR, as the baseline's training
-DNCNN70_DHP = ["method.epochs=2", "method.search_lr=1.0e-3"]
+DNCNN70_DHP = ["method.search_lr=1.0e-3"]  # method.epochs = train.epochs (--epochs)
 
 # MACs the DHP paper reports for a 128×128 (LR) input, G
 PAPER_MACS_G = {"edsr_paper": 90.37, "srresnet": 32.83, "dncnn": 9.13, "unet": 3.41}
@@ -269,19 +267,25 @@ def cmd_matrix(args: argparse.Namespace) -> None:
         )
 
 
-def dncnn70_runs(data_root: str) -> list[tuple[str, list[str]]]:
+def dncnn70_runs(data_root: str, epochs: int, finetune: int) -> list[tuple[str, list[str]]]:
+    """`epochs` of baseline training (and of DHP's search), `finetune` epochs for every method;
+    the budget is part of each run's key, so sweeps of different budgets share one store."""
     runs = []
+    budget = ["train.epochs=" + str(epochs), "finetune.epochs=" + str(finetune)]
     for target in DNCNN70_TARGETS:
         for method in DNCNN70_METHODS:
-            extra = DNCNN70_DHP if method == "dhp" else []
+            extra = [*DNCNN70_DHP, f"method.epochs={epochs}"] if method == "dhp" else []
             overrides = [
                 *DNCNN70_TRAIN,
+                *budget,
                 f"data.root={data_root}",
                 f"method={method}",
                 f"target={target}",
                 *extra,
             ]
-            runs.append((f"dncnn70-{method}-{target}", overrides))
+            key = f"dncnn70-{method}-{target}"
+            runs.append((key if (epochs, finetune) == (2, 1) else f"{key}-e{epochs}f{finetune}",
+                         overrides))  # fmt: skip
     return runs
 
 
@@ -291,7 +295,10 @@ PAPER_DNCNN70 = {1.0: (24.93, 9.13), 0.6: (24.91, 5.65), 0.4: (24.89, 3.83), 0.2
 
 def cmd_dncnn70(args: argparse.Namespace) -> None:
     rows = sweep(
-        "dncnn70", dncnn70_runs(args.data_root), Path(args.outputs), report_only=args.report_only
+        "dncnn70",
+        dncnn70_runs(args.data_root, args.epochs, args.finetune_epochs),
+        Path(args.outputs),
+        report_only=args.report_only,
     )
     base = next((r["record"] for r in rows if r["record"]), None)
     if base:
@@ -307,7 +314,7 @@ def cmd_dncnn70(args: argparse.Namespace) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        _, method, target = row["key"].split("-")
+        _, method, target = row["key"].split("-")[:3]
         r = row["record"]
         paper = PAPER_DNCNN70[float(target)]
         paper_cell = f"{paper[0]} / {paper[1]}" if method == "dhp" else ""
@@ -393,6 +400,8 @@ def main() -> None:
     parser.add_argument("--outputs", default="/tmp/pb_restore")
     parser.add_argument("--data-root", default="/work/shared/data")
     parser.add_argument("--report-only", action="store_true", help="print the stored runs")
+    parser.add_argument("--epochs", type=int, default=2, help="dncnn70: baseline/search epochs")
+    parser.add_argument("--finetune-epochs", type=int, default=1, help="dncnn70: fine-tuning")
     parser.add_argument("--only", nargs="*", default=[""], help="matrix: run-key prefixes")
     args = parser.parse_args()
     print(f"git {git_sha()}, {time.strftime('%Y-%m-%d %H:%M %Z')}\n")
