@@ -64,5 +64,9 @@ class NonFiniteLossError(PruneBenchError, FloatingPointError):
         super().__init__(f"non-finite loss {loss} at step {step}; lower the learning rate")
 
 
+class SearchDivergedError(PruneBenchError, FloatingPointError):
+    """A pruning search's own parameters (e.g. DHP's latent vectors) became NaN or inf."""
+
+
 class RunStopped(PruneBenchError):
     """A run was ended on purpose before it finished (e.g. an Optuna trial found infeasible)."""

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from harness.errors import CheckpointError, ConfigError
+from harness.errors import CheckpointError, ConfigError, SearchDivergedError
 from harness.train import Hook, LoopState
 
 if TYPE_CHECKING:
@@ -315,18 +315,29 @@ class DHPSearch(Hook):
     def params(self) -> list[Tensor]:
         return [self.latents[g] for g in self.prunable]
 
-    def masks(self) -> dict[str, Tensor]:
-        """Group → [size] bool removed-mask of the current latents (one host sync)."""
+    def masks(self, step: int | None = None) -> dict[str, Tensor]:
+        """Group → [size] bool removed-mask of the current latents (one host sync).
+
+        Non-finite latents mean the search diverged: a NaN compares false with every threshold,
+        so it would silently remove the whole group; refuse instead."""
         params = self.params()
         if not params:
             return {}
         mags = torch.cat([p.detach().reshape(-1) for p in params]).float().cpu()  # sync: check
         vectors = dict(zip(self.prunable, mags.split([p.numel() for p in params]), strict=True))
+        bad = [g for g, v in vectors.items() if not bool(torch.isfinite(v).all())]
+        if bad:
+            at = "" if step is None else f" at step {step}"
+            raise SearchDivergedError(
+                f"DHP search diverged{at}: the latent vectors of {len(bad)} of {len(vectors)} "
+                f"groups are NaN/inf (e.g. {', '.join(bad[:3])}); lower method.search_lr "
+                "or the sparsity strength (method.gamma / method.aim)"
+            )
         keep = keep_masks(vectors, threshold=self.threshold, min_channels=self.min_channels)
         return {g: ~k for g, k in keep.items()}
 
     def check(self, s: LoopState) -> float:
-        removed = self.masks()
+        removed = self.masks(s.step)
         ratio = self.cost.ratio(removed)
         self.ratio, self.checks = ratio, self.checks + 1
         interval, self.last_check = s.step - self.last_check, s.step

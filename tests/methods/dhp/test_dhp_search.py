@@ -11,7 +11,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.nn.utils import parametrize
 
-from harness.errors import CheckpointError, ConfigError
+from harness.errors import CheckpointError, ConfigError, SearchDivergedError
 from harness.pipeline import build_method
 from harness.train import LoopState
 from methods.dhp import DHP, build_search_net
@@ -108,6 +108,22 @@ def test_stop_rule_is_one_sided():
     # an overshoot below the target also stops at once
     seen, reason = run_checks([0.9, 0.55, 0.42, 0.3])
     assert seen == [0.9, 0.55, 0.42] and reason is not None
+
+
+def test_a_nan_latent_is_a_clear_divergence_error_not_an_empty_group():
+    model = build("resnet_proj")
+    ctx = make_ctx(model)
+    net = build_search_net(model, ctx.structure)
+    groups = [g.name for g in ctx.structure.prunable]
+    hook = DHPSearch(
+        net, groups, ScriptedCost([0.9]), GammaController("paper", 1e-4, 0.5), target=0.5,
+        threshold=5e-3, stop_limit=0.01, check_every=1,
+    )  # fmt: skip
+    assert not any(r.any() for r in hook.masks().values())
+    with torch.no_grad():
+        hook.latents[groups[0]][1] = float("nan")
+    with pytest.raises(SearchDivergedError, match=rf"diverged at step 7.*{groups[0]}.*search_lr"):
+        hook.masks(step=7)
 
 
 def test_budget_gamma_starts_from_the_prior_and_follows_the_trajectory():
