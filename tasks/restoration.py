@@ -199,6 +199,8 @@ def shave(x: Tensor, border: int) -> Tensor:
 
 def psnr(x: Tensor, y: Tensor, data_range: float = 255.0) -> Tensor:
     """Peak signal-to-noise ratio per image, dB: 10·log10(range² / MSE); inf when equal."""
+    if x.shape != y.shape:  # never broadcast: a pruned net with the wrong scale must fail loudly
+        raise ValueError(f"PSNR of an output {tuple(x.shape)} against a target {tuple(y.shape)}")
     with torch.autocast(x.device.type, enabled=False):
         mse = (x.float() - y.float()).pow(2).flatten(1).mean(dim=1)
         return 10.0 * torch.log10(data_range**2 / mse)

@@ -28,6 +28,16 @@ def test_psnr_of_a_constant_offset_is_known() -> None:
     assert psnr(x + 5, x).tolist() == pytest.approx([10 * math.log10(255**2 / 25)] * 2)
 
 
+def test_psnr_refuses_to_broadcast_a_wrong_output_size() -> None:
+    # a ×2 output scored against a ×4 target (or a 1-row image) must not silently broadcast
+    with pytest.raises(
+        ValueError, match=r"output \(1, 1, 16, 16\) against a target \(1, 1, 32, 32\)"
+    ):
+        psnr(torch.zeros(1, 1, 16, 16), torch.zeros(1, 1, 32, 32))
+    with pytest.raises(ValueError, match="PSNR of an output"):
+        psnr(torch.zeros(1, 1, 1, 16), torch.zeros(1, 1, 16, 16))
+
+
 def test_psnr_is_per_image() -> None:
     x = torch.zeros(2, 1, 8, 8)
     y = torch.stack([torch.full((1, 8, 8), 1.0), torch.full((1, 8, 8), 10.0)])
