@@ -20,6 +20,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +151,26 @@ def fmt(value: Any, spec: str = ".4f") -> str:
     return "—" if value is None else format(value, spec)
 
 
+def print_table(
+    rows: list[dict[str, Any]],
+    columns: list[str],
+    lead: Callable[[list[str]], list[str]],
+    cells: Callable[[dict[str, Any], dict[str, Any]], list[str]],
+    failed: str = "failed",
+) -> None:
+    """One markdown table of a sweep: `lead(key parts)` gives each row's first cells, `cells(record,
+    row)` the rest; a failed run's row carries its error instead."""
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        head = lead(row["key"].split("-"))
+        if row["rc"] != 0 or row["record"] is None:
+            pad = "|" * (len(columns) - len(head) - 1)
+            print(f"| {' | '.join(head)} | {failed}: {row['error']} |{pad}")
+        else:
+            print(f"| {' | '.join([*head, *cells(row['record'], row)])} |")
+
+
 def dhp_convention_macs(task: str, model_name: str) -> dict[str, float]:
     """Conv MACs, and the DHP counter's total: + BatchNorm 2·C·H·W + activations C·H·W, with
     each transposed conv counted per output pixel (C_in·k²·C_out·H_out·W_out); 128×128 input."""
@@ -247,24 +268,19 @@ def matrix_runs() -> list[tuple[str, list[str]]]:
 def cmd_matrix(args: argparse.Namespace) -> None:
     runs = [r for r in matrix_runs() if r[0].startswith(tuple(args.only))]
     rows = sweep("matrix", runs, Path(args.outputs), report_only=args.report_only)
-    print(
-        "| task | model | method | macs_ratio | \\|Δ\\| ≤ 0.03 | params_ratio | val PSNR | "
-        "test PSNR | PSNR before FT | base test PSNR | wall s |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        task, model, method = row["key"].split("-")
-        r = row["record"]
-        if row["rc"] != 0 or r is None:
-            print(f"| {task} | {model} | {method} | refused/failed: {row['error']} |||||||| ")
-            continue
+    columns = ["task", "model", "method", "macs_ratio", "\\|Δ\\| ≤ 0.03", "params_ratio",
+               "val PSNR", "test PSNR", "PSNR before FT", "base test PSNR", "wall s"]  # fmt: skip
+
+    def cells(r: dict[str, Any], row: dict[str, Any]) -> list[str]:
         ok = "yes" if abs(r["macs_ratio"] - 0.4) <= 0.03 else "**no**"
-        print(
-            f"| {task} | {model} | {method} | {r['macs_ratio']:.4f} | {ok} | "
-            f"{r['params_ratio']:.4f} | {fmt(r['val_metric'], '.2f')} | "
-            f"{fmt(r['test_metric'], '.2f')} | {fmt(r['val_metric_pruned'], '.2f')} | "
-            f"{fmt(r['base_test_metric'], '.2f')} | {row['wall_s']:.0f} |"
-        )
+        return [
+            f"{r['macs_ratio']:.4f}", ok, f"{r['params_ratio']:.4f}",
+            fmt(r["val_metric"], ".2f"), fmt(r["test_metric"], ".2f"),
+            fmt(r["val_metric_pruned"], ".2f"), fmt(r["base_test_metric"], ".2f"),
+            f"{row['wall_s']:.0f}",
+        ]  # fmt: skip
+
+    print_table(rows, columns, lambda key: key, cells, failed="refused/failed")
 
 
 def dncnn70_runs(data_root: str, epochs: int, finetune: int) -> list[tuple[str, list[str]]]:
@@ -308,24 +324,20 @@ def cmd_dncnn70(args: argparse.Namespace) -> None:
             f"val {base['base_val_metric']:.2f} dB, {base['macs_base'] / 1e9:.2f} G conv MACs; "
             f"paper {paper[0]} dB at {paper[1]} G.\n"
         )
-    print(
-        "| target | method | macs_ratio | MACs (G) | params_ratio | BSD68 PSNR | val PSNR | "
-        "val PSNR before FT | wall s | paper DHP PSNR / MACs (G) |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for row in rows:
+    columns = ["target", "method", "macs_ratio", "MACs (G)", "params_ratio", "BSD68 PSNR",
+               "val PSNR", "val PSNR before FT", "wall s", "paper DHP PSNR / MACs (G)"]  # fmt: skip
+
+    def cells(r: dict[str, Any], row: dict[str, Any]) -> list[str]:
         _, method, target = row["key"].split("-")[:3]
-        r = row["record"]
         paper = PAPER_DNCNN70[float(target)]
-        paper_cell = f"{paper[0]} / {paper[1]}" if method == "dhp" else ""
-        if row["rc"] != 0 or r is None:
-            print(f"| {target} | {method} | failed: {row['error']} |||||||| ")
-            continue
-        print(
-            f"| {target} | {method} | {r['macs_ratio']:.4f} | {r['macs'] / 1e9:.2f} | "
-            f"{r['params_ratio']:.4f} | {r['test_metric']:.2f} | {r['val_metric']:.2f} | "
-            f"{fmt(r['val_metric_pruned'], '.2f')} | {row['wall_s']:.0f} | {paper_cell} |"
-        )
+        return [
+            f"{r['macs_ratio']:.4f}", f"{r['macs'] / 1e9:.2f}", f"{r['params_ratio']:.4f}",
+            f"{r['test_metric']:.2f}", f"{r['val_metric']:.2f}",
+            fmt(r["val_metric_pruned"], ".2f"), f"{row['wall_s']:.0f}",
+            f"{paper[0]} / {paper[1]}" if method == "dhp" else "",
+        ]  # fmt: skip
+
+    print_table(rows, columns, lambda key: [key[2], key[1]], cells)
 
 
 # DHP on digits: the issue's acceptance runs (budget-aware γ, short search, short fine-tuning)
@@ -344,18 +356,18 @@ DHP_TARGETS = [0.3, 0.5, 0.7]
 DHP_GAMMA_RUNS = [("paper", 30), ("budget", 30), ("paper", 100), ("budget", 100)]
 
 
-def dhp_cells(r: dict[str, Any]) -> str:
-    return (
-        f"{r['macs_ratio']:.4f} | {r['search_macs_ratio_at_stop']:.4f} | "
-        f"{'yes' if r['search_forced'] else 'no'} | {r['search_stop_reason']} | "
-        f"{r['search_epochs']:.0f} | {r['search_initial_gamma']:.3g} → "
-        f"{r['search_final_gamma']:.3g} | {r['test_metric']:.2f}"
-    )
+def dhp_cells(r: dict[str, Any]) -> list[str]:
+    return [
+        f"{r['macs_ratio']:.4f}", f"{r['search_macs_ratio_at_stop']:.4f}",
+        "yes" if r["search_forced"] else "no", r["search_stop_reason"],
+        f"{r['search_epochs']:.0f}",
+        f"{r['search_initial_gamma']:.3g} → {r['search_final_gamma']:.3g}",
+        f"{r['test_metric']:.2f}",
+    ]  # fmt: skip
 
 
-DHP_HEADER = (
-    "macs_ratio | at stop | forced cut | stop reason | search epochs | γ start → end | test top-1 |"
-)
+DHP_COLUMNS = ["macs_ratio", "at stop", "forced cut", "stop reason", "search epochs",
+               "γ start → end", "test top-1"]  # fmt: skip
 
 
 def cmd_dhp_targets(args: argparse.Namespace) -> None:
@@ -364,16 +376,14 @@ def cmd_dhp_targets(args: argparse.Namespace) -> None:
         for model, extra in DHP_TARGET_MODELS.items() for target in DHP_TARGETS
     ]  # fmt: skip
     rows = sweep("dhp_targets", runs, Path(args.outputs), report_only=args.report_only)
-    print(f"| model | target | {DHP_HEADER} \\|Δ\\| ≤ 0.03 | wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        _, model, target = row["key"].split("-")
-        r = row["record"]
-        if row["rc"] != 0 or r is None:
-            print(f"| {model} | {target} | failed: {row['error']} |||||||||")
-            continue
-        ok = "yes" if abs(r["macs_ratio"] - float(target)) <= 0.03 else "**no**"
-        print(f"| {model} | {target} | {dhp_cells(r)} | {ok} | {row['wall_s']:.0f} |")
+
+    def cells(r: dict[str, Any], row: dict[str, Any]) -> list[str]:
+        target = float(row["key"].split("-")[2])
+        ok = "yes" if abs(r["macs_ratio"] - target) <= 0.03 else "**no**"
+        return [*dhp_cells(r), ok, f"{row['wall_s']:.0f}"]
+
+    columns = ["model", "target", *DHP_COLUMNS, "\\|Δ\\| ≤ 0.03", "wall s"]
+    print_table(rows, columns, lambda key: key[1:], cells)
 
 
 def cmd_dhp_gamma(args: argparse.Namespace) -> None:
@@ -384,15 +394,9 @@ def cmd_dhp_gamma(args: argparse.Namespace) -> None:
         for mode, epochs in DHP_GAMMA_RUNS
     ]  # fmt: skip
     rows = sweep("dhp_gamma", runs, Path(args.outputs), report_only=args.report_only)
-    print(f"| γ mode | epoch cap | {DHP_HEADER} wall s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        _, mode, epochs = row["key"].split("-")
-        r = row["record"]
-        if row["rc"] != 0 or r is None:
-            print(f"| {mode} | {epochs} | failed: {row['error']} ||||||||")
-            continue
-        print(f"| {mode} | {epochs} | {dhp_cells(r)} | {row['wall_s']:.0f} |")
+    columns = ["γ mode", "epoch cap", *DHP_COLUMNS, "wall s"]
+    print_table(rows, columns, lambda key: key[1:],
+                lambda r, row: [*dhp_cells(r), f"{row['wall_s']:.0f}"])  # fmt: skip
 
 
 def main() -> None:
