@@ -4,6 +4,10 @@ Two allocations: `uniform` keeps every group at (nearly) the same kept fraction,
 the group with the highest kept fraction; `global` ranks all units of all groups together by their
 group-normalised score. Both respect a per-group floor and stop at the first plan whose MAC ratio
 is ≤ target, so the result undershoots the target by at most one unit's MACs.
+
+The order of removals never depends on the MACs, only the stopping point does, so each step costs
+one heap operation and an exact MAC update of the few layers the removed unit touches
+(`CostModel.tracker`): linear in the number of units, not units × layers.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import math
 from collections.abc import Mapping
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -35,6 +40,11 @@ def check_target(target: float) -> None:
 def floor_of(size: int, floor: float, min_channels: int) -> int:
     """Units a group always keeps: at least `min_channels` and `floor` of its size."""
     return min(size, max(min_channels, math.ceil(floor * size)))
+
+
+def _kept_fraction(kept: int, size: int) -> float:
+    # float32, like the mean of a bool mask: fractions that round equal tie (earliest group wins)
+    return float(np.float32(kept) / np.float32(size))
 
 
 def allocate(
@@ -64,48 +74,52 @@ def allocate(
     state = {g: torch.zeros(groups[g].size, dtype=torch.bool) for g in scores}
     for g, m in (removed or {}).items():
         state[g] = m.clone()
-    order: dict[str, list[int]] = {}
+    order: dict[str, list[int]] = {}  # per group: units still present, the next to go LAST
     for g, s in scores.items():
         if s.shape != (groups[g].size,):
             raise ValueError(
                 f"scores of group {g} have shape {tuple(s.shape)}, expected ({groups[g].size},)"
             )
         # lowest score first; ties broken by index so equal scores give a stable plan
-        ranked = sorted(range(len(s)), key=lambda i: (float(s[i]), i))
-        order[g] = [i for i in ranked if not state[g][i]]
+        ranked = torch.argsort(s.detach().cpu(), stable=True).tolist()
+        gone = state[g].tolist()
+        order[g] = [i for i in reversed(ranked) if not gone[i]]
+    kept = {g: int((~state[g]).sum()) for g in scores}
     keep_min = {g: floor_of(groups[g].size, floor, min_channels) for g in scores}
     goal = target * cost.base_macs
-    macs = cost.macs(state)
+    tracker = cost.tracker(state)
 
     def removable(g: str) -> bool:
-        return bool(order[g]) and int((~state[g]).sum()) > keep_min[g]
+        return bool(order[g]) and kept[g] > keep_min[g]
 
+    position = {g: i for i, g in enumerate(scores)}
     if allocation == "global":
-        norm = {
-            g: s.abs().mean().clamp_min(1e-12) if normalize else torch.tensor(1.0)
-            for g, s in scores.items()
-        }
-        heap = [(float(scores[g][order[g][0]] / norm[g]), g) for g in scores if removable(g)]
-        heapq.heapify(heap)
-    while macs > goal:
-        if allocation == "uniform":
-            candidates = [g for g in scores if removable(g)]
-            if not candidates:
-                break
-            # highest kept fraction first; ties go to the earliest group in model order
-            g = max(candidates, key=lambda g: float((~state[g]).float().mean()))
-        else:
-            if not heap:
-                break
-            _, g = heapq.heappop(heap)
-        state[g][order[g].pop(0)] = True
-        macs = cost.macs(state)
-        if allocation == "global" and removable(g):
-            heapq.heappush(heap, (float(scores[g][order[g][0]] / norm[g]), g))
-    if macs > goal:
+        ranked_scores: dict[str, list[float]] = {}
+        for g, s in scores.items():
+            norm = s.abs().mean().clamp_min(1e-12) if normalize else torch.tensor(1.0)
+            ranked_scores[g] = (s / norm).tolist()
+
+        def key(g: str) -> tuple[float, str]:
+            return (ranked_scores[g][order[g][-1]], g)
+    else:
+
+        def key(g: str) -> tuple[float, int]:  # highest kept fraction, then model order
+            return (-_kept_fraction(kept[g], groups[g].size), position[g])
+
+    heap = [(*key(g), g) for g in scores if removable(g)]
+    heapq.heapify(heap)
+    while tracker.macs > goal and heap:
+        g = heapq.heappop(heap)[-1]
+        unit = order[g].pop()
+        state[g][unit] = True
+        kept[g] -= 1
+        tracker.remove(g, unit)
+        if removable(g):
+            heapq.heappush(heap, (*key(g), g))
+    if tracker.macs > goal:
         raise ImpossibleTargetError(
             f"target={target} is below the smallest MAC ratio the floors allow "
-            f"({macs / cost.base_macs:.3f} with prune.floor={floor}, "
+            f"({tracker.macs / cost.base_macs:.3f} with prune.floor={floor}, "
             f"prune.min_channels={min_channels}); raise the target or lower the floor"
         )
     return Plan.from_removed(state)

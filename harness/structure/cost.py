@@ -14,7 +14,7 @@ from torch import Tensor
 
 from harness.structure.groups import LayerGeometry, Structure
 
-__all__ = ["CostModel"]
+__all__ = ["CostModel", "MacTracker"]
 
 Removed = Mapping[str, Tensor]  # group name → [size] bool, True = unit removed
 
@@ -33,6 +33,21 @@ class CostModel:
                     cpu = s.channels_per_unit(g.size)
                     self._sides.setdefault((s.module, s.side), []).append((g.name, cpu))
         self.base_macs = self.macs()
+        self._touch: dict[str, list[tuple[str, int, list[int]]]] | None = None
+
+    def _touched(self) -> dict[str, list[tuple[str, int, list[int]]]]:
+        """group → [(layer, 0 for in / 1 for out, channels each unit owns there)], built once."""
+        if self._touch is None:
+            self._touch = {}
+            for (layer, side), owners in self._sides.items():
+                for group, cpu in owners:
+                    entry = (layer, 0 if side == "in" else 1, cpu.tolist())
+                    self._touch.setdefault(group, []).append(entry)
+        return self._touch
+
+    def tracker(self, removed: Removed | None = None) -> MacTracker:
+        """Exact MACs kept up to date one removed unit at a time (see `MacTracker`)."""
+        return MacTracker(self, removed)
 
     def channels(self, removed: Removed | None = None) -> dict[str, tuple[int, int]]:
         """Layer → (in, out) channel counts after removing the marked units."""
@@ -73,3 +88,30 @@ class CostModel:
         mask = torch.zeros(g.size, dtype=torch.bool)
         mask[0] = True
         return self.base_macs - self.macs({group: mask})
+
+
+class MacTracker:
+    """The MACs of a plan under construction, updated per removed unit.
+
+    Removing a unit changes the channel counts of only the layers its group touches; each of those
+    layers' MACs is recomputed exactly from its new counts (integer arithmetic, grouped-conv
+    rounding included), so `macs` always equals `CostModel.macs` of the same removal state.
+    """
+
+    def __init__(self, cost: CostModel, removed: Removed | None = None) -> None:
+        self._cost = cost
+        self._touch = cost._touched()
+        self._channels = {n: list(io) for n, io in cost.channels(removed).items()}
+        self._layer = {n: cost.layer_macs(n, i, o) for n, (i, o) in self._channels.items()}
+        self.macs = sum(self._layer.values())
+
+    def remove(self, group: str, unit: int) -> None:
+        """Account for removing `unit` of `group` (the caller removes each unit once)."""
+        for layer, side, owned in self._touch.get(group, ()):
+            n = owned[unit]
+            if n:
+                io = self._channels[layer]
+                io[side] -= n
+                new = self._cost.layer_macs(layer, io[0], io[1])
+                self.macs += new - self._layer[layer]
+                self._layer[layer] = new
