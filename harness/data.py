@@ -39,6 +39,7 @@ class TensorBatches:
         self.tensors = tensors
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.drop_last_requested = drop_last
         self.drop_last = drop_last and n >= batch_size
         self.transform = transform
         self.generator = torch.Generator().manual_seed(seed)
@@ -70,6 +71,16 @@ class TensorBatches:
         batches (Taylor's calibration, DHP's search) never shift another stage's batch order."""
         twin = copy.copy(self)
         twin.generator = torch.Generator().manual_seed(seed)
+        return twin
+
+    def rebatch(self, batch_size: int) -> TensorBatches:
+        """Same data, transform and shuffle stream at another batch size (DHP searches at the
+        paper's batch 64 whatever the run's training batch)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1, got {batch_size}")
+        twin = copy.copy(self)
+        twin.batch_size = batch_size
+        twin.drop_last = self.drop_last_requested and self.num_samples >= batch_size
         return twin
 
     def to(self, device: torch.device | str) -> TensorBatches:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from harness.errors import IncompatibleMethodError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
 
     from omegaconf import DictConfig
 
@@ -67,6 +67,11 @@ class PruneContext:
     fit: Callable[..., FitResult]
     log_metrics: Callable[[dict[str, float], int | None], None] = lambda m, step=None: None
     extra: dict[str, Any] = field(default_factory=dict)
+    # what a search method needs of the run, so it does not read the whole config
+    model_name: str | None = None  # the registered model (cfg.model.name)
+    task_name: str | None = None  # the registered task (cfg.task.name)
+    data_name: str | None = None  # the dataset (cfg.data.name)
+    train: Mapping[str, Any] = field(default_factory=dict)  # the run's train section, plain
 
 
 @dataclass
@@ -87,6 +92,15 @@ class Method(ABC):  # noqa: B024 - abstract in intent: use one of the three kind
     #: global ranking on group-normalised scores (True) or on raw scores (one global threshold,
     #: as network slimming's |γ|); used when `prune.normalize` is null
     normalize_scores: ClassVar[bool] = True
+
+    @classmethod
+    def resolve_config(
+        cls, kwargs: dict[str, Any], *, model: str | None, task: str | None
+    ) -> dict[str, Any]:
+        """Turn the method's config section into constructor arguments for one (model, task):
+        the place for per-model / per-task defaults, so the constructor gets plain values.
+        Explicitly set values must win. Default: unchanged."""
+        return kwargs
 
     def check(self, model: nn.Module, task_name: str) -> None:
         """Raise IncompatibleMethodError when this method cannot run on `model` for `task_name`."""

@@ -94,14 +94,18 @@ def git_sha() -> str:
         return "unknown"
 
 
-def build_method(method_cfg: DictConfig) -> Method:
-    """`method_cfg` keys other than METHOD_META_KEYS are the method's constructor arguments."""
+def build_method(
+    method_cfg: DictConfig, *, model: str | None = None, task: str | None = None
+) -> Method:
+    """`method_cfg` keys other than METHOD_META_KEYS are the method's constructor arguments,
+    after the method's own per-model/per-task resolution (`Method.resolve_config`)."""
     cls = METHODS.get(method_cfg.name)
     kwargs = {
         k: v
         for k, v in OmegaConf.to_container(method_cfg, resolve=True).items()
         if k not in METHOD_META_KEYS
     }
+    kwargs = cls.resolve_config(kwargs, model=model, task=task)
     try:
         return cls(**kwargs)
     except TypeError as e:
@@ -244,7 +248,7 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
     observer = observer or RunObserver()
     check_target(cfg.target)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
-    method = build_method(cfg.method)
+    method = build_method(cfg.method, model=cfg.model.name, task=cfg.task.name)
     runtime = pick_runtime(cfg.device, cfg.amp)
     seed_everything(cfg.seed)
     model = task.build_model(cfg.model, cfg.data)
@@ -309,6 +313,10 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
             cfg=cfg,
             fit=run_fit,
             log_metrics=lambda m, step=None: tracker.log_metrics(m, step),
+            model_name=cfg.model.name,
+            task_name=cfg.task.name,
+            data_name=cfg.data.name,
+            train=OmegaConf.to_container(cfg.train, resolve=True) if "train" in cfg else {},
         )
         search_stats: dict[str, float] = {}
         if isinstance(method, SearchMethod):

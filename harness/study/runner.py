@@ -573,7 +573,7 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
     space = SearchSpace.from_config(cfg)  # validate before anything is created
     for i, extra in enumerate(settings.enqueue):
         space.check_values(extra, f"study.enqueue[{i}]")
-    build_method(cfg.method)  # the method's own arguments, too
+    build_method(cfg.method, model=cfg.model.name, task=cfg.task.name)  # its own arguments, too
     spec = _pick_storage(cfg, settings)
     tracking = bool(cfg.tracking.enabled)
     uri = (cfg.tracking.uri or default_tracking_uri(cfg.outputs)) if tracking else None

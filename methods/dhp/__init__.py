@@ -9,13 +9,24 @@ materialised and sliced into a plain compact CNN (compact.py), which the pipelin
 Rule used, per the paper and its reference code: T = 5e-3 (1e-3 for MobileNetV2), γ per model
 (2e-4 ResNet-20, 3e-4 ResNet-56, 1e-4 ResNet-110/164 and MobileNetV2, 0.1 restoration), no layer
 below 4 channels, stop at the first check with MAC ratio ≤ target + stop_limit, the CIFAR ResNets'
-last-stage stream left unpruned. `gamma_mode=budget` replaces the fixed γ (calibrated for CIFAR's
-782 iterations per epoch) by one set from the iteration budget (see search.py).
+last-stage stream left unpruned, search batch 64 on classification, PixelShuffle upsampler convs
+sharing the trunk's latent vector (EDSR, SRResNet). The per-model values live in
+conf/method/dhp.yaml (`by_model`, `by_task`) and fill only what a run leaves null
+(`DHP.resolve_config`), so an explicit or sampled γ / T always takes effect.
+
+Two departures, both switchable: `gamma_mode=budget` (what `auto` picks unless the search has
+CIFAR-like ≥ 391 steps per epoch and ≥ 50 epochs) replaces the fixed γ, calibrated for CIFAR's
+782 iterations per epoch, by one set from the iteration budget (see search.py); and `trim=true`
+cuts the smallest-|z| units after the stop rule until the MAC ratio is ≤ the target (the paper
+stops anywhere ≤ target + stop_limit; `trim=false` keeps that), recorded as `trimmed_units`
+beside the ratio before trimming (`macs_ratio_at_stop`).
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -25,16 +36,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
-from harness.errors import ConfigError, ImpossibleTargetError
+from harness.errors import ConfigError
 from harness.method import Needs, PruneContext, SearchMethod, SearchResult
 from harness.registry import METHODS
-from harness.structure import Plan, Structure, allocate
+from harness.structure import CostModel, Plan, Structure
 from harness.train import FitResult, LoopState, build_optimizer, build_scheduler, fit
 from methods.dhp.compact import SearchNet, compact, generate_sliced, materialise
 from methods.dhp.hyper import attach_hypernetworks, hyper_parameter_count
-from methods.dhp.latents import Latents, build_latents
+from methods.dhp.latents import Latents, build_latents, upsampler_ties, with_ties
 from methods.dhp.search import DHPSearch, GammaController, SearchCheckpoint
 
 if TYPE_CHECKING:
@@ -49,6 +60,7 @@ __all__ = [
     "SearchNet",
     "build_search_net",
     "compact",
+    "cut_to_target",
     "generate_sliced",
     "last_stream_groups",
     "materialise",
@@ -56,15 +68,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: the paper's search optimiser per task; `cfg.train` fills any key left out
+#: the paper's search optimiser and batch per task family; `method.search` overrides any key and
+#: the run's `train` section fills what neither sets (`batch: None` = the run's training batch)
 DEFAULT_SEARCH: dict[str, dict[str, Any]] = {
     "classification": {
-        "epochs": 100, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": False,
-        "weight_decay": 1.0e-4, "schedule": "step", "milestone_fractions": [0.5], "gamma": 0.1,
-        "warmup_epochs": 0,
+        "epochs": 100, "batch": 64, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9,
+        "nesterov": False, "weight_decay": 1.0e-4, "schedule": "step", "milestone_fractions": [0.5],
+        "gamma": 0.1, "warmup_epochs": 0,
     },
     "restoration": {
-        "epochs": 60, "optimizer": "adam", "lr": 1.0e-4, "weight_decay": 0.0,
+        "epochs": 60, "batch": None, "optimizer": "adam", "lr": 1.0e-4, "weight_decay": 0.0,
         "schedule": "step", "milestone_fractions": [0.667], "gamma": 0.1, "warmup_epochs": 0,
     },
 }  # fmt: skip
@@ -76,6 +89,18 @@ OPTIM_KEYS = (
     "optimizer", "lr", "momentum", "nesterov", "weight_decay", "schedule", "milestones", "gamma",
     "warmup_epochs",
 )  # fmt: skip
+SEARCH_KEYS = frozenset(DEFAULT_SEARCH["classification"]) | {"milestones"}
+#: the values `by_model` / `by_task` may fill (only where the run leaves them null)
+RESOLVED_KEYS = ("gamma", "threshold", "freeze_last_stream", "milestone_fractions", "search_batch")
+#: top-level config shortcuts folded into `search` (what Optuna and the CLI set)
+SEARCH_SHORTCUTS = {
+    "epochs": "epochs", "search_lr": "lr", "search_batch": "batch",
+    "milestone_fractions": "milestone_fractions",
+}  # fmt: skip
+
+
+def task_family(task: str | None) -> str:
+    return "restoration" if task in RESTORATION_TASKS else "classification"
 
 
 def build_search_net(
@@ -85,15 +110,16 @@ def build_search_net(
     seed: int = 0,
     m: int = 8,
     channels_last: bool = False,
+    ties: Mapping[str, str] | None = None,
 ) -> SearchNet:
     """Wrap `model` (in place) into a search network: latents per group, generated conv weights.
 
     Latents and hypernetworks are drawn from a CPU generator seeded with `seed`, in model order,
-    then moved to the model's device.
+    then moved to the model's device. `ties` (group → owner group) share the owner's latent.
     """
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
-    latents, wiring = build_latents(model, structure, generator=generator)
+    latents, wiring = build_latents(model, structure, generator=generator, ties=ties)
     latents.to(device)
     attach_hypernetworks(
         model, latents, wiring, m=m, generator=generator, channels_last=channels_last
@@ -109,7 +135,7 @@ def last_stream_groups(structure: Structure) -> list[str]:
 
 @dataclass
 class Settings:
-    """DHP's settings resolved for one run (model- and task-specific defaults applied)."""
+    """DHP's settings resolved for one run (task defaults and the search loader applied)."""
 
     model: str | None
     task: str | None
@@ -118,14 +144,27 @@ class Settings:
     threshold: float
     epochs: int
     optim: dict[str, Any]
+    batch: int | None  # the search's batch size (None: the run's training batch)
+    steps_per_epoch: int
     freeze: list[str] = field(default_factory=list)
     freeze_last_stream: bool = False
 
 
-def _plain(x: Any) -> Any:
-    if isinstance(x, DictConfig) or OmegaConf.is_list(x):
-        return OmegaConf.to_container(x, resolve=True)
-    return x
+def _fill_from(kwargs: dict[str, Any], table: Any, name: str | None, where: str) -> dict[str, Any]:
+    """Fill the null RESOLVED_KEYS of `kwargs` from `table[name]` (a by_model / by_task entry)."""
+    entry = (table or {}).get(name) if name is not None else None
+    if not entry:
+        return kwargs
+    unknown = sorted(set(entry) - set(RESOLVED_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"method.{where}.{name} sets {', '.join(unknown)}; it may set only "
+            f"{', '.join(RESOLVED_KEYS)}"
+        )
+    for key, value in entry.items():
+        if kwargs.get(key) is None:
+            kwargs[key] = value
+    return kwargs
 
 
 @METHODS.register("dhp")
@@ -134,71 +173,127 @@ class DHP(SearchMethod):
 
     needs = Needs(data=True, grads=True, training=True, pretrained=False)
 
+    @classmethod
+    def resolve_config(
+        cls, kwargs: dict[str, Any], *, model: str | None, task: str | None
+    ) -> dict[str, Any]:
+        """conf/method/dhp.yaml → constructor arguments for one (model, task).
+
+        A value set in the config (CLI, Optuna) always wins; `by_model.<model>` fills what is
+        left null, then `by_task.<task>`, then the constructor's defaults (γ 2e-4, T 5e-3). The
+        search section for the task's family gets the top-level shortcuts (epochs, search_lr,
+        search_batch, milestone_fractions)."""
+        kw = dict(kwargs)
+        by_model, by_task = kw.pop("by_model", None), kw.pop("by_task", None)
+        kw = _fill_from(kw, by_model, model, "by_model")
+        kw = _fill_from(kw, by_task, task, "by_task")
+        search = kw.get("search") or {}
+        family = task_family(task)
+        if family in search or any(f in search for f in DEFAULT_SEARCH):  # per family
+            search = search.get(family) or {}
+        search = dict(search)
+        for key, target in SEARCH_SHORTCUTS.items():
+            value = kw.pop(key, None)
+            if value is not None:
+                search[target] = value
+        kw["search"] = search
+        for key in ("gamma", "threshold", "freeze_last_stream"):
+            if kw.get(key) is None:
+                kw.pop(key, None)  # the constructor's default
+        return kw
+
     def __init__(
         self,
         *,
         m: int = 8,
         gamma: float = 2.0e-4,
-        gamma_by_model: Mapping[str, float] | None = None,
         gamma_mode: str = "auto",
         threshold: float = 5.0e-3,
-        threshold_by_model: Mapping[str, float] | None = None,
         stop_limit: float = 0.01,
         min_channels: int = 4,
         aim: float = 0.65,
         shrink_at_half: float = 0.5,
         check_every: int | None = None,
         checks_per_epoch: int = 8,
-        epochs: int | None = None,
-        search_lr: float | None = None,
-        search: Mapping[str, Mapping[str, Any]] | None = None,
-        milestones_by_model: Mapping[str, Sequence[float]] | None = None,
+        search: Mapping[str, Any] | None = None,
         freeze: Sequence[str] = (),
-        freeze_last_stream: bool | None = None,
-        freeze_last_stream_by_model: Mapping[str, bool] | None = None,
+        freeze_last_stream: bool = False,
+        tie_upsampler: bool = True,
+        trim: bool = True,
         force_target: bool = True,
         checkpoint_dir: str | None = None,
     ) -> None:
+        """`search`: the search's optimiser, schedule, epochs and batch (keys of DEFAULT_SEARCH
+        plus `milestones`); keys left out come from the task family's paper defaults."""
         if gamma_mode not in ("auto", "paper", "budget"):
-            raise ConfigError(f"unknown gamma_mode '{gamma_mode}'; known: auto, budget, paper")
-        if m < 1 or threshold <= 0 or gamma <= 0 or stop_limit < 0 or min_channels < 1:
             raise ConfigError(
-                f"DHP needs m ≥ 1, threshold > 0, gamma > 0, stop_limit ≥ 0, min_channels ≥ 1; "
-                f"got m={m}, threshold={threshold}, gamma={gamma}, stop_limit={stop_limit}, "
-                f"min_channels={min_channels}"
+                f"method.gamma_mode={gamma_mode!r} is unknown; use auto, budget or paper"
+            )
+        search = dict(search or {})
+        _check_positive("gamma", gamma, "the per-iteration sparsity strength, e.g. 2e-4")
+        _check_positive("threshold", threshold, "T: a unit with |z| < T is pruned, e.g. 5e-3")
+        batch = search.get("batch")
+        bad_batch = isinstance(batch, bool) or not isinstance(batch, int) or batch < 1
+        if batch is not None and bad_batch:
+            raise ConfigError(
+                f"method.search_batch={batch!r} must be a positive integer (the paper: 64 on "
+                "CIFAR) or null for the run's training batch"
+            )
+        if m < 1 or stop_limit < 0 or min_channels < 1 or checks_per_epoch < 1:
+            raise ConfigError(
+                f"DHP needs m ≥ 1, stop_limit ≥ 0, min_channels ≥ 1, checks_per_epoch ≥ 1; got "
+                f"m={m}, stop_limit={stop_limit}, min_channels={min_channels}, "
+                f"checks_per_epoch={checks_per_epoch}"
+            )
+        unknown = sorted(set(search) - SEARCH_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"method.search has unknown keys {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(SEARCH_KEYS))}"
             )
         self.m, self.gamma, self.gamma_mode = int(m), float(gamma), gamma_mode
-        self.gamma_by_model = dict(_plain(gamma_by_model) or {})
         self.threshold = float(threshold)
-        self.threshold_by_model = dict(_plain(threshold_by_model) or {})
         self.stop_limit, self.min_channels = float(stop_limit), int(min_channels)
         self.aim, self.shrink_at_half = float(aim), float(shrink_at_half)
         self.check_every, self.checks_per_epoch = check_every, int(checks_per_epoch)
-        self.epochs, self.search_lr = epochs, search_lr
-        self.search_cfg = {k: dict(v) for k, v in (_plain(search) or DEFAULT_SEARCH).items()}
-        self.milestones_by_model = dict(_plain(milestones_by_model) or {})
-        self.freeze = list(_plain(freeze) or [])
-        self.freeze_last_stream = freeze_last_stream
-        self.freeze_last_stream_by_model = dict(_plain(freeze_last_stream_by_model) or {})
+        self.search_cfg = search
+        self.freeze = list(freeze)
+        self.freeze_last_stream = bool(freeze_last_stream)
+        self.tie_upsampler, self.trim = bool(tie_upsampler), bool(trim)
         self.force_target = bool(force_target)
         self.checkpoint_dir = checkpoint_dir
 
     # ------------------------------------------------------------------ settings
-    def settings(self, ctx: PruneContext) -> Settings:
-        """Per-model and per-task defaults, the search optimiser and the γ mode for this run."""
-        cfg = ctx.cfg
-        model = _cfg_get(cfg, "model", "name")
-        task = getattr(type(ctx.task), "registry_name", None) or _cfg_get(cfg, "task", "name")
-        family = "restoration" if task in RESTORATION_TASKS else "classification"
-        search = dict(self.search_cfg.get(task) or self.search_cfg.get(family) or {})
-        base = _plain(cfg.get("train")) if cfg is not None and "train" in cfg else {}
-        optim = {k: base[k] for k in OPTIM_KEYS if k in (base or {})}
-        optim.update({k: v for k, v in search.items() if k in OPTIM_KEYS})
-        if self.search_lr is not None:
-            optim["lr"] = float(self.search_lr)
-        epochs = int(self.epochs or search.get("epochs") or (base or {}).get("epochs") or 100)
-        fractions = self.milestones_by_model.get(model, search.get("milestone_fractions"))
-        if fractions is not None and optim.get("schedule") == "step":
+    def search_loader(self, train: TensorBatches, task: str | None) -> TensorBatches:
+        """The run's training batches at the search's own batch size (the paper's 64 on CIFAR)."""
+        batch = {**DEFAULT_SEARCH[task_family(task)], **self.search_cfg}.get("batch")
+        if batch is None or batch == getattr(train, "batch_size", None):
+            return train
+        if not hasattr(train, "rebatch"):
+            raise ConfigError(
+                f"method.search_batch={batch} cannot re-batch a {type(train).__name__} (it draws "
+                "its own fixed-size batches); set method.search_batch=null or the data's batch size"
+            )
+        return train.rebatch(int(batch))
+
+    def settings(
+        self,
+        *,
+        model: str | None,
+        task: str | None,
+        train: Mapping[str, Any] | None,
+        loader: TensorBatches,
+    ) -> Settings:
+        """The search optimiser, epochs and γ mode for a run of `model` on `task` whose search
+        reads `loader` (from `search_loader`); `train` is the run's train section."""
+        family = task_family(task)
+        search = {**DEFAULT_SEARCH[family], **self.search_cfg}
+        base = dict(train or {})
+        optim = {k: base[k] for k in OPTIM_KEYS if k in base}
+        optim.update({k: v for k, v in search.items() if k in OPTIM_KEYS and v is not None})
+        epochs = int(search.get("epochs") or base.get("epochs") or 100)
+        fractions = search.get("milestone_fractions")
+        if fractions is not None and optim.get("schedule") == "step" and "milestones" not in search:
             optim["milestones"] = [max(1, round(f * epochs)) for f in fractions]
         for key in ("optimizer", "lr", "weight_decay"):
             if key not in optim:
@@ -206,24 +301,23 @@ class DHP(SearchMethod):
                     f"DHP's search optimiser lacks '{key}'; set method.search.{family}.{key} "
                     "or the run's train section"
                 )
+        spe = len(loader)
         mode = self.gamma_mode
         if mode == "auto":  # the paper's γ only where the iteration count matches its setting
-            spe = len(ctx.data.train)
             paper_like = spe >= PAPER_STEPS_PER_EPOCH // 2 and epochs >= 50
             mode = "paper" if paper_like else "budget"
-        last = self.freeze_last_stream
-        if last is None:
-            last = bool(self.freeze_last_stream_by_model.get(model, False))
         return Settings(
             model=model,
             task=task,
-            gamma=float(self.gamma_by_model.get(model, self.gamma)),
+            gamma=self.gamma,
             gamma_mode=mode,
-            threshold=float(self.threshold_by_model.get(model, self.threshold)),
+            threshold=self.threshold,
             epochs=epochs,
             optim=optim,
+            batch=getattr(loader, "batch_size", None),
+            steps_per_epoch=spe,
             freeze=self.freeze,
-            freeze_last_stream=last,
+            freeze_last_stream=self.freeze_last_stream,
         )
 
     def prunable(self, structure: Structure, latents: Latents, st: Settings) -> list[str]:
@@ -240,10 +334,13 @@ class DHP(SearchMethod):
     # ------------------------------------------------------------------ search
     def search(self, ctx: PruneContext) -> SearchResult:
         t0 = time.perf_counter()
-        st = self.settings(ctx)
+        task = ctx.task_name or getattr(type(ctx.task), "registry_name", None)
+        loader = _stage_batches(ctx, self.search_loader(ctx.data.train, task))
+        st = self.settings(model=ctx.model_name, task=task, train=ctx.train, loader=loader)
+        ties = upsampler_ties(ctx.structure) if self.tie_upsampler else {}
         net = build_search_net(
             ctx.model, ctx.structure, seed=ctx.seed, m=self.m,
-            channels_last=ctx.runtime.channels_last,
+            channels_last=ctx.runtime.channels_last, ties=ties,
         )  # fmt: skip
         prunable = self.prunable(ctx.structure, net.latents, st)
         controller = GammaController(
@@ -253,117 +350,148 @@ class DHP(SearchMethod):
             net, prunable, ctx.cost, controller,
             target=ctx.target, threshold=st.threshold, stop_limit=self.stop_limit,
             min_channels=self.min_channels, check_every=self.check_every,
-            checks_per_epoch=self.checks_per_epoch, log_metrics=ctx.log_metrics,
+            checks_per_epoch=self.checks_per_epoch, log_metrics=ctx.log_metrics, ties=ties,
         )  # fmt: skip
         hyper_params = hyper_parameter_count(net)
         log.info(
-            "dhp: model=%s task=%s epochs=%d γ-mode=%s T=%g, %d hypernetwork parameters, "
-            "optimiser %s", st.model, st.task, st.epochs, st.gamma_mode, st.threshold,
-            hyper_params, st.optim,
+            "dhp: model=%s task=%s epochs=%d batch=%s (%d steps/epoch) γ-mode=%s γ=%g T=%g, "
+            "%d hypernetwork parameters, %d tied upsampler groups, optimiser %s",
+            st.model, st.task, st.epochs, st.batch, st.steps_per_epoch, st.gamma_mode, st.gamma,
+            st.threshold, hyper_params, len(ties), st.optim,
         )  # fmt: skip
-        result = self._run(ctx, net, hook, st)
+        result = self._run(ctx, net, hook, st, loader)
         removed = hook.masks()
         ratio_at_stop = ctx.cost.ratio(removed)
-        forced = False
-        if self.force_target and ratio_at_stop > ctx.target + self.stop_limit:
-            removed, forced = self._force(ctx, net, prunable, removed), True
+        reached = ratio_at_stop <= ctx.target + self.stop_limit
+        trimmed = 0
+        if ratio_at_stop > ctx.target and (self.trim if reached else self.force_target):
+            scores = {g: net.latents[g].detach().abs().float().cpu() for g in prunable}
+            removed, trimmed = cut_to_target(
+                ctx.cost, scores, removed, ctx.target, min_channels=self.min_channels, ties=ties
+            )
+            log.log(
+                logging.INFO if reached else logging.WARNING,
+                "dhp: %s at MAC ratio %.4f; cut %d more units by |z| to %.4f",
+                "stopped" if reached else "the epoch cap came first", ratio_at_stop, trimmed,
+                ctx.cost.ratio(removed),
+            )  # fmt: skip
         plan = Plan.from_removed({g: r for g, r in removed.items() if bool(r.any())})
         model = compact(net, ctx.structure, plan)
         stats: dict[str, Any] = {
             "wall_s": time.perf_counter() - t0,
             "iterations": result.steps,
             "epochs": result.epochs_run,
+            "steps_per_epoch": float(st.steps_per_epoch),
+            "batch": float(st.batch or 0),
+            "paper_gamma": float(st.gamma_mode == "paper"),
+            "gamma": st.gamma,
+            "threshold": st.threshold,
             "final_gamma": controller.gamma,
             "initial_gamma": controller.initial_gamma,
-            "macs_ratio_at_stop": ratio_at_stop,
+            "macs_ratio_at_stop": ratio_at_stop,  # before any trim / forced cut
             "macs_ratio": ctx.cost.ratio(plan.removed(ctx.structure)),
+            "trimmed_units": float(trimmed if reached else 0),
             "stop_reason": result.stop_reason,
-            "forced": float(forced),
+            "forced": float(not reached and trimmed > 0),
+            "forced_units": float(0 if reached else trimmed),
+            "tied_groups": float(len(ties)),
             "hyper_params": float(hyper_params),
             "checks": float(hook.checks),
         }
         log.info("dhp: done %s", {k: v for k, v in stats.items()})
         return SearchResult(model=model, plan=plan, stats=stats)
 
-    def _run(self, ctx: PruneContext, net: SearchNet, hook: DHPSearch, st: Settings) -> FitResult:
-        """The search through the harness loop: `ctx.fit`, or harness `fit` directly when a
-        checkpoint directory is set (it needs the optimizer and loop state to resume)."""
-        if not self.checkpoint_dir:
-            return ctx.fit(
-                net, epochs=st.epochs, optim=st.optim, hooks=[hook], val=True,
-                select_best=False, name=SEARCH_NAME,
-            )  # fmt: skip
-        optim_cfg = OmegaConf.create(st.optim)
-        optimizer = build_optimizer(net.parameters(), optim_cfg)
-        train = _stage_batches(ctx, SEARCH_NAME)
-        spe = len(train)
-        scheduler = build_scheduler(optimizer, optim_cfg, epochs=st.epochs, steps_per_epoch=spe)
-        path = Path(self.checkpoint_dir) / "dhp_search.pt"
-        meta = {
-            "model": str(st.model), "task": str(st.task), "target": float(ctx.target),
-            "seed": int(ctx.seed), "epochs": int(st.epochs), "steps_per_epoch": int(spe),
-            "groups": sorted(net.latents.groups()),
-        }  # fmt: skip
-        state = None
-        if path.exists():
-            ckpt = SearchCheckpoint.load(path, meta)
-            net.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            if ckpt["scheduler"] is not None:
-                scheduler.load_state_dict(ckpt["scheduler"])
-            hook.load_state_dict(ckpt["dhp"])
-            train.generator.set_state(ckpt["train_generator"])
-            state = LoopState(
-                net, optimizer, scheduler, epochs=st.epochs, steps_per_epoch=spe,
-                epoch=int(ckpt["loop"]["epoch"]), step=int(ckpt["loop"]["step"]),
-            )  # fmt: skip
-            log.info("dhp: resuming the search from %s at epoch %d", path, state.epoch)
-        saver = SearchCheckpoint(path, hook, train, meta)
-        return fit(
-            net, ctx.task, train, epochs=st.epochs, optimizer=optimizer,
-            runtime=ctx.runtime, scheduler=scheduler, hooks=[hook, saver], val=ctx.data.val,
-            select_best=False, name=SEARCH_NAME, state=state,
-        )  # fmt: skip
-
-    def _force(
+    def _run(
         self,
         ctx: PruneContext,
         net: SearchNet,
-        prunable: list[str],
-        removed: dict[str, Tensor],
-    ) -> dict[str, Tensor]:
-        """The epoch cap came first: cut on, smallest |z| first (harness allocation, global
-        ranking, ≥ min_channels kept per group) down to the target."""
-        scores = {g: net.latents[g].detach().abs().float().cpu() for g in prunable}
-        try:
-            plan = allocate(
-                ctx.cost, scores, ctx.target, allocation="global",
-                min_channels=self.min_channels, removed=removed,
-            )  # fmt: skip
-        except ImpossibleTargetError as e:
-            log.warning("dhp: cannot force the target: %s", e)
-            return removed
-        log.warning(
-            "dhp: the search ended at the epoch cap at MAC ratio %.3f; cut to %.3f by |z|",
-            ctx.cost.ratio(removed), ctx.cost.ratio(plan.removed(ctx.structure)),
+        hook: DHPSearch,
+        st: Settings,
+        train: TensorBatches,
+    ) -> FitResult:
+        """The search through the harness loop on its own batch stream; resumable from
+        `checkpoint_dir` (written at every epoch end) when one is set."""
+        optim_cfg = OmegaConf.create(st.optim)
+        optimizer = build_optimizer(net.parameters(), optim_cfg)
+        spe = len(train)
+        scheduler = build_scheduler(optimizer, optim_cfg, epochs=st.epochs, steps_per_epoch=spe)
+        hooks: list[Any] = [hook]
+        state = None
+        if self.checkpoint_dir:
+            path = Path(self.checkpoint_dir) / "dhp_search.pt"
+            meta = {
+                "model": str(st.model), "task": str(st.task), "target": float(ctx.target),
+                "seed": int(ctx.seed), "epochs": int(st.epochs), "steps_per_epoch": int(spe),
+                "groups": sorted(net.latents.groups()),
+            }  # fmt: skip
+            if path.exists():
+                ckpt = SearchCheckpoint.load(path, meta)
+                net.load_state_dict(ckpt["model"])
+                optimizer.load_state_dict(ckpt["optimizer"])
+                if ckpt["scheduler"] is not None:
+                    scheduler.load_state_dict(ckpt["scheduler"])
+                hook.load_state_dict(ckpt["dhp"])
+                train.generator.set_state(ckpt["train_generator"])
+                state = LoopState(
+                    net, optimizer, scheduler, epochs=st.epochs, steps_per_epoch=spe,
+                    epoch=int(ckpt["loop"]["epoch"]), step=int(ckpt["loop"]["step"]),
+                )  # fmt: skip
+                log.info("dhp: resuming the search from %s at epoch %d", path, state.epoch)
+            hooks.append(SearchCheckpoint(path, hook, train, meta))
+        return fit(
+            net, ctx.task, train, epochs=st.epochs, optimizer=optimizer,
+            runtime=ctx.runtime, scheduler=scheduler, hooks=hooks, val=ctx.data.val,
+            select_best=False, name=SEARCH_NAME, state=state,
         )  # fmt: skip
-        forced = plan.removed(ctx.structure)
-        return {g: forced.get(g, removed[g]) for g in prunable}
 
 
-def _stage_batches(ctx: PruneContext, name: str) -> TensorBatches:
-    """The training batch stream `ctx.fit` gives a stage called `name` (the pipeline forks one
-    per stage, seeded by run seed and stage name), so the resumable path sees the same batches."""
-    train = ctx.data.train
+def cut_to_target(
+    cost: CostModel,
+    scores: Mapping[str, Tensor],
+    removed: Mapping[str, Tensor],
+    target: float,
+    *,
+    min_channels: int = 4,
+    ties: Mapping[str, str] | None = None,
+) -> tuple[dict[str, Tensor], int]:
+    """Remove the smallest-|z| remaining units (one global ranking, as the threshold T is one
+    global value) until the MAC ratio is ≤ `target`, keeping ≥ min(min_channels, size) units per
+    group; tied groups follow their owner. Returns the new masks (owners only) and the count
+    of units removed. Stops short, with a warning, when the floors leave nothing to cut."""
+    ties = dict(ties or {})
+    state = {g: m.clone() for g, m in removed.items()}
+    heap = [
+        (float(s[i]), g, i) for g, s in scores.items() for i in range(len(s)) if not state[g][i]
+    ]
+    heapq.heapify(heap)
+    ratio, cut = cost.ratio(with_ties(state, ties)), 0
+    while ratio > target and heap:
+        _, g, i = heapq.heappop(heap)
+        if int((~state[g]).sum()) <= min(min_channels, len(state[g])):
+            continue
+        state[g][i] = True
+        cut += 1
+        ratio = cost.ratio(with_ties(state, ties))
+    if ratio > target:
+        log.warning(
+            "dhp: cannot cut to %.3f: %.3f is the least the ≥ %d-unit floor allows",
+            target, ratio, min_channels,
+        )  # fmt: skip
+    return state, cut
+
+
+def _check_positive(key: str, value: Any, what: str) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+    if not ok or not math.isfinite(float(value)):
+        raise ConfigError(
+            f"method.{key}={value!r} must be a positive number ({what}); "
+            f"set method.{key}=null for the per-model default"
+        )
+
+
+def _stage_batches(ctx: PruneContext, train: TensorBatches) -> TensorBatches:
+    """The search's own batch stream, seeded by run seed and stage name like every pipeline
+    stage, so a resumed search sees the same batches."""
     if not hasattr(train, "fork"):
         return train
-    return train.fork(ctx.seed * 1_000_003 + zlib.crc32(name.encode()))
-
-
-def _cfg_get(cfg: Any, section: str, key: str) -> Any:
-    if cfg is None:
-        return None
-    sec = cfg.get(section) if hasattr(cfg, "get") else None
-    if sec is None:
-        return None
-    return sec.get(key) if hasattr(sec, "get") else None
+    return train.fork(ctx.seed * 1_000_003 + zlib.crc32(SEARCH_NAME.encode()))

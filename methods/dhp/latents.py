@@ -15,12 +15,16 @@ name; never by position), sized in group *units*:
 - a depthwise conv reads its own learnable size-1 input-side vector (never thresholded); its
   output side is the vector of the group it passes through;
 - frozen groups (the classifier's/output's, or frozen by configuration) get ordinary latents that
-  the search never soft-thresholds.
+  the search never soft-thresholds;
+- a group may be *tied* to another of the same size (`ties`, group → owner): it reads the owner's
+  vector instead of one of its own. The paper ties a PixelShuffle upsampler conv's output to the
+  trunk vector (EDSR, SRResNet): each trunk feature channel owns its r² sub-pixel channels, so
+  removing it from the trunk removes them too (`upsampler_ties`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +39,8 @@ __all__ = [
     "build_latents",
     "is_depthwise",
     "latent_key",
+    "upsampler_ties",
+    "with_ties",
 ]
 
 
@@ -132,6 +138,49 @@ class ConvLatents(nn.Module):
         return torch.outer(r, c)  # [rows, cols]
 
 
+def upsampler_ties(structure: Structure) -> dict[str, str]:
+    """Group → the group whose latent it shares, for every prunable PixelShuffle upsampler group.
+
+    A group whose producing conv owns several channels per unit (its output feeds a
+    PixelShuffle(r): r² sub-pixel channels per feature) is tied to the one group that feeds that
+    conv's input when the sizes match (the trunk, or the previous upsampler stage, followed to its
+    owner): the paper's shared trunk vector. Anything else is left with its own latent.
+    """
+    ties: dict[str, str] = {}
+    for group in structure:
+        if not group.prunable or not any(len(s.channels) > group.size for s in group.producers):
+            continue
+        producers = {s.module for s in group.producers if len(s.channels) > group.size}
+        sources = {
+            g.name: g
+            for p in producers
+            for g, slot in structure.slots_of(p, "in")
+            if len(slot.channels) == g.size
+        }
+        inputs = {g.name for p in producers for g, _ in structure.slots_of(p, "in")}
+        if len(sources) != 1 or set(sources) != inputs:
+            continue
+        (source,) = sources.values()
+        if source.size == group.size and source.name != group.name:
+            ties[group.name] = source.name
+
+    def owner(name: str) -> str:  # a second upsampler stage → the first → the trunk
+        while name in ties:
+            name = ties[name]
+        return name
+
+    return {g: owner(g) for g in ties}
+
+
+def with_ties(removed: dict[str, Tensor], ties: Mapping[str, str]) -> dict[str, Tensor]:
+    """`removed` (group → [size] bool) extended to the groups tied to its groups."""
+    out = dict(removed)
+    for group, owner in ties.items():
+        if owner in removed:
+            out[group] = removed[owner].clone()
+    return out
+
+
 def _side_spec(
     latents: Latents,
     structure: Structure,
@@ -139,6 +188,7 @@ def _side_spec(
     side: str,
     total: int,
     new: Callable[[int], Tensor],
+    ties: Mapping[str, str],
 ) -> VectorSpec:
     """Wire one layer side to the group latents that own its channels (creating them on first
     use) plus, for channels no group covers, a fixed vector of the layer's own."""
@@ -158,10 +208,11 @@ def _side_spec(
             channels, units = channels[free], units[free]
             if not len(channels):
                 continue
-        key = latent_key(group.name)
+        owner = ties.get(group.name, group.name)
+        key = latent_key(owner)
         if key not in latents.z:
-            latents.z[key] = nn.Parameter(new(group.size))
-            latents.group_of[key] = group.name
+            latents.z[key] = nn.Parameter(new(structure.groups[owner].size))
+            latents.group_of[key] = owner
         index[channels] = offset + units
         sources.append(("z", key))
         offset += group.size
@@ -177,12 +228,18 @@ def _side_spec(
 
 
 def build_latents(
-    model: nn.Module, structure: Structure, *, generator: torch.Generator
+    model: nn.Module,
+    structure: Structure,
+    *,
+    generator: torch.Generator,
+    ties: Mapping[str, str] | None = None,
 ) -> tuple[Latents, dict[str, ConvLatents]]:
     """Latents for every group a conv reads or writes, and each conv's wiring, in model order.
 
     Latents are N(0, 1) drawn from `generator` (CPU), so the same seed gives the same search.
+    A group in `ties` reads its owner's latent and has none of its own.
     """
+    ties = dict(ties or {})
     latents = Latents()
 
     def new(n: int) -> Tensor:
@@ -193,14 +250,14 @@ def build_latents(
         if not isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
             continue
         transposed = isinstance(m, nn.ConvTranspose2d)
-        out = _side_spec(latents, structure, name, "out", m.out_channels, new)
+        out = _side_spec(latents, structure, name, "out", m.out_channels, new, ties)
         rows, cols = m.weight.shape[:2]
         if is_depthwise(m):
             key = latent_key(f"dw:{name}")
             latents.fixed[key] = nn.Parameter(new(1))
             wiring[name] = ConvLatents(out, VectorSpec((("fixed", key),), None), None, rows, 1)
             continue
-        inp = _side_spec(latents, structure, name, "in", m.in_channels, new)
+        inp = _side_spec(latents, structure, name, "in", m.in_channels, new, ties)
         row, col = (inp, out) if transposed else (out, inp)
         gather = None
         if m.groups > 1:  # row r reads the columns of its own group

@@ -42,7 +42,7 @@ import bisect
 import itertools
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,7 @@ from torch import Tensor
 
 from harness.errors import CheckpointError, ConfigError, SearchDivergedError
 from harness.train import Hook, LoopState
+from methods.dhp.latents import with_ties
 
 if TYPE_CHECKING:
     from harness.data import TensorBatches
@@ -247,8 +248,10 @@ class DHPSearch(Hook):
         check_every: int | None = None,
         checks_per_epoch: int = 8,
         log_metrics: Callable[[dict[str, float], int | None], None] | None = None,
+        ties: Mapping[str, str] | None = None,
     ) -> None:
         self.latents = net.latents
+        self.ties = dict(ties or {})  # group → owner whose latent (and mask) it shares
         self.prunable = list(prunable)
         self.cost, self.controller = cost, gamma
         self.target, self.threshold, self.stop_limit = target, threshold, stop_limit
@@ -316,7 +319,8 @@ class DHPSearch(Hook):
         return [self.latents[g] for g in self.prunable]
 
     def masks(self, step: int | None = None) -> dict[str, Tensor]:
-        """Group → [size] bool removed-mask of the current latents (one host sync).
+        """Group → [size] bool removed-mask of the current latents (one host sync), tied groups
+        included (they follow their owner).
 
         Non-finite latents mean the search diverged: a NaN compares false with every threshold,
         so it would silently remove the whole group; refuse instead."""
@@ -334,7 +338,7 @@ class DHPSearch(Hook):
                 "or the sparsity strength (method.gamma / method.aim)"
             )
         keep = keep_masks(vectors, threshold=self.threshold, min_channels=self.min_channels)
-        return {g: ~k for g, k in keep.items()}
+        return with_ties({g: ~k for g, k in keep.items()}, self.ties)
 
     def check(self, s: LoopState) -> float:
         removed = self.masks(s.step)
@@ -350,7 +354,8 @@ class DHPSearch(Hook):
         if s.loss is not None:
             metrics["dhp/loss"] = float(s.loss)  # sync: at checks only
         for g, r in removed.items():
-            metrics[f"dhp/units/{g}"] = float((~r).sum())
+            if g not in self.ties:
+                metrics[f"dhp/units/{g}"] = float((~r).sum())
         self.log_metrics(metrics, s.step)
         if ratio <= self.target + self.stop_limit:
             s.stop_reason = f"macs_ratio<=target+{self.stop_limit:g}"

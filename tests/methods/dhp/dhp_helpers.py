@@ -17,6 +17,7 @@ from harness.method import PruneContext
 from harness.structure import CostModel, build_structure
 from harness.task import DataSplits, Task
 from harness.train import build_optimizer, build_scheduler, fit
+from methods.dhp import DHP
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
@@ -158,7 +159,15 @@ def make_ctx(
         model=model, structure=structure, cost=CostModel(structure), task=task, data=data,
         runtime=runtime, target=target, seed=seed, cfg=cfg, fit=make_fit(task, data, runtime),
         log_metrics=lambda m, step=None: sink.append((step, dict(m))),
+        model_name=model_name, task_name="toy", data_name="toy", train={},
     )  # fmt: skip
+
+
+def dhp(epochs: int, **kwargs) -> DHP:
+    """DHP on the toy data: `epochs` search epochs at the toy loader's batch (16: 4 steps per
+    epoch; the paper's 64 would leave one), everything else as given."""
+    search = {"epochs": epochs, "batch": None, **kwargs.pop("search", {})}
+    return DHP(search=search, **kwargs)
 
 
 def unit_share(cost: CostModel) -> float:

@@ -140,7 +140,8 @@ def test_frozen_groups_keep_latents_but_are_not_prunable():
     ctx = make_ctx(model, model_name="resnet_proj")
     net = build_search_net(model, ctx.structure, seed=0)
     dhp = DHP(freeze=["a1*"], freeze_last_stream=True)
-    prunable = dhp.prunable(ctx.structure, net.latents, dhp.settings(ctx))
+    st = dhp.settings(model="resnet_proj", task="toy", train={}, loader=ctx.data.train)
+    prunable = dhp.prunable(ctx.structure, net.latents, st)
     last = last_stream_groups(ctx.structure)
     assert last == [structure_group(ctx.structure, "b2.0")]
     assert last[0] in net.latents and last[0] not in prunable

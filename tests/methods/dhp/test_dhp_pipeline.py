@@ -1,4 +1,5 @@
-"""DHP through the real pipeline (digits, tiny registered nets): the contract suite's checks."""
+"""DHP through the real pipeline (digits, tiny registered nets): the saved artifact is the model
+the run measured, its record is that model's, and no group is removed entirely."""
 
 from __future__ import annotations
 
@@ -7,44 +8,84 @@ from pathlib import Path
 
 import pytest
 import torch
-from dhp_helpers import unit_share
 
 import methods  # noqa: F401
 import tasks  # noqa: F401
 from harness.cli import compose
+from harness.device import pick_runtime
+from harness.measure import count_macs, count_params
 from harness.pipeline import run
-from harness.registry import MODELS
+from harness.registry import MODELS, TASKS
 from harness.structure import CostModel, build_structure, load_pruned
+from harness.train import evaluate
+from methods.dhp import DHP
 
 TARGET = 0.5
 
 
-def run_dhp(model: str, outputs: Path):
+def run_dhp(model: str, outputs: Path, monkeypatch) -> tuple[dict, dict]:
+    """One pipeline run; also returns the search result and the final in-memory model."""
+    seen: dict = {}
+    real_search = DHP.search
+
+    def search(self, ctx):
+        result = real_search(self, ctx)
+        seen["result"], seen["structure"] = result, ctx.structure
+        return result
+
+    monkeypatch.setattr(DHP, "search", search)
     cfg = compose([
         "data=digits", f"model.name={model}", "~model.shortcut", "method=dhp",
-        f"target={TARGET}", "train.epochs=0", "finetune.epochs=0", "method.epochs=10",
-        "measure.latency=false", "tracking.enabled=false", f"outputs={outputs}",
+        f"target={TARGET}", "train.epochs=0", "finetune.epochs=1", "method.epochs=10",
+        "measure.latency=false", "tracking.enabled=false",
+        f"outputs={outputs}",
     ])  # fmt: skip
-    return run(cfg)
+    record = run(cfg)
+    seen["cfg"] = cfg
+    return record, seen
 
 
 @pytest.mark.parametrize("model", ["test_resnet", "test_depthwise"])
-def test_dhp_pipeline_contract(model, tmp_path):
+def test_dhp_pipeline_artifact_is_the_measured_compact_model(model, tmp_path, monkeypatch):
     if model not in MODELS:
         pytest.skip(f"{model} is registered by tests/conftest.py")
-    record = run_dhp(model, tmp_path)
+    record, seen = run_dhp(model, tmp_path, monkeypatch)
+    result, structure, cfg = seen["result"], seen["structure"], seen["cfg"]
+    compact = result.model.eval()  # fine-tuned in place by the pipeline: the model it measured
     assert record["search_stop_reason"] == "macs_ratio<=target+0.01"
-    # fvcore on the compact model; on these 8–24-channel nets one unit is several % of the MACs
-    cost = CostModel(build_structure(MODELS.get(model)(in_chans=1), torch.randn(1, 1, 8, 8)))
-    assert TARGET - 2 * unit_share(cost) <= record["macs_ratio"] <= TARGET + 0.01
+    assert record["search_forced"] == 0.0
+    # lands at or below the target (trimmed after the stop); one unit of these 8–24-channel nets
+    # is ≈ 5 % of the MACs, so 0.06 is one unit or one check interval (the 0.02 landing is tested
+    # on a wider net in test_dhp_search.py and on real nets in results/dhp_digits_targets.md)
+    assert TARGET - 0.06 <= record["macs_ratio"] <= TARGET + 1e-9
+    assert record["search_macs_ratio_at_stop"] <= TARGET + 0.01
     assert record["macs_ratio"] == pytest.approx(record["search_macs_ratio"])
+    assert record["macs_ratio"] == pytest.approx(
+        CostModel(structure).ratio(result.plan.removed(structure))
+    )
+    # the artifact reloads into the in-memory compact model, with its recorded metrics
     art = Path(record["artifacts"])
     doc = json.loads((art / "plan.json").read_text())
+    assert doc["plan"] == result.plan.to_dict()
     reloaded, _ = load_pruned(art, MODELS.get(model)(in_chans=1, num_classes=10))
-    twin, _ = load_pruned(art, MODELS.get(model)(in_chans=1, num_classes=10))
+    reloaded.eval()
     x = torch.randn(4, 1, 8, 8)
-    torch.testing.assert_close(reloaded.eval()(x), twin.eval()(x))
-    for kept in doc["plan"].values():
-        assert len(kept) >= 4 or len(kept) == 0
-    again = run_dhp(model, tmp_path / "again")
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(x), compact(x), rtol=0, atol=0)
+    assert count_params(reloaded) == record["params"] == count_params(compact)
+    assert count_macs(reloaded, (1, 8, 8)).macs == record["macs"]
+    task = TASKS.get(cfg.task.name)(cfg.task)
+    data = task.build_data(cfg.data, seed=cfg.seed)
+    runtime = pick_runtime("cpu")
+    assert evaluate(task, reloaded, data.test, runtime)[task.metric] == record["test_metric"]
+    assert evaluate(task, reloaded, data.val, runtime)[task.metric] == record["val_metric"]
+    # no group is removed entirely: every pruned group keeps ≥ min(4, size) units
+    for group, kept in doc["plan"].items():
+        assert len(kept) >= min(4, structure.groups[group].size), group
+    # the same seed gives the same plan
+    again, _ = run_dhp(model, tmp_path / "again", monkeypatch)
     assert json.loads((Path(again["artifacts"]) / "plan.json").read_text())["plan"] == doc["plan"]
+    # fvcore on a fresh full model agrees with the cost model's base
+    full = MODELS.get(model)(in_chans=1, num_classes=10)
+    assert count_macs(full, (1, 8, 8)).macs == record["macs_base"]
+    assert build_structure(full, torch.randn(1, 1, 8, 8)).groups.keys() == structure.groups.keys()

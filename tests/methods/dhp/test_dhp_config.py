@@ -1,0 +1,149 @@
+"""DHP's configuration: paper mode on CIFAR, the search batch, and one-line errors on bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from dhp_helpers import build, make_ctx
+
+import methods  # noqa: F401
+import tasks  # noqa: F401
+from harness.cli import compose
+from harness.data import TensorBatches
+from harness.errors import ConfigError
+from harness.pipeline import build_method
+from harness.train import LoopState, build_optimizer, build_scheduler
+from methods.dhp import DHP, build_search_net
+from methods.dhp.search import DHPSearch, GammaController
+
+CIFAR_TRAIN = 45_000  # CIFAR-10/100's 50 000 training images less the 10 % validation split
+
+
+def cifar_sized_loader(batch: int = 128) -> TensorBatches:
+    """The classification pipeline's training loader for CIFAR (batch 128, drop_last), from random
+    tensors: one random image expanded to 45 000 (no data files, no memory)."""
+    x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8).expand(CIFAR_TRAIN, -1, -1, -1)
+    y = torch.randint(0, 10, (1,)).expand(CIFAR_TRAIN)
+    return TensorBatches((x, y), batch, shuffle=True, drop_last=True)
+
+
+def resolve(overrides: list[str]):
+    """`prunebench run <overrides>` up to the search's settings: config only, no training."""
+    cfg = compose(overrides)
+    method = build_method(cfg.method, model=cfg.model.name, task=cfg.task.name)
+    loader = method.search_loader(cifar_sized_loader(int(cfg.task.batch_size)), cfg.task.name)
+    st = method.settings(model=cfg.model.name, task=cfg.task.name, train=cfg.train, loader=loader)
+    return method, st
+
+
+def shrink_per_epoch(st) -> list[float]:
+    """Σ lr·γ the search's proximal step applies in each epoch, from the DHP hook itself."""
+    model = build("resnet_proj")
+    ctx = make_ctx(model)
+    net = build_search_net(model, ctx.structure)
+    optim = build_optimizer(net.parameters(), _omega(st.optim))
+    sched = build_scheduler(
+        optim, _omega(st.optim), epochs=st.epochs, steps_per_epoch=st.steps_per_epoch
+    )
+    s = LoopState(net, optim, sched, epochs=st.epochs, steps_per_epoch=st.steps_per_epoch)
+    hook = DHPSearch(
+        net, [], ctx.cost, GammaController(st.gamma_mode, st.gamma, 0.5), target=0.5,
+        threshold=st.threshold, stop_limit=0.01, check_every=10**9,
+    )  # fmt: skip
+    hook.before_fit(s)
+    per_epoch, last = [], 0.0
+    for _ in range(st.epochs):  # the hook after every optimizer step (no training needed)
+        for _ in range(st.steps_per_epoch):
+            s.step += 1
+            hook.after_step(s)
+        per_epoch.append(hook.shrink - last)
+        last = hook.shrink
+    return per_epoch
+
+
+def _omega(d):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create(dict(d))
+
+
+@pytest.mark.parametrize("data", ["cifar10", "cifar100"])
+def test_cifar_resnet56_resolves_to_the_paper_search(data):
+    method, st = resolve([f"data={data}", "model=resnet56", "method=dhp"])
+    assert st.batch == 64 and st.steps_per_epoch == CIFAR_TRAIN // 64 == 703
+    assert st.gamma_mode == "paper" and st.gamma == 3e-4 and st.threshold == 5e-3
+    assert st.epochs == 100 and st.optim["milestones"] == [20, 50]
+    assert st.optim["lr"] == 0.1 and st.optim["optimizer"] == "sgd"
+    assert st.optim["weight_decay"] == 1e-4 and st.optim["momentum"] == 0.9
+    assert st.freeze_last_stream
+    per_epoch = shrink_per_epoch(st)
+    # Σ lr·γ per epoch: 703 · 0.1 · 3e-4 before epoch 20, ×0.1 after 20 and again after 50
+    assert per_epoch[0] == pytest.approx(703 * 0.1 * 3e-4)
+    assert per_epoch[25] == pytest.approx(703 * 0.01 * 3e-4)
+    assert per_epoch[60] == pytest.approx(703 * 0.001 * 3e-4)
+    assert sum(per_epoch) == pytest.approx(703 * 3e-4 * (20 * 0.1 + 30 * 0.01 + 50 * 0.001))
+
+
+def test_resnet20_paper_shrink_and_the_batch_128_trap():
+    _, st = resolve(["data=cifar10", "model=resnet20", "method=dhp"])
+    assert (st.gamma_mode, st.gamma, st.optim["milestones"]) == ("paper", 2e-4, [50])
+    total = sum(shrink_per_epoch(st))
+    assert total == pytest.approx(703 * 2e-4 * (50 * 0.1 + 50 * 0.01))  # ≈ 0.77
+    # at the training batch (128: 351 steps) the paper's γ would give half the shrink, so auto
+    # refuses paper mode there; forcing it shows the halved total
+    _, st128 = resolve(["data=cifar10", "model=resnet20", "method=dhp", "method.search_batch=128"])
+    assert st128.steps_per_epoch == 351 and st128.gamma_mode == "budget"
+    _, forced = resolve(
+        ["data=cifar10", "model=resnet20", "method=dhp", "method.search_batch=128",
+         "method.gamma_mode=paper"]
+    )  # fmt: skip
+    assert sum(shrink_per_epoch(forced)) == pytest.approx(total * 351 / 703)
+
+
+def test_explicit_gamma_and_threshold_win_in_a_composed_run():
+    _, st = resolve(
+        ["data=cifar10", "model=resnet20", "method=dhp", "method.gamma_mode=paper",
+         "method.gamma=0.019"]
+    )  # fmt: skip
+    assert st.gamma == 0.019
+    _, st = resolve(["data=cifar10", "model=mobilenetv2", "method=dhp", "method.threshold=0.01"])
+    assert st.threshold == 0.01 and st.gamma == 1e-4  # γ still the per-model value
+    _, st = resolve(["data=cifar10", "model=mobilenetv2", "method=dhp"])
+    assert st.threshold == 1e-3
+
+
+def test_search_loader_keeps_data_and_shuffle_stream():
+    loader = cifar_sized_loader(128)
+    again = DHP().search_loader(loader, "classification")
+    assert again.batch_size == 64 and again.tensors is loader.tensors and again.drop_last
+    assert DHP(search={"batch": None}).search_loader(loader, "classification") is loader
+    assert DHP().search_loader(loader, "sr") is loader  # restoration: the run's batch
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("method.search_batch=0", r"method.search_batch=0 must be a positive integer"),
+        ("method.gamma=-0.001", r"method.gamma=-0.001 must be a positive number"),
+        ("method.threshold=0", r"method.threshold=0 must be a positive number"),
+        ("method.threshold=-1e-3", r"method.threshold=-0.001 must be a positive number"),
+        ("method.gamma_mode=adaptive", r"method.gamma_mode='adaptive' is unknown"),
+        ("+method.by_model.resnet20.lr=0.1", r"by_model.resnet20 sets lr; it may set only"),
+    ],
+)
+def test_bad_input_is_one_line_config_error(override, match):
+    cfg = compose(["data=digits", "model=resnet20", "method=dhp", override])
+    with pytest.raises(ConfigError, match=match) as err:
+        build_method(cfg.method, model="resnet20", task="classification")
+    assert "\n" not in str(err.value)
+
+
+def test_bad_input_through_the_cli_is_one_line(tmp_path, capsys):
+    from harness.cli import main
+
+    code = main(["run", "data=digits", "model=resnet20", "method=dhp", "method.search_batch=0",
+                 f"outputs={tmp_path}", "tracking.enabled=false"])  # fmt: skip
+    out = capsys.readouterr()
+    assert code != 0 and out.out == ""
+    lines = [line for line in out.err.splitlines() if "search_batch" in line]
+    assert len(lines) == 1 and "positive integer" in lines[0]
