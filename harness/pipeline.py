@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import random
-import subprocess
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from harness.baseline import load_or_train_baseline
+from harness.cost import run_cost
 from harness.device import Runtime, pick_runtime
 from harness.errors import ConfigError
 from harness.measure import count_macs, count_params, measure_latency
@@ -81,17 +81,10 @@ def seed_everything(seed: int) -> None:
 
 
 def git_sha() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            timeout=5,
-        )
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    """Short SHA of the code, with " (dirty)" when tracked files differ from it."""
+    from harness.provenance import git_label
+
+    return git_label()
 
 
 def build_method(
@@ -400,6 +393,16 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
             **{f"wall_{k}": v for k, v in wall.items()},
             **{f"search_{k}": v for k, v in search_stats.items()},
             "finetune_epochs": ft.epochs_run if ft else 0,
+            **run_cost(
+                search_epochs=float(search_stats.get("epochs", 0.0)),
+                finetune_epochs=(ft.epochs_run if ft else 0)
+                + int(cfg.prune.finetune_between) * (int(cfg.prune.steps) - 1),
+                train_images=data.train.num_samples,
+                wall_s=wall["prune_s"] + wall["finetune_s"],
+                baseline_epochs=int(cfg.train.epochs),
+                baseline_wall_s=baseline.wall_s,
+                on_gpu=runtime.device.type == "cuda",
+            ),
         }
         metrics = {k: v for k, v in record.items() if isinstance(v, int | float)}
         metrics.update({f"val_{k}": v for k, v in val.items()})

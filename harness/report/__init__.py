@@ -2,10 +2,10 @@
 (compare.py, `prunebench compare`)."""
 
 from harness.report.pareto import (
+    at_target,
     coverage,
     hypervolume_2d,
     pareto_front,
-    quality_at,
 )
 
-__all__ = ["coverage", "hypervolume_2d", "pareto_front", "quality_at"]
+__all__ = ["at_target", "coverage", "hypervolume_2d", "pareto_front"]

@@ -1,11 +1,14 @@
 """`prunebench compare`: the studies of several methods on one (task, data, model) in one report.
 
-Per method (and seed): the Pareto front of its study (selected on validation, as the study's
-objectives are), the hypervolume of that front against one reference point shared by all
-methods, the best quality at standard MAC targets (interpolated where no trial lies there,
-marked as such), and for every pair of methods the coverage C(A, B) of B's front by A's.
-Seeds give mean ± std. Writes CSV + Markdown + one combined Pareto plot, logs them to MLflow,
-and copies them to `compare.results_dir` when set.
+Per method and seed: the study's trials, its Pareto front (selected on validation, as the
+study's objectives are), the hypervolume of that front against a reference fixed by (task, data)
+alone, and at each MAC target t the test score of the trial the study would pick there (the
+best on validation among trials whose MAC ratio is at most t; see `pareto.at_target`). Over
+seeds: mean ± std, how many seeds reached each target, and a paired test against the best
+method (report/significance.py). Beside quality: what each method's trials cost. For every pair
+of methods the coverage C(A, B). Writes CSV + Markdown + one combined Pareto plot, each stamped
+with its provenance, logs them to MLflow (one run per comparison, replaced when rerun), and
+copies them to `compare.results_dir` when set.
 """
 
 from __future__ import annotations
@@ -14,29 +17,47 @@ import logging
 import math
 import shutil
 import statistics
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from harness.errors import ConfigError, DataNotFoundError
-from harness.report.pareto import Point, coverage, hypervolume_2d, pareto_front, quality_at
+from harness.report.pareto import Point, Trained, at_target, coverage, hypervolume_2d, pareto_front
+from harness.report.significance import MARKS, TEST_NAME, Mark, rank
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["StudyPoints", "collect", "compare_tables", "run_compare"]
+__all__ = [
+    "COST_KEYS",
+    "StudyPoints",
+    "collect",
+    "compare_tables",
+    "reference_point",
+    "run_compare",
+]
 
 log = logging.getLogger(__name__)
 
 QUALITY_SPLITS = ("test", "val")
+#: cost of one trial (pipeline record keys, also Optuna user attributes) → column label
+COST_KEYS = {
+    "cost_search_epochs": "search/extra epochs",
+    "cost_finetune_epochs": "fine-tune epochs",
+    "cost_train_images": "train images seen",
+    "cost_wall_s": "wall s",
+    "cost_device_hours": "GPU device-hours",
+    "cost_baseline_epochs": "baseline epochs",
+    "cost_baseline_wall_s": "baseline wall s",
+}
 
 
 @dataclass
 class StudyPoints:
-    """The finished, feasible trials of one study as (macs_ratio, quality) points."""
+    """The finished, feasible trials of one study."""
 
     method: str
     seed: int
@@ -45,9 +66,13 @@ class StudyPoints:
     macs: list[float]
     val: list[float]
     test: list[float]
+    costs: list[dict[str, float]] = field(default_factory=list)
 
     def points(self, split: str) -> list[Point]:
         return list(zip(self.macs, self.val if split == "val" else self.test, strict=True))
+
+    def trained(self) -> list[Trained]:
+        return list(zip(self.macs, self.val, self.test, strict=True))
 
     def front_index(self) -> list[int]:
         """Indices of the trials on the validation front (the study's own selection)."""
@@ -67,6 +92,11 @@ def _study_cfg(cfg: DictConfig, method: str, seed: int) -> DictConfig:
     return sub
 
 
+def compare_seeds(cfg: DictConfig) -> list[int]:
+    """`compare.seeds`, or the run seed alone."""
+    return [int(s) for s in (cfg.compare.get("seeds") or [cfg.seed])]
+
+
 def collect(cfg: DictConfig) -> list[StudyPoints]:
     """Load every (method, seed) study of `cfg.compare` from the study storage."""
     import optuna
@@ -75,10 +105,9 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
     from harness.study.runner import StudySettings, _pick_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    seeds = list(cfg.compare.get("seeds") or [cfg.seed])
     out = []
     for method in cfg.compare.methods:
-        for seed in seeds:
+        for seed in compare_seeds(cfg):
             sub = _study_cfg(cfg, str(method), int(seed))
             settings = StudySettings.from_cfg(sub)
             spec = _pick_storage(sub, settings)
@@ -97,19 +126,43 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
                 sp.macs.append(float(t.user_attrs.get("macs_ratio", t.values[1])))
                 sp.val.append(float(t.user_attrs.get("val_metric", t.values[0])))
                 sp.test.append(float(t.user_attrs.get("test_metric", math.nan)))
+                sp.costs.append({k: float(t.user_attrs[k]) for k in COST_KEYS
+                                 if t.user_attrs.get(k) is not None})  # fmt: skip
             if not sp.trials:
                 log.warning("study %s has no complete feasible trial", settings.name)
             out.append(sp)
     return out
 
 
-def _fmt(values: Sequence[float], digits: int = 2) -> str:
+def reference_point(cfg: DictConfig) -> tuple[float, float]:
+    """The hypervolume reference: fixed by (task, data), never by the methods compared.
+
+    MAC ratio `compare.reference.macs_ratio` (1.0: the unpruned model). Quality, first found:
+    `compare.reference.quality`, `data.reference_quality` (declared per dataset, e.g. the PSNR
+    of the degraded input), chance accuracy 100 / `data.num_classes` for classification.
+    """
+    ref = cfg.compare.get("reference") or {}
+    macs = 1.0 if ref.get("macs_ratio") is None else float(ref.macs_ratio)
+    for quality in (ref.get("quality"), cfg.data.get("reference_quality")):
+        if quality is not None:
+            return macs, float(quality)
+    if str(cfg.task.name) == "classification" and cfg.data.get("num_classes"):
+        return macs, 100.0 / int(cfg.data.num_classes)
+    raise ConfigError(
+        f"no hypervolume reference quality for task={cfg.task.name} data={cfg.data.name}; "
+        "set data.reference_quality (e.g. the PSNR of the degraded input) or "
+        "compare.reference.quality"
+    )
+
+
+def _mean(values: Sequence[float]) -> float:
     values = [v for v in values if not math.isnan(v)]
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+    return statistics.mean(values) if values else math.nan
+
+
+def _std(values: Sequence[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return statistics.stdev(values) if len(values) > 1 else math.nan
 
 
 def compare_tables(
@@ -117,14 +170,23 @@ def compare_tables(
     *,
     split: str,
     targets: Sequence[float],
-    reference: tuple[float | None, float | None],
-    tol: float = 0.01,
+    reference: tuple[float, float],
+    granularity: float = 0.0,
+    alpha: float = 0.05,
 ) -> dict[str, pd.DataFrame]:
-    """points (every trial), summary (method rows), dominance (C(row, column))."""
+    """points (every trial), summary (one typed row per method), dominance (C(row, column)).
+
+    Summary columns per target t: `q@t_mean`, `q@t_std` (over the seeds that reached t),
+    `q@t_reached` of `seeds`, `q@t_macs` (mean MAC ratio of the picked trials), `q@t_mark`
+    (significance.MARKS) and `q@t_p` (paired test against the best); the same for hypervolume.
+    """
     import pandas as pd
 
     if split not in QUALITY_SPLITS:
         raise ConfigError(f"compare.quality={split}; known: {', '.join(QUALITY_SPLITS)}")
+    if granularity < 0:
+        raise ConfigError(f"compare.granularity={granularity}; use 0 or a small positive slack")
+    pick = 2 if split == "test" else 1
     rows = []
     for sp in studies:
         on_front = set(sp.front_index())
@@ -132,31 +194,51 @@ def compare_tables(
             rows.append({
                 "method": sp.method, "seed": sp.seed, "trial": trial, "macs_ratio": sp.macs[i],
                 "val_quality": sp.val[i], "test_quality": sp.test[i], "on_front": i in on_front,
+                **{k: (sp.costs[i] if i < len(sp.costs) else {}).get(k, math.nan)
+                   for k in COST_KEYS},
             })  # fmt: skip
     points = pd.DataFrame(rows)
-    all_q = [q for sp in studies for _, q in sp.front(split) if not math.isnan(q)]
-    ref_m = 1.0 if reference[0] is None else float(reference[0])
-    ref_q = reference[1]
-    if ref_q is None:
-        ref_q = min(all_q) if all_q else 0.0
     methods = list(dict.fromkeys(sp.method for sp in studies))
+    seeds = sorted({sp.seed for sp in studies})
+    by = {(sp.method, sp.seed): sp for sp in studies}
+    # method → seed → value, for each column that is compared over seeds
+    columns: dict[str, dict[str, dict[int, float]]] = {"hypervolume": {}}
+    picked_macs: dict[str, dict[str, list[float]]] = {}
+    for m in methods:
+        mine = {s: by[(m, s)] for s in seeds if (m, s) in by}
+        columns["hypervolume"][m] = {
+            s: hypervolume_2d(sp.front(split), reference) for s, sp in mine.items()
+        }
+        for t in targets:
+            col = f"q@{t:g}"
+            got = {s: at_target(sp.trained(), t, granularity) for s, sp in mine.items()}
+            columns.setdefault(col, {})[m] = {
+                s: (math.nan if p is None else p[pick]) for s, p in got.items()
+            }
+            picked_macs.setdefault(col, {})[m] = [p[0] for p in got.values() if p is not None]
+    marks = {col: rank(vals, seeds, alpha) for col, vals in columns.items()}
     summary = []
     for m in methods:
         mine = [sp for sp in studies if sp.method == m]
+        costs = [c for sp in mine for c in sp.costs]
         row: dict[str, Any] = {
             "method": m,
             "seeds": len(mine),
             "trials": sum(len(sp.trials) for sp in mine),
-            "front": _fmt([len(sp.front_index()) for sp in mine], 1),
-            "hypervolume": _fmt(
-                [hypervolume_2d(sp.front(split), (ref_m, ref_q)) for sp in mine], 3
-            ),
+            "front_mean": _mean([float(len(sp.front_index())) for sp in mine]),
         }
-        for t in targets:
-            got = [quality_at(sp.front(split), t, tol) for sp in mine]
-            mark = {"interpolated": "~", "fewer MACs": "≤"}
-            marks = "".join(sorted({mark.get(how, "") for _, how in got}))
-            row[f"q@{t:g}"] = f"{marks}{_fmt([v for v, _ in got])}"
+        for col, vals in columns.items():
+            v = list(vals[m].values())
+            mark: Mark = marks[col][m]
+            row[f"{col}_mean"] = _mean(v)
+            row[f"{col}_std"] = _std(v)
+            row[f"{col}_reached"] = sum(not math.isnan(x) for x in v)
+            if col in picked_macs:
+                row[f"{col}_macs"] = _mean(picked_macs[col][m]) if picked_macs[col][m] else math.nan
+            row[f"{col}_mark"] = mark.kind
+            row[f"{col}_p"] = mark.p
+        for key in COST_KEYS:  # per trial, mean over the method's trials
+            row[key] = _mean([c[key] for c in costs if key in c]) if costs else math.nan
         summary.append(row)
     pooled = {m: pareto_front(p for sp in studies if sp.method == m for p in sp.front(split))
               for m in methods}  # fmt: skip
@@ -172,12 +254,27 @@ def compare_tables(
         "points": points,
         "summary": pd.DataFrame(summary),
         "dominance": dominance,
-        "reference": pd.DataFrame([{"macs_ratio": ref_m, "quality": ref_q}]),
+        "reference": pd.DataFrame([{"macs_ratio": reference[0], "quality": reference[1]}]),
     }
 
 
+def format_cell(row: Mapping[str, Any], col: str, digits: int = 2) -> str:
+    """`91.80 ± 0.60 (3/3) ★`: mean ± std, seeds that reached it, significance mark."""
+    n, k = int(row["seeds"]), int(row[f"{col}_reached"])
+    if k == 0:
+        return f"not reached (0/{n})"
+    mean, std = row[f"{col}_mean"], row[f"{col}_std"]
+    text = f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+    symbol = MARKS[row[f"{col}_mark"]]
+    return f"{text} ({k}/{n})" + (f" {symbol}" if symbol else "")
+
+
+#: how each task metric reads on an axis
+METRIC_LABELS = {"top1": "top-1 accuracy (%)", "psnr": "PSNR (dB)"}
+
+
 def _plot(studies: Sequence[StudyPoints], split: str, targets: Sequence[float], title: str,
-          path: Path) -> None:  # fmt: skip
+          metric: str, path: Path) -> None:  # fmt: skip
     import matplotlib
 
     matplotlib.use("Agg")
@@ -196,9 +293,9 @@ def _plot(studies: Sequence[StudyPoints], split: str, targets: Sequence[float], 
     for t in targets:
         ax.axvline(t, color="0.8", lw=0.8, ls=":")
     ax.set_xlabel("MAC ratio (kept / unpruned, conv + linear)")
-    ax.set_ylabel(f"{split} quality")
-    ax.set_title(f"{title}\nfronts selected on val, shown on {split}; faint: every trial",
-                 fontsize=9)  # fmt: skip
+    ax.set_ylabel(f"{split} {METRIC_LABELS.get(metric, metric)}")
+    ax.set_title(f"{title}\nfronts selected on val (pooled over seeds), shown on {split}; "
+                 "faint: every trial", fontsize=9)  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -206,38 +303,69 @@ def _plot(studies: Sequence[StudyPoints], split: str, targets: Sequence[float], 
     plt.close(fig)
 
 
-def _markdown(tables: dict[str, pd.DataFrame], title: str, split: str) -> str:
+def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
+              targets: Sequence[float], granularity: float, alpha: float,
+              provenance: list[str]) -> str:  # fmt: skip
     ref = tables["reference"].iloc[0]
+    summary = tables["summary"]
+    seeds = int(summary["seeds"].max()) if len(summary) else 0
+    cols = ["hypervolume", *(f"q@{t:g}" for t in targets)]
+    header = ["method", "trials", "front", "hypervolume",
+              *(f"q@{t:g} (MACs ≤ {t + granularity:g})" for t in targets),
+              *COST_KEYS.values()]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in summary.iterrows():
+        cells = [str(row.method), str(int(row.trials)), f"{row.front_mean:.1f}",
+                 format_cell(row, cols[0], 3), *(format_cell(row, c) for c in cols[1:]),
+                 *("—" if math.isnan(row[k]) else f"{row[k]:,.0f}" if row[k] >= 100
+                   else f"{row[k]:.1f}" for k in COST_KEYS)]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
     dom = tables["dominance"].map(lambda v: "—" if math.isnan(v) else f"{v:.2f}")
     return "\n".join([
         f"# {title}", "",
-        f"Fronts are each study's Pareto front on validation; quality shown on **{split}**. "
-        f"Hypervolume against the shared reference (MAC ratio {ref.macs_ratio:g}, quality "
-        f"{ref.quality:.4g}). `q@t`: best quality at MAC ratio t (`~` interpolated between front "
-        "points, `≤` met with fewer MACs, — not reached); mean ± std over seeds.", "",
-        tables["summary"].to_markdown(index=False), "",
-        "Coverage C(row, column): fraction of the column method's front that the row method's "
-        "front weakly dominates.", "",
+        f"Each cell: mean ± std over the seeds that reached the column, then (seeds reached / "
+        f"seeds run). `q@t`: {split} quality of the trial each study picks at MAC target t: the "
+        f"best on validation among its trials whose MAC ratio is ≤ t"
+        + (f" + {granularity:g} (channel granularity)" if granularity else " (no tolerance)")
+        + "; never interpolated, a trial above the target never counts. "
+        f"Hypervolume: area of each study's validation-selected front ({split} quality) against "
+        f"the fixed reference (MAC ratio {ref.macs_ratio:g}, quality {ref.quality:.4g}), set by "
+        "the task and data alone.", "",
+        f"Significance: {TEST_NAME} (n = {seeds} seeds; pairs share baseline, splits and batch "
+        f"order), α = {alpha:g}. ★ best mean among methods that reached the target in every "
+        "seed; ≈ not significantly different from ★ (or fewer than 2 pairs); no mark: "
+        "significantly worse; † reached in fewer seeds than were run: not ranked. Cost columns: "
+        "mean per trial; the baseline is trained once per seed and shared by every method.", "",
+        *lines, "",
+        "Coverage C(row, column): fraction of the column method's front (pooled over seeds) "
+        "that the row method's front weakly dominates.", "",
         dom.to_markdown(), "",
+        "## Provenance", "",
+        *provenance, "",
     ])  # fmt: skip
 
 
 def run_compare(cfg: DictConfig) -> dict[str, Any]:
     """Collect, tabulate, plot, write and log the comparison; returns where everything went."""
-    from harness.pipeline import git_sha
+    from harness.provenance import provenance, provenance_lines
+    from harness.registry import TASKS
     from harness.tracking import Tracker
 
     c = cfg.compare
     split = str(c.get("quality", "test"))
     targets = [float(t) for t in c.targets]
-    ref = c.get("reference") or {}
+    granularity = float(c.get("granularity") or 0.0)
+    alpha = float(c.get("alpha", 0.05))
+    if not 0 < alpha < 1:
+        raise ConfigError(f"compare.alpha={alpha}; use a significance level in (0, 1), e.g. 0.05")
+    reference = reference_point(cfg)
     studies = collect(cfg)
-    tables = compare_tables(
-        studies, split=split, targets=targets,
-        reference=(ref.get("macs_ratio"), ref.get("quality")), tol=float(c.get("tolerance", 0.01)),
-    )  # fmt: skip
+    tables = compare_tables(studies, split=split, targets=targets, reference=reference,
+                            granularity=granularity, alpha=alpha)  # fmt: skip
+    seeds = sorted({sp.seed for sp in studies})
+    prov = provenance(seeds)
     stem = f"{cfg.task.name}-{cfg.data.name}-{cfg.model.name}"
-    title = f"{stem}: {', '.join(c.methods)} (seeds {sorted({sp.seed for sp in studies})})"
+    title = f"{stem}: {', '.join(c.methods)} (seeds {seeds})"
     out = Path(cfg.outputs) / "compare" / stem
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -246,11 +374,15 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
         "table_md": out / "compare.md",
         "plot": out / "pareto.png",
     }
+    summary_csv = tables["summary"].assign(**{f"prov_{k}": v for k, v in prov.items()})
     _write_atomic(files["points_csv"], tables["points"].to_csv(index=False))
-    _write_atomic(files["summary_csv"], tables["summary"].to_csv(index=False))
-    md = _markdown(tables, title, split) + f"\ngit {git_sha()}\n"
+    _write_atomic(files["summary_csv"], summary_csv.to_csv(index=False))
+    md = _markdown(tables, title=title, split=split, targets=targets, granularity=granularity,
+                   alpha=alpha, provenance=provenance_lines(prov))  # fmt: skip
     _write_atomic(files["table_md"], md)
-    _plot(studies, split, targets, title, files["plot"])
+    _register_tasks()
+    metric = TASKS.get(cfg.task.name).metric
+    _plot(studies, split, targets, title, metric, files["plot"])
     result: dict[str, Any] = {k: str(v) for k, v in files.items()}
     if c.get("results_dir"):
         dest = Path(c.results_dir)
@@ -258,28 +390,29 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
         for path in files.values():
             shutil.copyfile(path, dest / path.name)
         result["results_dir"] = str(dest)
+    run_name = f"compare-{stem}"
     tracker = Tracker(
-        cfg.tracking.uri, cfg.tracking.experiment, outputs=cfg.outputs,
-        run_name=f"compare-{stem}", enabled=cfg.tracking.enabled,
+        cfg.tracking.uri, cfg.tracking.experiment, outputs=cfg.outputs, run_name=run_name,
+        enabled=cfg.tracking.enabled,
         tags={"kind": "compare", "task": str(cfg.task.name), "model": str(cfg.model.name),
-              "data": str(cfg.data.name), "methods": ",".join(c.methods)},
+              "data": str(cfg.data.name), "methods": ",".join(c.methods),
+              "seeds": prov["seeds"], "git_sha": prov["git_sha"],
+              "git_dirty": str(prov["git_dirty"])},
     )  # fmt: skip
-    r = tables["reference"].iloc[0]
     hv_by_study = {
-        (sp.method, sp.seed): hypervolume_2d(
-            sp.front(split), (float(r.macs_ratio), float(r.quality))
-        )
-        for sp in studies
+        (sp.method, sp.seed): hypervolume_2d(sp.front(split), reference) for sp in studies
     }
     hv = {
         m: statistics.mean(v for (m2, _), v in hv_by_study.items() if m2 == m)
         for m in dict.fromkeys(sp.method for sp in studies)
     }
+    if tracker.enabled:
+        _drop_previous_runs(tracker, run_name, tracker.tags)
     with tracker:
         tracker.log_params({"compare": OmegaConf.to_container(c, resolve=True)})
         tracker.log_artifacts(out, "compare")
         tracker.log_metrics({f"hypervolume.{m}.s{s}": v for (m, s), v in hv_by_study.items()})
-    log.info("comparison written to %s\n%s", out, md)
+    log.info("comparison written to %s (Pareto plot %s)\n%s", out, files["plot"], md)
     result.update(
         hypervolume=hv,
         run_id=tracker.run_id,
@@ -287,6 +420,28 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
         studies=[sp.study for sp in studies],
     )
     return result
+
+
+def _register_tasks() -> None:
+    import tasks  # noqa: F401  (registers every task)
+
+
+def _drop_previous_runs(tracker: Any, run_name: str, tags: Mapping[str, str]) -> None:
+    """A rerun replaces the comparison run of the same methods on the same task/data/model
+    (the report is regenerated from the studies, so the old run holds nothing else)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracker.uri)
+    exp = client.get_experiment_by_name(tracker.experiment)
+    if exp is None:
+        return
+    quoted = run_name.replace("'", "")
+    for run in client.search_runs(
+        [exp.experiment_id], filter_string=f"tags.`mlflow.runName` = '{quoted}'"
+    ):
+        if all(run.data.tags.get(k) == tags[k] for k in ("kind", "methods", "seeds")):
+            client.delete_run(run.info.run_id)
+            log.info("replaced the previous comparison run %s", run.info.run_id)
 
 
 def _write_atomic(path: Path, text: str) -> None:

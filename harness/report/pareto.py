@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
-__all__ = ["coverage", "dominates", "hypervolume_2d", "pareto_front", "quality_at"]
+__all__ = ["Trained", "at_target", "coverage", "dominates", "hypervolume_2d", "pareto_front"]
 
 Point = tuple[float, float]  # (macs_ratio, quality)
+Trained = tuple[float, float, float]  # (macs_ratio, val quality, test quality) of one trial
 
 
 def dominates(a: Point, b: Point) -> bool:
@@ -53,26 +54,17 @@ def coverage(a: Sequence[Point], b: Sequence[Point]) -> float:
     return covered / len(b)
 
 
-def quality_at(front: Sequence[Point], target: float, tol: float = 0.01) -> tuple[float, str]:
-    """Quality of a front at one MAC ratio, and how it was obtained.
+def at_target(points: Sequence[Trained], target: float, granularity: float = 0.0) -> Trained | None:
+    """The trial a study would pick at MAC target `target`, or None when none reaches it.
 
-    - "exact": a front point lies within `tol` of the target (the best such point);
-    - "interpolated": linear between the two front points that bracket the target;
-    - "fewer MACs": the target lies beyond the front's largest MAC ratio; the front's best
-      point meets it with fewer MACs;
-    - "not reached": every point uses more MACs than the target (value NaN).
+    A trial reaches the target only when its MAC ratio is at most `target + granularity`
+    (`granularity`: the channel-rounding slack a report declares; 0 by default). Among those,
+    the best on validation is picked (fewer MACs breaks ties): the study's own selection, which
+    always lies on its validation front. Its test score is what a report shows; it is never
+    rebuilt from test scores nor interpolated between trials.
     """
-    front = pareto_front(front)
-    if not front:
-        return math.nan, "not reached"
-    near = [q for m, q in front if abs(m - target) <= tol]
-    if near:
-        return max(near), "exact"
-    if target < front[0][0]:
-        return math.nan, "not reached"
-    if target > front[-1][0]:
-        return front[-1][1], "fewer MACs"
-    for (m0, q0), (m1, q1) in zip(front, front[1:], strict=False):
-        if m0 <= target <= m1:
-            return q0 + (q1 - q0) * (target - m0) / (m1 - m0), "interpolated"
-    raise AssertionError("unreachable: the target lies inside the front's range")
+    bound = target + granularity
+    reached = [p for p in points if p[0] <= bound and not math.isnan(p[1])]
+    if not reached:
+        return None
+    return max(reached, key=lambda p: (p[1], -p[0]))

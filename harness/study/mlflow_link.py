@@ -181,6 +181,11 @@ def _pareto_png(frame: pd.DataFrame, x: str, y: str, title: str, path: Path) -> 
     plt.close(fig)
 
 
+def _table_json(frame: pd.DataFrame) -> str:
+    """MLflow's table layout ({"columns": [...], "data": [...]}), readable by mlflow.load_table."""
+    return frame.to_json(orient="split", index=False, default_handler=str)
+
+
 def log_front(
     study: optuna.Study,
     parent: ParentRun,
@@ -196,10 +201,12 @@ def log_front(
     logged: dict[str, str] = {}
     if frame.empty:
         return logged
-    client.log_table(parent.run_id, data=frame, artifact_file="study/trials.json")
+    # log_text replaces the file; log_table would download the old one and append to it on
+    # every resume (duplicate rows, and MLflow's download progress bars on stderr)
+    client.log_text(parent.run_id, _table_json(frame), "study/trials.json")
     front = frame[frame.pareto]
     if not front.empty:
-        client.log_table(parent.run_id, data=front, artifact_file="study/pareto_front.json")
+        client.log_text(parent.run_id, _table_json(front), "study/pareto_front.json")
     logged["trials"] = "study/trials.json"
     with tempfile.TemporaryDirectory() as tmp:
         done = frame[frame.state == "COMPLETE"]

@@ -28,8 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from harness.cost import COST_PREFIX
 from harness.errors import ConfigError, ImpossibleTargetError, PruneBenchError, RunStopped
+from harness.study.fingerprint import differing_keys, trial_settings
 from harness.study.mlflow_link import ParentRun, ParetoTagger, log_front, mark_run
+from harness.study.progress import StudyProgress
 from harness.study.space import SearchSpace
 from harness.study.storage import StorageSpec, resolve_storage
 from harness.tracking import default_tracking_uri, log_params, mask_secrets
@@ -59,6 +62,8 @@ SAMPLERS = ("nsga2", "random", "tpe")
 EARLY_TOL = 0.02
 #: config keys that change between invocations of one study: tags on the parent, not params
 VOLATILE = ("study.n_trials", "study.timeout_s", "study.workers")
+#: study user attribute holding fingerprint.trial_settings of its creation
+SETTINGS_ATTR = "trial_settings"
 
 
 class SurplusTrial(PruneBenchError):
@@ -336,7 +341,8 @@ class TrialObjective:
             trial.set_constraint(name, constraint_values[name])
             trial.set_user_attr(f"constraint.{name}", constraint_values[name])
         for key in ("test_metric", "val_metric", "macs", "macs_ratio", "params", "params_ratio",
-                    "latency_ms", "val_metric_pruned", "artifacts"):  # fmt: skip
+                    "latency_ms", "val_metric_pruned", "artifacts",
+                    *(k for k in record if k.startswith(COST_PREFIX))):  # fmt: skip
             if record.get(key) is not None:
                 trial.set_user_attr(key, record[key])
         if record.get("run_id") and constraint_values:
@@ -453,15 +459,21 @@ def worker_main(spec: WorkerSpec, *, child: bool = False) -> None:
         study_name=settings.name, storage=storage, sampler=make_sampler(settings, spec.index)
     )
     objective = TrialObjective(cfg, settings, spec.parent_run_id)
+    progress = StudyProgress(settings.name, settings.n_trials)
     callbacks = [ParetoTagger(spec.tracking_uri)] if spec.tracking_uri else []
-    while spec.deadline is None or time.time() < spec.deadline:
-        c = _counts(study, spec.started_at)
-        if settings.n_trials is not None and c["done"] + c["running"] >= settings.n_trials:
-            break
-        if c["failed"] >= settings.max_failures:
-            log.error("%d trials failed in this run (study.max_failures); stopping", c["failed"])
-            break
-        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+    callbacks.append(progress)
+    try:
+        while spec.deadline is None or time.time() < spec.deadline:
+            c = _counts(study, spec.started_at)
+            if settings.n_trials is not None and c["done"] + c["running"] >= settings.n_trials:
+                break
+            if c["failed"] >= settings.max_failures:
+                log.error("%d trials failed in this run (study.max_failures); stopping",
+                          c["failed"])  # fmt: skip
+                break
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+    finally:
+        progress.close()
 
 
 # ---------------------------------------------------------------------------- the study
@@ -470,8 +482,10 @@ def _open_study(
     spec: StorageSpec,
     storage: optuna.storages.BaseStorage,
     ident: Mapping[str, Any],
+    meaning: Mapping[str, str],
 ) -> optuna.Study:
-    """Create the study, or load it after checking it was made for the same thing."""
+    """Create the study, or load it after checking it was made for the same thing (identity)
+    with the same trial settings (fingerprint.trial_settings); a refused resume changes nothing."""
     import optuna
 
     try:
@@ -483,6 +497,7 @@ def _open_study(
             )
             for k, v in ident.items():
                 study.set_user_attr(k, v)
+            study.set_user_attr(SETTINGS_ATTR, dict(meaning))
             return study
         except optuna.exceptions.DuplicatedStudyError:  # created concurrently
             study = optuna.load_study(study_name=settings.name, storage=storage)
@@ -500,6 +515,17 @@ def _open_study(
                 f"study '{settings.name}' in {spec.masked} was created for {key}="
                 f"{study.user_attrs[key]}, not {value}; pick another study.name"
             )
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is None:  # made before settings were recorded: record them now
+        study.set_user_attr(SETTINGS_ATTR, dict(meaning))
+    elif differ := differing_keys(stored, meaning):
+        shown = ", ".join(
+            f"{k}={stored.get(k, '<unset>')}→{meaning.get(k, '<unset>')}" for k in differ[:8]
+        ) + (f" and {len(differ) - 8} more" if len(differ) > 8 else "")
+        raise ConfigError(
+            f"study '{settings.name}' in {spec.masked} was made with other trial settings: "
+            f"{shown}; restore them, or pick another study.name (or outputs) for the new settings"
+        )
     return study
 
 
@@ -581,7 +607,8 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
         heartbeat_s=settings.heartbeat_s,
         on_stale=partial(_on_stale, max_retry=settings.max_retry, uri=uri),
     )  # created here, once, before any worker opens it
-    study = _open_study(settings, spec, storage, identity(cfg, settings))
+    meaning = trial_settings(cfg, space.names)
+    study = _open_study(settings, spec, storage, identity(cfg, settings), meaning)
     recover_dead_trials(study, storage, settings, uri)
     if not study.trials:
         _enqueue_first(study, space, cfg, settings)

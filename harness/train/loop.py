@@ -14,6 +14,7 @@ import torch
 
 from harness.device import Runtime, eval_mode
 from harness.errors import NonFiniteLossError
+from harness.progress import track_steps
 from harness.train.hooks import Hook, LoopState
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ def fit(
             model.train()
             loss_sum = torch.zeros((), device=runtime.device)
             n_steps = 0
-            for batch in train:
+            for batch in track_steps(train, len(train), f"{name} epoch {s.epoch + 1}"):
                 with runtime.autocast():
                     loss = task.loss(model, batch)["loss"]
                 optimizer.zero_grad(set_to_none=True)

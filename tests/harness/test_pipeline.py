@@ -66,11 +66,30 @@ def test_each_baseline_meets_the_target_and_is_tracked(method, outputs):
     assert run_.data.params["target"] == "0.5"
 
 
-def test_baseline_is_trained_once_and_shared(outputs):
-    a = run(quick(outputs, "method=random", "target=0.7", "tracking.enabled=false"))
-    b = run(quick(outputs, "method=l1", "target=0.7", "tracking.enabled=false"))
+def test_baseline_is_trained_once_and_shared(tmp_path, monkeypatch):
+    import harness.pipeline as pipeline
+
+    trained = []
+    real = pipeline._baseline_train
+
+    def counting(*args, **kwargs):
+        train = real(*args, **kwargs)
+        return lambda model: (trained.append(1), train(model))[1]
+
+    monkeypatch.setattr(pipeline, "_baseline_train", counting)
+    a = run(quick(tmp_path, "method=random", "target=0.7", "tracking.enabled=false"))
+    b = run(quick(tmp_path, "method=l1", "target=0.7", "tracking.enabled=false"))
+    assert len(trained) == 1  # the second run loaded the first one's checkpoint
+    assert len(list((tmp_path / "cache" / "baselines").glob("*.pt"))) == 1
     assert a["base_test_metric"] == b["base_test_metric"]
-    assert b["wall_baseline_s"] < a["wall_baseline_s"] or b["wall_baseline_s"] < 1.0
+    # its cost is the original training's, also when loaded from the cache
+    assert b["cost_baseline_wall_s"] == a["cost_baseline_wall_s"] > 0
+    assert a["cost_baseline_epochs"] == b["cost_baseline_epochs"] == 1.0
+    # a one-shot method trains only its fine-tuning epochs: images = epochs × train split
+    assert a["cost_search_epochs"] == 0.0
+    assert a["cost_train_images"] == a["cost_finetune_epochs"] * 1293  # digits train split
+    c = run(quick(tmp_path, "method=l1", "target=0.7", "seed=1", "tracking.enabled=false"))
+    assert len(trained) == 2 and c["seed"] == 1  # another seed: its own baseline
 
 
 def test_unknown_names_suggest_the_nearest():

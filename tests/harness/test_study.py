@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
@@ -91,12 +92,54 @@ def test_study_budget_resume_pareto_tags_and_compare(tmp_path):
     assert_pareto_tags_match(again)
 
     run_study(cfg_for(tmp_path, "method=random", "study.n_trials=3"))
-    report = run_compare(cfg_for(tmp_path, "compare.methods=[l1,random]"))
-    assert set(report["hypervolume"]) == {"l1", "random"}
-    assert all(v >= 0 for v in report["hypervolume"].values())
+    report = run_compare(cfg_for(tmp_path, "compare.methods=[l1,random]", "compare.seeds=[0]"))
+    # the hypervolume, recomputed by hand from the stored trials: validation front, test
+    # quality, reference (1.0, chance accuracy 10 %)
+    for method in ("l1", "random"):
+        storage = resolve_storage(None, outputs=tmp_path, workers=1).open()
+        st = optuna.load_study(
+            study_name=f"classification-digits-resnet20-{method}-s0", storage=storage
+        )
+        done = [t for t in st.trials if t.state == TrialState.COMPLETE]
+        assert done and all("cost_wall_s" in t.user_attrs for t in done)  # cost on every trial
+        front = [t for t in done if not any(
+            (o.user_attrs["macs_ratio"] <= t.user_attrs["macs_ratio"]
+             and o.user_attrs["val_metric"] >= t.user_attrs["val_metric"])
+            and (o.user_attrs["macs_ratio"], o.user_attrs["val_metric"])
+            != (t.user_attrs["macs_ratio"], t.user_attrs["val_metric"]) for o in done)]  # fmt: skip
+        pts = sorted((t.user_attrs["macs_ratio"], t.user_attrs["test_metric"]) for t in front)
+        # the staircase under the test-quality front of those points, down to quality 10
+        stair = sorted({p for p in pts if not any(
+            o[0] <= p[0] and o[1] >= p[1] and o != p for o in pts)})  # fmt: skip
+        area = sum((nxt - m) * (q - 10.0) for (m, q), nxt in
+                   zip(stair, [p[0] for p in stair[1:]] + [1.0], strict=True))  # fmt: skip
+        assert report["hypervolume"][method] == pytest.approx(area)
     md = Path(report["table_md"]).read_text()
     assert "| l1 " in md and "| random " in md and "Coverage" in md
-    assert Path(report["plot"]).stat().st_size > 10_000
+    assert "paired t-test" in md and "- git: " in md and "- hardware: " in md
+    summary = pd.read_csv(report["summary_csv"])
+    assert pd.api.types.is_float_dtype(summary["q@0.5_mean"])
+    assert summary["cost_wall_s"].gt(0).all() and summary["cost_baseline_wall_s"].gt(0).all()
+    assert set(summary["seeds"]) == {1} and summary["prov_git_sha"].notna().all()
+
+
+@pytest.mark.slow
+def test_resume_with_other_trial_settings_is_refused_and_changes_nothing(tmp_path):
+    run_study(cfg_for(tmp_path, "method=l1", "study.n_trials=1"))
+    storage = resolve_storage(None, outputs=tmp_path, workers=1).open()
+    name = "classification-digits-resnet20-l1-s0"
+    before = optuna.load_study(study_name=name, storage=storage)
+    trials, attrs = len(before.trials), dict(before.user_attrs)
+    with pytest.raises(ConfigError) as e:
+        run_study(cfg_for(tmp_path, "method=l1", "study.n_trials=2", "finetune.epochs=2",
+                          "train.epochs=3"))  # fmt: skip
+    msg = str(e.value)
+    assert "\n" not in msg and "finetune.epochs=1→2" in msg and "train.epochs=1→3" in msg
+    assert "lr" not in msg.split(":", 1)[1].split(";")[0]  # sampled values are not settings
+    after = optuna.load_study(study_name=name, storage=storage)
+    assert len(after.trials) == trials and dict(after.user_attrs) == attrs
+    # the same settings resume; only the budget changes
+    run_study(cfg_for(tmp_path, "method=l1", "study.n_trials=2"))
 
 
 @pytest.mark.slow

@@ -118,18 +118,46 @@ def _edsr_macs(n_blocks: int, f: int, scale: int, hw: int) -> int:
     return per_lr_px * hw + ups + f * 3 * 9 * hw * scale**2  # + tail at HR
 
 
-def test_edsr_baseline_macs_follow_the_formula() -> None:
+def _conv_params(c_in: int, c_out: int, k: int, bias: bool = True) -> int:
+    return c_in * c_out * k * k + (c_out if bias else 0)
+
+
+def _edsr_params(n_blocks: int, f: int, scale: int) -> int:
+    """Head, residual blocks (two biased 3×3 convs, no norm), body conv, ×2 sub-pixel stages
+    (f → 4f), tail; the mean shift is a buffer."""
+    stages = scale.bit_length() - 1
+    return (_conv_params(3, f, 3) + n_blocks * 2 * _conv_params(f, f, 3) + _conv_params(f, f, 3)
+            + stages * _conv_params(f, 4 * f, 3) + _conv_params(f, 3, 3))  # fmt: skip
+
+
+def _srresnet_params(n_blocks: int = 16, f: int = 64) -> int:
+    """9×9 head + PReLU; blocks conv-BN-PReLU-conv-BN; body conv-BN; two ×2 stages conv + PReLU;
+    3×3 tail. BN: weight and bias per channel; PReLU: one slope per channel."""
+    block = 2 * (_conv_params(f, f, 3) + 2 * f) + f
+    return (_conv_params(3, f, 9) + f + n_blocks * block + _conv_params(f, f, 3) + 2 * f
+            + 2 * (_conv_params(f, 4 * f, 3) + f) + _conv_params(f, 3, 3))  # fmt: skip
+
+
+def _dncnn_params(depth: int = 17, f: int = 64) -> int:
+    """Biased first conv; depth − 2 bias-free convs with BN; bias-free last conv."""
+    middle = (depth - 2) * (_conv_params(f, f, 3, bias=False) + 2 * f)
+    return _conv_params(1, f, 3) + middle + _conv_params(f, 1, 3, bias=False)
+
+
+def test_edsr_baseline_macs_and_params_follow_the_formulas() -> None:
     model = MODELS.get("edsr")(in_chans=3, scale=4)  # no DHP number; 32.49 G at 128×128
     assert conv_macs(model, torch.randn(1, 3, 32, 32)) == _edsr_macs(16, 64, 4, 32 * 32)
-    assert _edsr_macs(16, 64, 4, 128 * 128) == 32_492_224_512
-    assert n_params(model) == 1_517_571
+    assert n_params(model) == _edsr_params(16, 64, 4)
+    x2 = MODELS.get("edsr")(in_chans=3, scale=2, n_blocks=2, n_feats=8)
+    assert conv_macs(x2, torch.randn(1, 3, 8, 8)) == _edsr_macs(2, 8, 2, 64)
+    assert n_params(x2) == _edsr_params(2, 8, 2)
 
 
 @pytest.mark.parametrize(
     ("name", "in_chans", "expected_macs", "reference_g", "expected_params", "reference_m"),
     [
         # DHP: 90.34 G conv only (90.37 G with its ReLU count), 3.70 M
-        ("edsr_paper", 3, _edsr_macs(8, 128, 4, 128 * 128), 90.34, 3_696_643, 3.70),
+        ("edsr_paper", 3, _edsr_macs(8, 128, 4, 128 * 128), 90.34, _edsr_params(8, 128, 4), 3.70),
         # DHP: 32.72 G conv only, 1.54 M
         (
             "srresnet",
@@ -138,12 +166,12 @@ def test_edsr_baseline_macs_follow_the_formula() -> None:
             + 64 * 256 * 9 * (128**2 + 256**2)
             + 64 * 3 * 9 * 512**2,
             32.72,
-            1_536_835,
+            _srresnet_params(),
             1.54,
         ),
         # DHP: 9.08 G conv only, 0.56 M
-        ("dncnn", 1, (2 * 64 * 9 + 15 * 64 * 64 * 9) * 128**2, 9.08, 556_096, 0.56),
-        # DHP: 3.01 G true conv MACs, 7.76 M
+        ("dncnn", 1, (2 * 64 * 9 + 15 * 64 * 64 * 9) * 128**2, 9.08, _dncnn_params(), 0.56),
+        # DHP: 3.01 G true conv MACs, 7.76 M (U-Net: pinned from a measurement, no formula here)
         ("unet", 1, 3_008_364_544, 3.01, 7_759_521, 7.76),
     ],
 )
