@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from harness.provenance import provenance, provenance_lines  # noqa: E402
+
 #: the console script beside the running interpreter (the repo's .venv, or a shared one with the
 #: checkout on PYTHONPATH)
 PRUNEBENCH = str(Path(sys.executable).parent / "prunebench")
@@ -83,35 +86,6 @@ DNCNN70_DHP = ["method.search_lr=1.0e-3"]  # method.epochs = train.epochs (--epo
 
 # MACs the DHP paper reports for a 128×128 (LR) input, G
 PAPER_MACS_G = {"edsr_paper": 90.37, "srresnet": 32.83, "dncnn": 9.13, "unet": 3.41}
-
-
-def git_sha() -> str:
-    """Short SHA of HEAD, marked `-dirty` when tracked files differ from it."""
-    out = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO
-    )
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no"],
-        capture_output=True, text=True, cwd=REPO,
-    ).stdout.strip()  # fmt: skip
-    return out.stdout.strip() + ("-dirty" if dirty else " (clean)")
-
-
-def hardware() -> str:
-    """CPU model and core count, torch version (what a wall time here depends on)."""
-    import os
-    import platform
-
-    import torch
-
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines()
-                 if ln.startswith("model name")]  # fmt: skip
-        model = names[0] if names else model
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{model}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}"
 
 
 def run_cli(args: list[str], log_path: Path) -> tuple[dict[str, Any] | None, float, int]:
@@ -447,8 +421,8 @@ def main() -> None:
     parser.add_argument("--finetune-epochs", type=int, default=1, help="dncnn70: fine-tuning")
     parser.add_argument("--only", nargs="*", default=[""], help="run-key prefixes")
     args = parser.parse_args()
-    print(f"git {git_sha()}, {time.strftime('%Y-%m-%d %H:%M %Z')}, seed 0 (the config default)")
-    print(f"hardware: {hardware()}\n")
+    print(f"{time.strftime('%Y-%m-%d %H:%M %Z')}; seeds: each row's `seed=` (default 0)")
+    print("\n".join(provenance_lines(provenance(argv=[sys.executable, *sys.argv]))) + "\n")
     commands[args.what](args)
 
 
