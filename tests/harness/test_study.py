@@ -108,6 +108,7 @@ def test_study_budget_resume_pareto_tags_and_compare(tmp_path):
             and (o.user_attrs["macs_ratio"], o.user_attrs["val_metric"])
             != (t.user_attrs["macs_ratio"], t.user_attrs["val_metric"]) for o in done)]  # fmt: skip
         pts = sorted((t.user_attrs["macs_ratio"], t.user_attrs["test_metric"]) for t in front)
+        pts = [p for p in pts if p[1] > 10.0]  # points below the reference add nothing
         # the staircase under the test-quality front of those points, down to quality 10
         stair = sorted({p for p in pts if not any(
             o[0] <= p[0] and o[1] >= p[1] and o != p for o in pts)})  # fmt: skip
