@@ -55,7 +55,9 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     from harness.errors import ConfigError, UnknownNameError
+    from harness.plugins import plugin_overrides
 
+    overrides = plugin_overrides(overrides, config_dir())
     for override in overrides:  # `model=resnet57` → the registry's error, not Hydra's
         key, _, value = override.partition("=")
         group = config_dir() / key

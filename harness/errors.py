@@ -15,6 +15,7 @@ __all__ = [
     "PruneBenchError",
     "RunStopped",
     "UnknownNameError",
+    "UnsupportedModelError",
 ]
 
 
@@ -50,6 +51,11 @@ class DataNotFoundError(PruneBenchError, FileNotFoundError):
 
 class IncompatibleMethodError(PruneBenchError, ValueError):
     """A method cannot run on this task or model (e.g. slimming without BatchNorm)."""
+
+
+class UnsupportedModelError(IncompatibleMethodError):
+    """The structure engine cannot derive the channel groups of a model (it names the construct);
+    raised before any training."""
 
 
 class CheckpointError(PruneBenchError, RuntimeError):

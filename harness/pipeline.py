@@ -33,6 +33,7 @@ from harness.method import (
     SearchMethod,
     TrainTimeMethod,
 )
+from harness.plugins import load_plugins
 from harness.registry import METHODS, TASKS
 from harness.structure import (
     CostModel,
@@ -40,6 +41,7 @@ from harness.structure import (
     allocate,
     apply_plan,
     build_structure,
+    check_prunable,
     check_target,
     save_pruned,
     score_groups,
@@ -69,9 +71,11 @@ class RunObserver:
         """The compact model exists: `macs_ratio`, `params_ratio`, `val_metric_pruned`."""
 
 
-def _register_all() -> None:
+def _register_all(plugins: Sequence[str] = ()) -> None:
     import methods  # noqa: F401  (registers every method)
     import tasks  # noqa: F401  (registers every task, model and dataset)
+
+    load_plugins(plugins)  # entry points of installed plug-ins, then the `plugins` config list
 
 
 def seed_everything(seed: int) -> None:
@@ -207,7 +211,7 @@ def ensure_baseline(cfg: DictConfig) -> dict[str, Any]:
     A study calls this once before its workers start, so concurrent trials never train the
     same baseline twice.
     """
-    _register_all()
+    _register_all(cfg.get("plugins") or ())
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
     runtime = pick_runtime(cfg.device, cfg.amp)
     seed_everything(cfg.seed)
@@ -219,7 +223,7 @@ def ensure_baseline(cfg: DictConfig) -> dict[str, Any]:
 
 def measure(cfg: DictConfig) -> dict[str, Any]:
     """MACs and parameters of the unpruned model at the task's declared input shape."""
-    _register_all()
+    _register_all(cfg.get("plugins") or ())
     task = TASKS.get(cfg.task.name)(cfg.task)
     model = task.build_model(cfg.model, cfg.data)
     shape = task.input_shape(cfg.data)
@@ -237,7 +241,7 @@ def measure(cfg: DictConfig) -> dict[str, Any]:
 
 def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
     """Run one (task, model, method, target, seed) and return the result record."""
-    _register_all()
+    _register_all(cfg.get("plugins") or ())
     observer = observer or RunObserver()
     check_target(cfg.target)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
@@ -246,6 +250,8 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
     seed_everything(cfg.seed)
     model = task.build_model(cfg.model, cfg.data)
     method.check(model, cfg.task.name)
+    # an unsupported model is refused here, in one line, before any data or training
+    check_prunable(model, task.example_input(cfg.data), frozen=cfg.prune.frozen)
     shape = task.input_shape(cfg.data)
     data = task.build_data(cfg.data, seed=cfg.seed).to(runtime.device)
     base_report = count_macs(model, shape)

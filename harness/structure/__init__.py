@@ -2,7 +2,13 @@
 
 from harness.structure.allocate import allocate, check_target, floor_of
 from harness.structure.cost import CostModel
-from harness.structure.groups import ChannelGroup, Slot, Structure, build_structure
+from harness.structure.groups import (
+    ChannelGroup,
+    Slot,
+    Structure,
+    build_structure,
+    check_prunable,
+)
 from harness.structure.plan import (
     Plan,
     apply_plan,
@@ -25,6 +31,7 @@ __all__ = [
     "apply_plan",
     "build_structure",
     "channel_config",
+    "check_prunable",
     "check_target",
     "floor_of",
     "load_pruned",

@@ -10,6 +10,7 @@ owns r² output channels per unit), so a slot is a list of (unit, channel) pairs
 from __future__ import annotations
 
 import logging
+import traceback
 import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,16 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["PRUNABLE_TYPES", "ChannelGroup", "Slot", "Structure", "build_structure"]
+from harness.errors import UnsupportedModelError
+
+__all__ = [
+    "PRUNABLE_TYPES",
+    "ChannelGroup",
+    "Slot",
+    "Structure",
+    "build_structure",
+    "check_prunable",
+]
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +241,14 @@ def build_structure(
     model.eval()
     try:
         geometry, shuffles = _record_geometry(model, example)
-        dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+        try:
+            dg = tp.DependencyGraph().build_dependency(model, example_inputs=example, verbose=False)
+        except Exception as e:
+            raise UnsupportedModelError(
+                f"{type(model).__name__} cannot be pruned: {_construct(e)} "
+                f"({type(e).__name__} in the dependency graph); prune another model or "
+                "report the construct"
+            ) from e
     finally:
         model.train(was_training)
     names = {m: n for n, m in model.named_modules()}
@@ -280,6 +297,36 @@ def build_structure(
         groups[root] = group
     _freeze_inconsistent(groups, model)
     return Structure(groups, geometry, tuple(example.shape[1:]))
+
+
+#: Torch-Pruning functions that fail on a construct, and the construct in words
+_CONSTRUCTS = {
+    "update_reshape_index_mapping": "a reshape/view that mixes channels (e.g. a channel shuffle)",
+    "update_flatten_index_mapping": "a flatten whose channel mapping it cannot follow",
+    "update_concat_index_mapping": "a concatenation whose channel mapping it cannot follow",
+    "update_split_index_mapping": "a split/chunk whose channel mapping it cannot follow",
+    "update_slice_index_mapping": "a channel slice whose mapping it cannot follow",
+}
+
+
+def _construct(error: Exception) -> str:
+    frames = [f.name for f in traceback.extract_tb(error.__traceback__)]
+    for name in reversed(frames):
+        if name in _CONSTRUCTS:
+            return _CONSTRUCTS[name]
+    return f"an operation the dependency graph does not support (in {frames[-1]})"
+
+
+def check_prunable(model: nn.Module, example: Tensor, *, frozen: Iterable[str] = ()) -> Structure:
+    """`build_structure`, refusing a model with no prunable group in one line before any work."""
+    structure = build_structure(model, example, frozen=frozen)
+    if not structure.prunable:
+        reasons = sorted({g.reason for g in structure.groups.values()})
+        raise UnsupportedModelError(
+            f"{type(model).__name__} has no prunable channel group ({len(structure.groups)} "
+            f"groups, frozen because: {'; '.join(reasons)[:300]}); prune another model"
+        )
+    return structure
 
 
 def _freeze_inconsistent(groups: dict[str, ChannelGroup], model: nn.Module) -> None:

@@ -593,7 +593,7 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
 
     from harness.pipeline import _register_all, build_method, ensure_baseline, git_sha
 
-    _register_all()
+    _register_all(cfg.get("plugins") or ())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     settings = StudySettings.from_cfg(cfg)
     space = SearchSpace.from_config(cfg)  # validate before anything is created

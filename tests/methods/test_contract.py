@@ -20,10 +20,12 @@ from harness.cli import compose, config_dir
 from harness.device import pick_runtime
 from harness.method import TrainTimeMethod
 from harness.pipeline import build_method, run
+from harness.plugins import load_plugins
 from harness.registry import METHODS, MODELS, TASKS
 from harness.structure import CostModel, build_structure, floor_of, load_pruned
 from harness.train import evaluate
 
+load_plugins()  # installed plug-ins' methods are held to the same contract
 SEARCH_METHODS = {"dhp"}  # own their search loop; covered by tests/methods/dhp
 ONE_SHOT = [m for m in METHODS.names() if m not in SEARCH_METHODS]
 TINY = ["test_resnet", "test_depthwise"]

@@ -1,7 +1,9 @@
-"""Classification models; importing this package registers them in `MODELS`."""
+"""Classification models; importing this package registers them in `MODELS` (the built-in nets
+and the `torchvision`, `timm` and `python` sources of models from outside the repository)."""
 
 from __future__ import annotations
 
+from tasks.classification.models.external import python_model, timm_model, torchvision_model
 from tasks.classification.models.mobilenetv2 import MobileNetV2, mobilenetv2
 from tasks.classification.models.resnet_cifar import (
     CifarResNet,
@@ -19,11 +21,14 @@ __all__ = [
     "CifarResNet",
     "MobileNetV2",
     "mobilenetv2",
+    "python_model",
     "resnet20",
     "resnet32",
     "resnet44",
     "resnet56",
     "resnet110",
     "resnet164",
+    "timm_model",
+    "torchvision_model",
     "vgg16",
 ]

@@ -1,0 +1,178 @@
+"""Zoo coverage: every torchvision classification model pruned to a MAC target, or refused.
+
+    PYTHONPATH=. nice -n 10 python benchmarks/zoo.py [--size 64] [--target 0.5] [--threads 1]
+        [--models resnet18 ...] [--out results/zoo.md]
+
+Per model of `torchvision.models.list_models(module=torchvision.models)`: built through
+`model=torchvision` (harness.external.torchvision_model: random weights, seed 0, 10 classes,
+3×size×size input; a model that cannot run at `--size` is retried at 224, and the size used is
+listed), then check_prunable → l1 scores → uniform allocation to `--target` (floor 0.05,
+min_channels 1, the run defaults) → apply_plan (physical removal) → one forward of the compact
+model. `ratio` is the analytic conv+linear MAC ratio of the compact model; `ok` means within
+±0.03 of the target with output shape (1, 10). A refusal is the one-line error a run would give
+before any work. The table is rewritten after every model, so an interrupted run keeps its rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+from benchmarks.allocation import l1_score, provenance
+from harness.errors import ConfigError, PruneBenchError
+from harness.external import torchvision_model
+from harness.structure import CostModel, allocate, apply_plan, check_prunable, score_groups
+
+CLASSES = 10
+
+
+class ModelTimeout(Exception):
+    """--model-timeout passed (a shared machine can be very slow)."""
+
+
+def _alarm(signum, frame):
+    raise ModelTimeout
+
+
+FALLBACK_SIZE = 224
+
+
+def build(name: str, size: int) -> tuple[torch.nn.Module, int]:
+    try:
+        return torchvision_model(name, num_classes=CLASSES, input_size=size), size
+    except ConfigError as e:
+        if "cannot run on" not in str(e) or size == FALLBACK_SIZE:
+            raise
+        return torchvision_model(name, num_classes=CLASSES, input_size=FALLBACK_SIZE), FALLBACK_SIZE
+
+
+def num_params(name: str) -> int:
+    """Parameter count from torchvision's weights metadata (1000 classes), without building."""
+    return max(w.meta.get("num_params", 0) for w in torchvision.models.get_model_weights(name))
+
+
+def prune_one(name: str, args: argparse.Namespace) -> dict[str, object]:
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    row: dict[str, object] = {"model": name}
+    params = num_params(name)
+    if params > args.max_params * 1e6:
+        row["status"] = (
+            f"not run here: {params / 1e6:.0f} M parameters > --max-params {args.max_params:g} M "
+            "(shared 23 GiB machine)"
+        )
+        row["seconds"], row["peak_rss_gib"] = (
+            "-",
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        )
+        return row
+    signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(args.model_timeout)
+    try:
+        model, size = build(name, args.size)
+        model.eval()
+        row["size"] = size
+        example = torch.randn(1, 3, size, size)
+        structure = check_prunable(model, example)
+        cost = CostModel(structure)
+        scores = score_groups(model, structure, l1_score)
+        plan = allocate(cost, scores, args.target, floor=0.05, min_channels=1)
+        ratio = cost.ratio(plan.removed(structure))
+        apply_plan(model, structure, plan)
+        with torch.no_grad():
+            shape = tuple(model(example).shape)
+        ok = abs(ratio - args.target) <= 0.03 and shape == (1, CLASSES)
+        row.update(
+            groups=len(scores),
+            units=sum(len(s) for s in scores.values()),
+            ratio=f"{ratio:.3f}",
+            status="ok" if ok else f"FAILED: ratio {ratio:.3f}, output {shape}",
+        )
+    except ModelTimeout:
+        row["status"] = f"not finished within --model-timeout {args.model_timeout} s here"
+    except PruneBenchError as e:
+        row["status"] = f"refused: {e}"
+    except Exception as e:  # a crash is a bug: recorded, and the zoo goes on
+        row["status"] = (
+            f"CRASH: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        )
+    finally:
+        signal.alarm(0)
+    row["seconds"] = f"{time.perf_counter() - start:.1f}"
+    row["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return row
+
+
+def write(rows: list[dict[str, object]], names: list[str], args, header: list[str]) -> None:
+    done = sum(1 for r in rows if r["status"] == "ok")
+    refused = sum(1 for r in rows if str(r["status"]).startswith("refused"))
+    skipped = sum(1 for r in rows if str(r["status"]).startswith("not "))
+    lines = [
+        *header,
+        f"{len(rows)} of {len(names)} models: {done} pruned to {args.target} ± 0.03, "
+        f"{refused} refused, {skipped} not run or not finished here, "
+        f"{len(rows) - done - refused - skipped} failed.",
+        "",
+        "| model | input | groups | units | ratio | seconds | result |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        status = str(r["status"]).replace("|", "/")
+        lines.append(
+            f"| {r['model']} | {r.get('size', '')} | {r.get('groups', '')} | "
+            f"{r.get('units', '')} | {r.get('ratio', '')} | {r['seconds']} | {status} |"
+        )
+    if rows:
+        top = max(rows, key=lambda r: float(r["peak_rss_gib"]))
+        grew = [(float(b["peak_rss_gib"]) - float(a["peak_rss_gib"]), b["model"]) for a, b in
+                zip([{"peak_rss_gib": 0.0}, *rows], rows, strict=False)]  # fmt: skip
+        lines += [
+            "",
+            f"Peak resident memory of the whole zoo process: {float(top['peak_rss_gib']):.2f} GiB "
+            f"(the high-water mark rose most at {max(grew)[1]}, by {max(grew)[0]:.2f} GiB).",
+        ]
+    args.out.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=64)
+    p.add_argument("--target", type=float, default=0.5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--model-timeout", type=int, default=300, help="seconds per model")
+    p.add_argument("--max-params", type=float, default=200.0, help="skip larger models (M)")
+    p.add_argument("--models", nargs="+", default=None)
+    p.add_argument("--out", type=Path, default=Path("results/zoo.md"))
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    names = args.models or sorted(
+        torchvision.models.list_models(module=torchvision.models), key=num_params
+    )  # smallest first
+    header = [
+        "# torchvision zoo: pruned to a MAC target, or refused",
+        "",
+        f"Command: `PYTHONPATH=. nice -n 10 python {' '.join(sys.argv)}`  ",
+        f"Provenance: {provenance()}, {args.threads} thread(s), shared machine (times inflated "
+        "by other jobs).  ",
+        f"Setup: random weights (seed 0), {CLASSES} classes, input 3×{args.size}×{args.size} "
+        f"(224 where the model cannot run at {args.size}), l1 scores, uniform allocation to "
+        f"{args.target} MACs, floor 0.05; seconds = build + structure + scores + allocation + "
+        "physical pruning + one forward. No GPU in this session.",
+        "",
+    ]
+    rows: list[dict[str, object]] = []
+    for name in names:
+        rows.append(prune_one(name, args))
+        print(f"{name}: {rows[-1]['status'][:100]} ({rows[-1]['seconds']} s)", flush=True)
+        write(rows, names, args, header)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Example PruneBench plug-in (see examples/plugin/pyproject.toml for its entry points)."""
