@@ -81,6 +81,27 @@ class TinyConcat(nn.Module):
         return x - self.out(d)
 
 
+class TinyGrouped(nn.Module):
+    """A ResNeXt bottleneck: 1×1 expand → grouped 3×3 (4 groups of 4 → 6) → 1×1, residual add;
+    pruned by whole channel groups."""
+
+    def __init__(self, in_chans: int = 3, num_classes: int = 5) -> None:
+        super().__init__()
+        self.stem = conv_bn(in_chans, 8)
+        self.expand = nn.Sequential(nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16))
+        self.grouped = nn.Sequential(
+            nn.Conv2d(16, 24, 3, padding=1, groups=4, bias=False), nn.BatchNorm2d(24)
+        )
+        self.project = nn.Sequential(nn.Conv2d(24, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.stem(x))
+        h = F.relu(self.grouped(F.relu(self.expand(x))))
+        x = x + self.project(h)
+        return self.fc(x.mean((2, 3)))
+
+
 for _name, _cls in (
     ("test_resnet", TinyResNet),
     ("test_depthwise", TinyDepthwise),
@@ -89,7 +110,12 @@ for _name, _cls in (
     if _name not in MODELS:
         MODELS.register(_name, task="test")(_cls)
 
-TINY_MODELS = {"resnet": TinyResNet, "depthwise": TinyDepthwise, "concat": TinyConcat}
+TINY_MODELS = {
+    "resnet": TinyResNet,
+    "depthwise": TinyDepthwise,
+    "concat": TinyConcat,
+    "grouped": TinyGrouped,
+}
 
 
 def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:

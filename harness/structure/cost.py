@@ -69,10 +69,15 @@ class CostModel:
         geo = self.layers[name]
         if geo.kind == "linear":
             return in_ch * out_ch * geo.positions
-        groups = in_ch if geo.is_depthwise else geo.groups
         if geo.kind == "convT":
+            groups = in_ch if geo.is_depthwise else geo.groups
             return in_ch * (out_ch // groups) * geo.kernel * geo.positions
-        return out_ch * (in_ch // groups) * geo.kernel * geo.positions
+        if geo.groups == 1:
+            return out_ch * in_ch * geo.kernel * geo.positions
+        if geo.is_depthwise:
+            return out_ch * geo.kernel * geo.positions
+        # grouped convs lose whole groups: the inputs each output sees stay the same
+        return out_ch * (geo.in_channels // geo.groups) * geo.kernel * geo.positions
 
     def macs(self, removed: Removed | None = None) -> int:
         """Conv + linear MACs of the network left when the marked units are removed."""

@@ -295,6 +295,7 @@ def build_structure(
         group = ChannelGroup(root, size, slots)
         _freeze_if_needed(group, geometry, model, unsupported, frozen)
         groups[root] = group
+    groups = _merge_grouped_convs(groups, geometry, modules, order)
     _freeze_inconsistent(groups, model)
     return Structure(groups, geometry, tuple(example.shape[1:]))
 
@@ -327,6 +328,87 @@ def check_prunable(model: nn.Module, example: Tensor, *, frozen: Iterable[str] =
             f"groups, frozen because: {'; '.join(reasons)[:300]}); prune another model"
         )
     return structure
+
+
+def _grouped_convs(geometry: dict[str, LayerGeometry], modules: dict[str, nn.Module]) -> list[str]:
+    """Conv layers with groups > 1 that are not depthwise (ResNeXt, RegNet bottlenecks)."""
+    return [
+        n
+        for n, geo in geometry.items()
+        if geo.kind == "conv" and geo.groups > 1 and not geo.is_depthwise
+        and isinstance(modules[n], nn.Conv2d)
+    ]  # fmt: skip
+
+
+def _blocks(group: ChannelGroup, layer: str, side: Side, per_block: int) -> Tensor | None:
+    """[group.size] which channel block of `layer`'s `side` each unit of `group` lands in, when
+    every unit owns exactly one channel there and every block is complete; else None."""
+    slot = next((s for s in group.slots if s.module == layer and s.side == side), None)
+    if slot is None or len(slot.units) != group.size:
+        return None
+    blocks = torch.full((group.size,), -1, dtype=torch.long)
+    blocks[slot.units] = slot.channels // per_block
+    if bool((blocks < 0).any()):
+        return None
+    counts = torch.bincount(blocks)
+    return blocks if bool((counts == per_block).all()) else None
+
+
+def _merge_grouped_convs(
+    groups: dict[str, ChannelGroup],
+    geometry: dict[str, LayerGeometry],
+    modules: dict[str, nn.Module],
+    order: dict[str, int],
+) -> dict[str, ChannelGroup]:
+    """Prune grouped convolutions by whole channel groups.
+
+    A grouped conv with G groups couples block j of its inputs (a group A of the layer before)
+    with block j of its outputs (a group B of the layers after): removing one means removing the
+    other. A and B are merged into one group of G units, unit j owning both blocks. A grouped
+    conv whose neighbours do not split into whole blocks (or that shares a group with another
+    grouped conv) freezes the groups it touches instead.
+    """
+    merged: set[str] = set()
+    grouped = _grouped_convs(geometry, modules)
+    for layer in grouped:
+        geo = geometry[layer]
+        pairs = [
+            [
+                g
+                for g in groups.values()
+                if any(s.module == layer and s.side == side for s in g.slots)
+            ]
+            for side in ("in", "out")
+        ]
+        if len(pairs[0]) != 1 or len(pairs[1]) != 1 or pairs[0][0] is pairs[1][0]:
+            continue
+        a, b = pairs[0][0], pairs[1][0]
+        others = set(grouped) - {layer}
+        if any(s.module in others for g in (a, b) for s in g.slots):
+            continue  # two grouped convs would have to agree on the blocks: left frozen
+        blocks_a = _blocks(a, layer, "in", geo.in_channels // geo.groups)
+        blocks_b = _blocks(b, layer, "out", geo.out_channels // geo.groups)
+        if blocks_a is None or blocks_b is None:
+            continue
+        slots = [Slot(s.module, s.side, blocks_a[s.units], s.channels) for s in a.slots]
+        slots += [Slot(s.module, s.side, blocks_b[s.units], s.channels) for s in b.slots]
+        name = min(a.name, b.name, key=lambda n: order.get(n, len(order)))
+        group = ChannelGroup(name, geo.groups, slots)
+        frozen = [g.reason for g in (a, b) if not g.prunable]
+        if frozen:
+            group.prunable, group.reason = False, frozen[0]
+        del groups[a.name], groups[b.name]
+        groups[name] = group
+        merged.add(name)
+    for layer in grouped:
+        for g in groups.values():
+            if g.name in merged or not g.prunable:
+                continue
+            if any(s.module == layer for s in g.slots):
+                groups_n = modules[layer].groups
+                g.prunable = False
+                g.reason = f"grouped convolution {layer} (groups={groups_n}) not in whole blocks"
+    return groups
 
 
 def _freeze_inconsistent(groups: dict[str, ChannelGroup], model: nn.Module) -> None:
@@ -380,10 +462,8 @@ def _freeze_if_needed(
     else:
         for s in group.slots:
             m = modules[s.module]
-            geo = geometry.get(s.module)
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.groups > 1:
-                if isinstance(m, nn.ConvTranspose2d) or geo is None or not geo.is_depthwise:
-                    reason = f"grouped convolution {s.module} (groups={m.groups})"
-                    break
+            if isinstance(m, nn.ConvTranspose2d) and m.groups > 1:
+                reason = f"grouped transposed convolution {s.module} (groups={m.groups})"
+                break
     if reason:
         group.prunable, group.reason = False, reason

@@ -85,11 +85,15 @@ def _slice_out(m: nn.Module, idx: Tensor) -> None:
         m.out_channels = n
     elif isinstance(m, nn.Conv2d):
         depthwise = m.groups > 1 and m.groups == m.in_channels == m.out_channels
+        per_group = m.out_channels // m.groups
         m.weight = _take(m.weight, 0, idx)
         m.bias = _take(m.bias, 0, idx)
         m.out_channels = n
         if depthwise:  # input side follows the output side
             m.in_channels = m.groups = n
+        elif m.groups > 1:  # whole groups removed (see groups._merge_grouped_convs)
+            m.groups = n // per_group
+            m.in_channels = m.groups * m.weight.shape[1]
     elif isinstance(m, nn.Linear):
         m.weight = _take(m.weight, 0, idx)
         m.bias = _take(m.bias, 0, idx)
@@ -111,7 +115,7 @@ def _slice_in(m: nn.Module, idx: Tensor) -> None:
         m.weight = _take(m.weight, 0, idx)
         m.in_channels = n
     elif isinstance(m, nn.Conv2d):
-        if m.groups > 1:  # depthwise: sliced with its output side
+        if m.groups > 1:  # depthwise or grouped: sliced with its output side
             return
         m.weight = _take(m.weight, 1, idx)
         m.in_channels = n
@@ -173,7 +177,9 @@ def masked_copy(model: nn.Module, structure: Structure, plan: Plan) -> nn.Module
         if isinstance(m, nn.ConvTranspose2d):
             m.weight[drop] = 0
         elif isinstance(m, nn.Conv2d) and m.groups > 1:
-            m.weight[drop] = 0
+            # a removed input block silences the output block it feeds (depthwise: one channel)
+            blocks = drop.view(m.groups, -1).all(1)
+            m.weight[blocks.repeat_interleave(m.out_channels // m.groups)] = 0
         else:
             m.weight[:, drop] = 0
     return masked

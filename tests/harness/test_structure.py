@@ -147,20 +147,25 @@ def test_reload_into_wrong_model_names_both(tmp_path):
         load_pruned(tmp_path / "run", TinyResNet())
 
 
-def test_grouped_conv_is_frozen():
+def test_grouped_conv_merges_whole_groups_or_freezes():
     class Grouped(nn.Module):
-        def __init__(self):
+        def __init__(self, shared: bool = False):
             super().__init__()
+            self.shared = shared
             self.a = nn.Conv2d(3, 8, 3, padding=1)
             self.b = nn.Conv2d(8, 8, 3, padding=1, groups=2)
+            self.b2 = nn.Conv2d(8, 8, 3, padding=1, groups=4)
             self.c = nn.Conv2d(8, 4, 1)
 
         def forward(self, x):
-            return self.c(self.b(self.a(x)))
+            x = self.a(x)
+            return self.c(self.b(x) + self.b2(x)) if self.shared else self.c(self.b(x))
 
     st = build_structure(Grouped(), torch.randn(1, 3, 8, 8))
-    frozen = [g for g in st if not g.prunable]
-    assert any("grouped" in g.reason for g in frozen)
+    assert st.groups["a"].prunable and st.groups["a"].size == 2
+    # one input feeding two grouped convs with different blocks: frozen, never mis-pruned
+    st = build_structure(Grouped(shared=True), torch.randn(1, 3, 8, 8))
+    assert not st.groups["a"].prunable and "not in whole blocks" in st.groups["a"].reason
 
 
 def test_shape_changing_ops_torch_pruning_misreads_are_frozen_not_mispruned():
@@ -216,4 +221,24 @@ def test_pixel_shuffle_unit_owns_its_r2_channels_and_prunes_exactly():
     apply_plan(model, st, plan)
     assert (model.up.out_channels, model.act.num_parameters, model.tail.in_channels) == (8, 2, 2)
     torch.testing.assert_close(model(x), reference)
+    assert count_macs(model, (3, 8, 8)).macs == cost.macs(plan.removed(st))
+
+
+def test_grouped_conv_prunes_whole_channel_groups():
+    from tests.conftest import TinyGrouped
+
+    model = randomize_bn(TinyGrouped()).eval()
+    x = torch.randn(2, 3, 8, 8)
+    st = build_structure(model, x[:1])
+    group = st.groups["expand.0"]
+    assert group.prunable and group.size == 4  # one unit per channel group of the grouped conv
+    owned = {(s.module, s.side): s.channels_per_unit(4).tolist() for s in group.slots}
+    assert owned[("grouped.0", "in")] == [4] * 4 and owned[("grouped.0", "out")] == [6] * 4
+    cost = CostModel(st)
+    plan = allocate(cost, {"expand.0": torch.tensor([3.0, 0.0, 2.0, 1.0])}, 0.9)
+    assert plan.kept["expand.0"] == [0, 2, 3]  # unit 1 = the second group of 4 in / 6 out
+    reference = masked_copy(model, st, plan)(x)
+    apply_plan(model, st, plan)
+    assert model.grouped[0].groups == 3 and model.grouped[0].weight.shape == (18, 4, 3, 3)
+    torch.testing.assert_close(model(x), reference, atol=1e-5, rtol=1e-5)
     assert count_macs(model, (3, 8, 8)).macs == cost.macs(plan.removed(st))

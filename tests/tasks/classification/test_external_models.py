@@ -11,6 +11,7 @@ import tasks  # noqa: F401  (registers the classification task and the external 
 from harness.cli import compose
 from harness.errors import ConfigError, UnsupportedModelError
 from harness.external import python_model, torchvision_model
+from harness.measure import count_macs
 from harness.registry import TASKS
 from harness.structure import CostModel, allocate, apply_plan, check_prunable, score_groups
 
@@ -29,6 +30,8 @@ def prune_half(model: nn.Module, x: torch.Tensor) -> float:
     cost = CostModel(structure)
     plan = allocate(cost, score_groups(model, structure, l1), 0.5, floor=0.05)
     apply_plan(model, structure, plan)
+    # the analytic cost is exactly fvcore's conv+linear count of the compact model
+    assert count_macs(model, tuple(x.shape[1:])).macs == cost.macs(plan.removed(structure))
     return cost.ratio(plan.removed(structure))
 
 
@@ -109,11 +112,17 @@ def test_unsupported_model_is_refused_before_any_work():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["resnet18", "efficientnet_b0", "densenet121", "resnext50_32x4d"])
+@pytest.mark.parametrize(
+    "arch", ["resnet18", "efficientnet_b0", "densenet121", "resnext50_32x4d", "regnet_y_400mf"]
+)
 def test_zoo_subset_prunes_to_half(arch):
     """A representative subset of benchmarks/zoo.py (residual, SE/depthwise, concat, grouped)."""
     torch.manual_seed(0)
     model = torchvision_model(arch, num_classes=10, input_size=32).eval()
     x = torch.randn(1, 3, 32, 32)
+    convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    grouped = {n: m.groups for n, m in convs.items() if 1 < m.groups < m.out_channels}
     assert abs(prune_half(model, x) - 0.5) <= 0.03
     assert model(x).shape == (1, 10)
+    if grouped:  # ResNeXt/RegNet: their grouped convs lost whole channel groups
+        assert any(convs[n].groups < g for n, g in grouped.items())
