@@ -374,8 +374,9 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
         "table_md": out / "compare.md",
         "plot": out / "pareto.png",
     }
-    summary_csv = tables["summary"].assign(**{f"prov_{k}": v for k, v in prov.items()})
-    _write_atomic(files["points_csv"], tables["points"].to_csv(index=False))
+    stamp = {f"prov_{k}": v for k, v in prov.items()}  # each CSV names where it came from
+    summary_csv = tables["summary"].assign(**stamp)
+    _write_atomic(files["points_csv"], tables["points"].assign(**stamp).to_csv(index=False))
     _write_atomic(files["summary_csv"], summary_csv.to_csv(index=False))
     md = _markdown(tables, title=title, split=split, targets=targets, granularity=granularity,
                    alpha=alpha, provenance=provenance_lines(prov))  # fmt: skip

@@ -122,6 +122,7 @@ def test_study_budget_resume_pareto_tags_and_compare(tmp_path):
     assert pd.api.types.is_float_dtype(summary["q@0.5_mean"])
     assert summary["cost_wall_s"].gt(0).all() and summary["cost_baseline_wall_s"].gt(0).all()
     assert set(summary["seeds"]) == {1} and summary["prov_git_sha"].notna().all()
+    assert pd.read_csv(report["points_csv"])["prov_command"].notna().all()
 
 
 @pytest.mark.slow
