@@ -7,6 +7,7 @@ measurement; the validation split selects, the test split is scored once at the 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import time
@@ -91,18 +92,36 @@ def git_sha() -> str:
     return git_label()
 
 
-def build_method(
+def method_arguments(
     method_cfg: DictConfig, *, model: str | None = None, task: str | None = None
-) -> Method:
-    """`method_cfg` keys other than METHOD_META_KEYS are the method's constructor arguments,
-    after the method's own per-model/per-task resolution (`Method.resolve_config`)."""
-    cls = METHODS.get(method_cfg.name)
+) -> dict[str, Any]:
+    """The constructor arguments `method_cfg` gives for one (model, task): its keys other than
+    METHOD_META_KEYS, after the method's per-model/per-task resolution (`Method.resolve_config`)."""
     kwargs = {
         k: v
         for k, v in OmegaConf.to_container(method_cfg, resolve=True).items()
         if k not in METHOD_META_KEYS
     }
-    kwargs = cls.resolve_config(kwargs, model=model, task=task)
+    return METHODS.get(method_cfg.name).resolve_config(kwargs, model=model, task=task)
+
+
+def method_defaults(
+    method_cfg: DictConfig, *, model: str | None = None, task: str | None = None
+) -> dict[str, Any]:
+    """Every hyperparameter value the method would run with: the constructor's defaults
+    overlaid with `method_arguments` (what a study enqueues as the paper's trial 0)."""
+    cls = METHODS.get(method_cfg.name)
+    signature = inspect.signature(cls.__init__).parameters.values()
+    values = {p.name: p.default for p in signature if p.default is not inspect.Parameter.empty}
+    return {**values, **method_arguments(method_cfg, model=model, task=task)}
+
+
+def build_method(
+    method_cfg: DictConfig, *, model: str | None = None, task: str | None = None
+) -> Method:
+    """The method `method_cfg` names, built from `method_arguments`."""
+    cls = METHODS.get(method_cfg.name)
+    kwargs = method_arguments(method_cfg, model=model, task=task)
     try:
         return cls(**kwargs)
     except TypeError as e:

@@ -677,7 +677,10 @@ def _enqueue_first(
 ) -> None:
     """A new study's first trials: the configured (paper) values, then `study.enqueue`, each
     entry merged over the configured values (e.g. the same method at other MAC targets)."""
-    defaults = space.defaults(cfg)
+    from harness.pipeline import method_defaults
+
+    method_args = method_defaults(cfg.method, model=cfg.model.name, task=cfg.task.name)
+    defaults = space.defaults(cfg, method_args)
     if settings.enqueue_defaults:
         study.enqueue_trial(defaults, user_attrs={"paper_default": True}, skip_if_exists=True)
         log.info("enqueued the default configuration first: %s", defaults)

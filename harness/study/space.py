@@ -204,16 +204,23 @@ class SearchSpace:
                 OmegaConf.update(cfg, p.path, values[p.path], merge=False)
         return values
 
-    def defaults(self, cfg: DictConfig) -> dict[str, Any]:
+    def defaults(
+        self, cfg: DictConfig, method_args: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         """The configured values of the active parameters: the paper's defaults, enqueued first.
 
+        A `method.<key>` the config leaves null takes the method's resolved argument
+        (`method_args`, e.g. DHP's per-model γ), so trial 0 is the paper's configuration.
         A default outside its range is left out (the sampler draws it instead), with a warning.
         """
+        method_args = method_args or {}
         values = {}
         for p in self.params:
             if not p.is_active(cfg):
                 continue
             value = _select(cfg, p.path)
+            if value is None and p.path.startswith("method."):
+                value = method_args.get(p.path.removeprefix("method."))
             if value is None:
                 value = p.default
             if value is None or not p.contains(value):

@@ -294,3 +294,20 @@ def test_study_cli_prints_one_json_line(tmp_path, capsys):
     assert main(["study", *FAST, f"outputs={tmp_path}", "study.n_trials=1", "method=random"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["n_complete"] + record["n_pruned"] == 1 and record["pareto"] in ([0], [])
+
+
+@pytest.mark.parametrize(
+    ("model", "gamma", "threshold"), [("resnet56", 3.0e-4, 5.0e-3), ("mobilenetv2", 1.0e-4, 1.0e-3)]
+)
+def test_trial_zero_is_the_paper_configuration_of_the_model(model, gamma, threshold):
+    """DHP leaves γ and T null in its config (the per-model maps fill them): the enqueued
+    first trial must still carry the model's paper values, not a sampled draw."""
+    import methods  # noqa: F401  (registers dhp)
+    from harness.pipeline import method_defaults
+
+    cfg = compose([f"model={model}", "method=dhp", "method.gamma_mode=paper"])
+    space = SearchSpace.from_config(cfg)
+    args = method_defaults(cfg.method, model=cfg.model.name, task=cfg.task.name)
+    defaults = space.defaults(cfg, args)
+    assert defaults["method.gamma"] == gamma and defaults["method.threshold"] == threshold
+    assert "method.gamma" not in space.defaults(cfg)  # what the bare config alone gives
