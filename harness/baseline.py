@@ -53,6 +53,8 @@ def baseline_key(cfg: DictConfig) -> str:
     }
     for volatile in ("root", "path", "download"):  # where the data lives does not change it
         parts["data"].pop(volatile, None)
+    if parts["data"].get("train_subset") is None:  # the default keeps existing cache keys
+        parts["data"].pop("train_subset", None)
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -35,6 +35,7 @@ __all__ = [
     "random_crop",
     "random_flip",
     "stratified_split",
+    "stratified_subset",
 ]
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,40 @@ def stratified_split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor
     mask = np.ones(len(y), dtype=bool)
     mask[out] = False
     return torch.from_numpy(np.flatnonzero(mask)), torch.from_numpy(out)
+
+
+def stratified_subset(labels: Tensor, size: int, seed: Sequence[int]) -> Tensor:
+    """Sorted indices of exactly `size` samples, each class in proportion to its share.
+
+    Per-class counts follow the largest-remainder rule (ties go to the lower class), so the
+    subset depends only on the labels, the size and the seed.
+    """
+    y = labels.numpy()
+    classes, counts = np.unique(y, return_counts=True)  # sorted, so the draw order is fixed
+    share = counts * (size / len(y))
+    take = np.floor(share).astype(np.int64)
+    by_remainder = np.argsort(-(share - take), kind="stable")
+    take[by_remainder[: size - int(take.sum())]] += 1
+    rng = np.random.default_rng(seed)
+    chosen = [
+        rng.permutation(np.flatnonzero(y == c))[:k] for c, k in zip(classes, take, strict=True)
+    ]
+    return torch.from_numpy(np.sort(np.concatenate(chosen)))
+
+
+def train_subset_size(cfg: Mapping[str, Any], available: int, num_classes: int) -> int | None:
+    """`data.train_subset` checked against the training data: None (all of it) or a count."""
+    value = cfg.get("train_subset")
+    if value is None:
+        return None
+    smallest = 2 * num_classes  # one training and one validation image per class at the least
+    if isinstance(value, bool) or not isinstance(value, int) or not smallest <= value <= available:
+        raise ConfigError(
+            f"data.train_subset={value!r} is not a whole number in [{smallest}, {available}] "
+            f"(the {cfg.get('name')} training images); pass e.g. data.train_subset="
+            f"{min(available, 5000)}, or data.train_subset=null for all of them"
+        )
+    return value
 
 
 def channel_stats(x: Tensor) -> tuple[Tensor, Tensor]:
@@ -387,12 +422,25 @@ def build_splits(
     validation split depends on `data.split_seed` alone.
     """
     data = load_arrays(cfg)
+    x_all, y_all = data.x_train, data.y_train
+    subset = train_subset_size(cfg, len(y_all), int(_require(cfg, "num_classes")))
+    if subset is not None:  # stream 2 of the split seed: the same subset for every method and seed
+        keep = stratified_subset(y_all, subset, _stream(cfg.get("split_seed", 0), 2))
+        x_all, y_all = x_all[keep], y_all[keep]
     val_fraction = float(cfg.get("val_fraction", 0.1))
-    train_idx, val_idx = stratified_split(
-        data.y_train, val_fraction, _stream(cfg.get("split_seed", 0), 1)
-    )
-    x_train, y_train = data.x_train[train_idx], data.y_train[train_idx]
-    x_val, y_val = data.x_train[val_idx], data.y_train[val_idx]
+    try:
+        train_idx, val_idx = stratified_split(
+            y_all, val_fraction, _stream(cfg.get("split_seed", 0), 1)
+        )
+    except ConfigError as e:
+        if subset is None:
+            raise
+        raise ConfigError(
+            f"data.train_subset={subset} is too small for data.val_fraction={val_fraction} "
+            f"({e}); raise either"
+        ) from e
+    x_train, y_train = x_all[train_idx], y_all[train_idx]
+    x_val, y_val = x_all[val_idx], y_all[val_idx]
     mean, std = channel_stats(x_train)
     augment = Augment(
         mean, std, crop_pad=int(cfg.get("crop_pad", 0)), flip=bool(cfg.get("flip", False))
@@ -413,6 +461,7 @@ def build_splits(
         info={
             "dataset": str(cfg.get("name")),
             "classes": data.classes,
+            "train_subset": subset,
             "num_train": len(y_train),
             "num_val": len(y_val),
             "num_test": len(data.y_test),
@@ -421,8 +470,9 @@ def build_splits(
         },
     )
     log.info(
-        "%s: %d train / %d val / %d test images of shape %s",
+        "%s%s: %d train / %d val / %d test images of shape %s",
         cfg.get("name"),
+        f" (train_subset={subset} of {len(data.y_train)})" if subset is not None else "",
         len(y_train),
         len(y_val),
         len(data.y_test),

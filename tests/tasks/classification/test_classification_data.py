@@ -19,6 +19,7 @@ from tasks.classification.data import (
     random_crop,
     random_flip,
     stratified_split,
+    stratified_subset,
 )
 
 DIGITS = {
@@ -224,3 +225,38 @@ def test_imagefolder_loads_and_resizes(tmp_path):
     assert (s.info["num_train"], s.info["num_val"]) == (8, 2)
     with pytest.raises(DataNotFoundError, match="train/<class>"):
         load_arrays(OmegaConf.create({**cfg, "root": str(tmp_path / "train")}))
+
+
+def test_stratified_subset_is_exact_proportional_and_seeded():
+    labels = torch.arange(4).repeat_interleave(torch.tensor([10, 20, 30, 40]))
+    picked = stratified_subset(labels, 25, seed=[0, 2])
+    assert len(picked) == len(set(picked.tolist())) == 25
+    assert torch.bincount(labels[picked], minlength=4).tolist() == [3, 5, 7, 10]  # tie: lower class
+    assert torch.equal(picked, stratified_subset(labels, 25, seed=[0, 2]))
+    assert not torch.equal(picked, stratified_subset(labels, 25, seed=[1, 2]))
+
+
+def test_train_subset_shrinks_train_and_val_only(digits):
+    small = splits({**DIGITS, "train_subset": 300}, seed=5)
+    assert small.info["num_train"] + small.info["num_val"] == 300
+    assert small.info["train_subset"] == 300 and digits.info["train_subset"] is None
+    assert torch.equal(small.test.tensors[1], digits.test.tensors[1])  # the test split is whole
+    full_train = rows(torch.cat([digits.train.tensors[0], digits.val.tensors[0]]))
+    assert set(rows(small.train.tensors[0]) + rows(small.val.tensors[0])) <= set(full_train)
+    counts = torch.bincount(torch.cat([small.train.tensors[1], small.val.tensors[1]]))
+    assert counts.min() >= 28 and counts.max() <= 32  # every class near 300 / 10
+    again = splits({**DIGITS, "train_subset": 300}, seed=9)  # the run seed does not move it
+    assert torch.equal(small.val.tensors[0], again.val.tensors[0])
+    assert torch.equal(small.train.tensors[0], again.train.tensors[0])
+
+
+@pytest.mark.parametrize("bad", [0, 19, 5000, 12.5, "many", True])
+def test_train_subset_rejects_bad_values_in_one_line(bad):
+    with pytest.raises(ConfigError, match=r"data.train_subset=.*\[20, 1438\]") as e:
+        splits({**DIGITS, "train_subset": bad})
+    assert "\n" not in str(e.value)
+
+
+def test_train_subset_too_small_for_the_validation_split_names_both_keys():
+    with pytest.raises(ConfigError, match="train_subset=20 is too small for data.val_fraction"):
+        splits({**DIGITS, "train_subset": 20})
