@@ -28,7 +28,7 @@ commands:
   list      registered methods, tasks, models and datasets with their capabilities
   study     an Optuna study (quality vs MACs) of one method; resumes where it stopped
   compare   the studies of several methods on one task/model: fronts, hypervolume, dominance
-  demo      a small study of dhp, l1 and random on the embedded digits data, then compare
+  demo      a small study of dhp, l1, random and fpgm on the embedded digits data, then compare
 
 examples:
   prunebench run task=classification data=digits model=resnet20 method=fpgm target=0.5

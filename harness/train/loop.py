@@ -81,6 +81,7 @@ def fit(
     try:
         while s.epoch < epochs and s.stop_reason is None:
             te = time.perf_counter()
+            lr = s.lr  # what this epoch's first step uses (after a one-epoch cosine, s.lr is 0)
             model.train()
             loss_sum = torch.zeros((), device=runtime.device)
             n_steps = 0
@@ -106,7 +107,7 @@ def fit(
             mean_loss = (loss_sum / max(1, n_steps)).item()  # sync: once per epoch
             if not math.isfinite(mean_loss):
                 raise NonFiniteLossError(s.step, mean_loss)
-            s.metrics = {"loss": mean_loss, "lr": s.lr}
+            s.metrics = {"loss": mean_loss, "lr": lr}
             if val is not None:
                 score = evaluate(task, model, val, runtime)[task.metric]
                 s.metrics[f"val_{task.metric}"] = score
@@ -122,7 +123,7 @@ def fit(
                 s.epoch,
                 mean_loss,
                 s.metrics.get(f"val_{task.metric}", float("nan")),
-                s.lr,
+                lr,
                 s.metrics["epoch_s"],
             )
     finally:

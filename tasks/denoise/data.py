@@ -133,7 +133,7 @@ def _splits(
     )
 
 
-@DATASETS.register("denoise_embedded", task="denoise")
+@DATASETS.register("denoise_embedded", task="denoise", offline=True)
 def build_denoise_embedded(cfg: DictConfig, *, seed: int) -> DataSplits:
     """Offline denoising data from scikit-image's bundled images (split named in the config)."""
     channels = int(cfg.get("channels", 1))
@@ -150,7 +150,7 @@ def build_denoise_embedded(cfg: DictConfig, *, seed: int) -> DataSplits:
     )
 
 
-@DATASETS.register("denoise_folders", task="denoise")
+@DATASETS.register("denoise_folders", task="denoise", offline=True)
 def build_denoise_folders(cfg: DictConfig, *, seed: int) -> DataSplits:
     """Denoising folders under `data.root` (Train400 / BSD68 / Set12 layout)."""
     root = Path(str(cfg.root)).expanduser()

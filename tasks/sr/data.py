@@ -157,7 +157,7 @@ def _splits(
     )
 
 
-@DATASETS.register("sr_embedded", task="sr")
+@DATASETS.register("sr_embedded", task="sr", offline=True)
 def build_sr_embedded(cfg: DictConfig, *, scale: int, seed: int) -> DataSplits:
     """Offline SR data from scikit-image's bundled images (the split is named in the config)."""
     channels = int(cfg.get("channels", 3))
@@ -175,7 +175,7 @@ def build_sr_embedded(cfg: DictConfig, *, scale: int, seed: int) -> DataSplits:
     )
 
 
-@DATASETS.register("sr_folders", task="sr")
+@DATASETS.register("sr_folders", task="sr", offline=True)
 def build_sr_folders(cfg: DictConfig, *, scale: int, seed: int) -> DataSplits:
     """SR benchmark folders under `data.root`; validation is `data.val` or held out of train."""
     root = Path(str(cfg.root)).expanduser()
