@@ -41,6 +41,7 @@ __all__ = [
     "center_crop",
     "crop_to_multiple",
     "dihedral",
+    "epoch_batches",
     "holdout_split",
     "list_images",
     "load_image",
@@ -124,6 +125,24 @@ def bundled_image(name: str, channels: int) -> Tensor:
     if isinstance(arr, tuple):  # stereo_motorcycle -> (left, right, disparity)
         arr = arr[0]
     return _to_tensor(Image.fromarray(np.ascontiguousarray(arr)), channels)
+
+
+def epoch_batches(cfg: DictConfig) -> tuple[int, int]:
+    """(batch size, batches per epoch) from `data.batch_size` and `data.patches_per_epoch`.
+
+    `patches_per_epoch` is the knob that makes a restoration epoch CPU-sized; a value below one
+    batch would silently train on a single batch, so it is refused.
+    """
+    batch_size, patches = cfg.get("batch_size"), cfg.get("patches_per_epoch")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"data.batch_size={batch_size!r} must be a positive whole number")
+    if isinstance(patches, bool) or not isinstance(patches, int) or patches < batch_size:
+        raise ConfigError(
+            f"data.patches_per_epoch={patches!r} must be a whole number ≥ data.batch_size "
+            f"({batch_size}); an epoch is patches_per_epoch // batch_size batches, e.g. "
+            f"data.patches_per_epoch={10 * batch_size}"
+        )
+    return batch_size, patches // batch_size
 
 
 def holdout_split(items: Sequence, n_val: int, seed: int) -> tuple[list, list]:

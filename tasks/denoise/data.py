@@ -26,6 +26,7 @@ from tasks.restoration import (
     PatchBatches,
     bundled_image,
     center_crop,
+    epoch_batches,
     holdout_split,
     list_images,
     load_image,
@@ -99,7 +100,7 @@ def _splits(
     if sigma < 0:
         raise ConfigError(f"data.sigma must be ≥ 0 (0..255 scale), got {sigma}")
     noise_seed = int(cfg.get("noise_seed", 0))
-    batch_size = int(cfg.batch_size)
+    batch_size, num_batches = epoch_batches(cfg)
 
     def noisy_patch(batch: tuple[Tensor, ...], g: torch.Generator) -> tuple[Tensor, ...]:
         (clean,) = batch
@@ -109,7 +110,7 @@ def _splits(
         [im for _, im, _ in train],
         patch_size=int(cfg.patch_size),
         batch_size=batch_size,
-        num_batches=max(1, int(cfg.patches_per_epoch) // batch_size),
+        num_batches=num_batches,
         augment=bool(cfg.get("augment", True)),
         transform=noisy_patch,
         seed=seed,

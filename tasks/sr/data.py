@@ -31,6 +31,7 @@ from tasks.restoration import (
     bundled_image,
     center_crop,
     crop_to_multiple,
+    epoch_batches,
     holdout_split,
     list_images,
     load_image,
@@ -124,14 +125,14 @@ def _splits(
         raise ConfigError(
             f"SR data needs train, val and test images; got {len(train)}, {len(val)}, {len(test)}"
         )
-    batch_size = int(cfg.batch_size)
+    batch_size, num_batches = epoch_batches(cfg)
     train_batches = PatchBatches(
         [p[1] for p in train],
         [p[2] for p in train],
         scale=scale,
         patch_size=int(cfg.patch_size),
         batch_size=batch_size,
-        num_batches=max(1, int(cfg.patches_per_epoch) // batch_size),
+        num_batches=num_batches,
         augment=bool(cfg.get("augment", True)),
         seed=seed,
     )

@@ -315,3 +315,15 @@ def test_denoise_folders_on_shared_data() -> None:
     noisy, clean = next(iter(splits.test))
     assert clean.shape[1] == 1 and sorted(clean.shape[-2:]) == [321, 481]
     assert noisy.min() < 0 or noisy.max() > 1  # σ = 50 unclipped noise leaves 0..1
+
+
+@pytest.mark.parametrize("name", ["sr_embedded", "denoise_embedded"])
+@pytest.mark.parametrize("bad", [0, 3, -16, 12.5, "lots"])
+def test_an_epoch_smaller_than_one_batch_is_refused_in_one_line(name: str, bad: object) -> None:
+    cfg = _data_cfg(name, patches_per_epoch=bad, batch_size=4, patch_size=16)
+    kwargs = {"scale": 2} if name.startswith("sr") else {}
+    with pytest.raises(
+        ConfigError, match=r"data.patches_per_epoch=.* ≥ data.batch_size \(4\)"
+    ) as e:
+        DATASETS.get(name)(cfg, seed=0, **kwargs)
+    assert "\n" not in str(e.value)
