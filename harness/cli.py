@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from harness.errors import PruneBenchError
+from harness.secrets import install_log_filter, mask_secrets, mask_tree, remember_secrets
 
 __all__ = ["compose", "main"]
 
@@ -118,6 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _print_list(listing)
             print(json.dumps(listing, default=str))
             return 0
+        remember_secrets(overrides)
         cfg = compose([o for o in overrides if command != "demo"])
         logging.basicConfig(
             level=cfg.get("log_level", "INFO"),
@@ -125,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             datefmt="%H:%M:%S",
         )
+        install_log_filter()
         if command == "run":
             import torch
 
@@ -155,12 +158,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
             return 2
     except PruneBenchError as e:
-        print(f"prunebench: error: {e}", file=sys.stderr)
+        print(f"prunebench: error: {mask_secrets(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # runs are marked KILLED, studies resume where they stopped
         print(f"prunebench: {command} interrupted", file=sys.stderr)
         return 130
-    print(json.dumps(record, default=str))
+    print(json.dumps(mask_tree(record), default=str))
     return 0
 
 

@@ -36,6 +36,7 @@ from harness.method import (
 )
 from harness.plugins import load_plugins
 from harness.registry import METHODS, TASKS
+from harness.secrets import mask_tree, remember_secrets
 from harness.structure import (
     CostModel,
     Plan,
@@ -261,6 +262,7 @@ def measure(cfg: DictConfig) -> dict[str, Any]:
 def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
     """Run one (task, model, method, target, seed) and return the result record."""
     _register_all(cfg.get("plugins") or ())
+    remember_secrets(OmegaConf.to_container(cfg, resolve=True))
     observer = observer or RunObserver()
     check_target(cfg.target)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
@@ -444,7 +446,7 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
             meta={
                 "model": cfg.model.name,
                 "task": cfg.task.name,
-                "config": OmegaConf.to_container(cfg, resolve=True),
+                "config": mask_tree(OmegaConf.to_container(cfg, resolve=True)),
                 "git_sha": tags["git_sha"],
                 "record": {k: v for k, v in record.items() if not isinstance(v, dict)},
             },

@@ -7,22 +7,15 @@ file store is deprecated), and credentials in any logged value are masked.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.secrets import MASK, SECRET_NAME, mask_secrets
+
 __all__ = ["Tracker", "default_tracking_uri", "flatten", "log_params", "mask_secrets"]
 
 log = logging.getLogger(__name__)
-
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^:/@\s]+):(?P<pw>[^@/\s]+)@")
-_SECRET_KEY = re.compile(r"(password|passwd|secret|token|api_key)", re.IGNORECASE)
-
-
-def mask_secrets(value: Any) -> str:
-    """`postgresql://u:pw@h/db` → `postgresql://u:***@h/db`."""
-    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", str(value))
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -47,7 +40,7 @@ def log_params(
     for k, v in flatten(params).items():
         if k in skip:
             continue
-        value = "***" if _SECRET_KEY.search(k) and v else mask_secrets(v)
+        value = MASK if SECRET_NAME.search(k) and v else mask_secrets(v)
         items.append(Param(k, value[:6000]))
     for i in range(0, len(items), 100):
         client.log_batch(run_id, params=items[i : i + 100])

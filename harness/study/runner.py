@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.cost import COST_PREFIX
 from harness.errors import ConfigError, ImpossibleTargetError, PruneBenchError, RunStopped
+from harness.secrets import install_log_filter, remember_secrets
 from harness.study.fingerprint import differing_keys, trial_settings
 from harness.study.mlflow_link import ParentRun, ParetoTagger, log_front, mark_run
 from harness.study.progress import StudyProgress
@@ -324,7 +325,7 @@ class TrialObjective:
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
             raise
         except Exception as e:
-            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}"[:2000])
+            trial.set_user_attr("fail_reason", mask_secrets(f"{type(e).__name__}: {e}")[:2000])
             raise
         objectives = []
         for name in self.settings.objectives:
@@ -451,6 +452,8 @@ def worker_main(spec: WorkerSpec, *, child: bool = False) -> None:
 
         torch.set_num_threads(spec.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    remember_secrets(spec.cfg)
+    install_log_filter()
     cfg = OmegaConf.create(spec.cfg)
     settings = StudySettings.from_cfg(cfg)
     on_stale = partial(_on_stale, max_retry=settings.max_retry, uri=spec.tracking_uri)
@@ -595,6 +598,8 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
 
     _register_all(cfg.get("plugins") or ())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    remember_secrets(OmegaConf.to_container(cfg, resolve=True))
+    install_log_filter()
     settings = StudySettings.from_cfg(cfg)
     space = SearchSpace.from_config(cfg)  # validate before anything is created
     for i, extra in enumerate(settings.enqueue):

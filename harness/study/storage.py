@@ -76,7 +76,11 @@ class StorageSpec:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(self.url, engine_kwargs=engine, **kwargs)
         except Exception as e:  # sqlalchemy's errors: bad host, refused connection, no driver
-            raise ConfigError(f"cannot open study storage {self.masked}: {e}") from e
+            reason = mask_secrets(str(e).strip().splitlines()[0] if str(e).strip() else repr(e))
+            raise ConfigError(
+                f"cannot open study storage {self.masked}: {reason}; check study.storage "
+                "(host, port, user, password, database) and that the server runs"
+            ) from e
 
 
 def resolve_storage(spec: str | None, *, outputs: str | Path, workers: int) -> StorageSpec:

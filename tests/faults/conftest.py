@@ -1,0 +1,58 @@
+"""Fault probes: helpers that run the real CLI in a subprocess on tiny models and budgets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.harness.conftest import postgres_url  # noqa: F401  (the same throwaway server)
+
+REPO = Path(__file__).resolve().parents[2]
+TINYCLI = Path(__file__).with_name("tinycli.py")
+
+#: a tiny classification run: 3.7 k-parameter net, 8×8 digits, no training unless asked
+TINY = [
+    "data=digits", "model.name=test_resnet", "~model.shortcut", "train.epochs=0",
+    "finetune.epochs=0", "measure.latency=false",
+]  # fmt: skip
+#: a tiny study on top of TINY
+TINY_STUDY = [*TINY, "method=random", "study.n_trials=1", "study.sampler=random", "study.seed=0"]
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        """stderr lines that are not ordinary log lines (`HH:MM:SS LEVEL name: ...`)."""
+        return [
+            line
+            for line in self.stderr.splitlines()
+            if line.strip() and not (len(line) > 9 and line[2] == ":" and line[5] == ":")
+        ]
+
+
+def prunebench(*args: str, timeout: float = 120, env: dict | None = None) -> Result:
+    """Run `prunebench <args>` (tiny models registered) and capture everything it prints."""
+    proc = subprocess.run(
+        [sys.executable, str(TINYCLI), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})},
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def cli():
+    return prunebench
