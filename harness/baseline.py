@@ -9,8 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import OmegaConf
 
+from harness.atomic import atomic_write, clean_stale_temps
 from harness.errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -31,6 +31,10 @@ __all__ = ["Baseline", "baseline_key", "load_or_train_baseline"]
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
+#: a reloaded baseline's validation metric may differ this much from the recorded one (AMP,
+#: cuDNN algorithm choice); an edited or damaged file differs by far more
+VERIFY_REL_TOL = 0.01
+VERIFY_ABS_TOL = 0.01
 
 
 @dataclass
@@ -63,25 +67,30 @@ def load_or_train_baseline(
     cfg: DictConfig,
     model: nn.Module,
     train: Callable[[nn.Module], tuple[dict[str, float], dict[str, float], float]],
+    verify: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> Baseline:
     """Load the cached baseline weights into `model`, or train them with `train(model)`.
 
-    `train` returns (val metrics, test metrics, wall seconds). A corrupt cache file raises
-    CheckpointError naming it; nothing is overwritten silently.
+    `train` returns (val metrics, test metrics, wall seconds); `verify(model)` re-measures the
+    loaded weights' validation metrics, which must match the recorded ones. A corrupt, non-finite
+    or mismatching cache file raises CheckpointError naming it; nothing is overwritten silently.
     """
     cache = Path(cfg.cache_dir) / "baselines"
     path = cache / f"{cfg.model.name}-{cfg.data.name}-s{cfg.seed}-{baseline_key(cfg)}.pt"
+    clean_stale_temps(cache)
     if path.exists():
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
             model.load_state_dict(blob["state_dict"])
+            stored = (blob["val"], blob["test"], float(blob["wall_s"]))
         except Exception as e:  # noqa: BLE001 - any failure here means the file is unusable
             raise CheckpointError(
                 f"cached baseline {path} is corrupt or does not match model "
                 f"'{cfg.model.name}' ({type(e).__name__}: {e}); delete it to retrain"
             ) from e
-        log.info("baseline loaded from cache %s", path)
-        return Baseline(blob["val"], blob["test"], float(blob["wall_s"]), path, cached=True)
+        _verify(path, blob["state_dict"], stored[0], verify(model) if verify else None)
+        log.info("baseline loaded from cache %s (weights finite, validation re-checked)", path)
+        return Baseline(*stored, path, cached=True)
     val, test, wall_s = train(model)
     blob: dict[str, Any] = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -89,14 +98,41 @@ def load_or_train_baseline(
         "test": test,
         "wall_s": wall_s,
     }
-    cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(blob, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    bad = _non_finite(blob["state_dict"])
+    if bad:
+        raise CheckpointError(
+            f"the trained baseline has non-finite weights ({', '.join(bad[:3])}); not cached. "
+            "Lower train.lr or check the data"
+        )
+    atomic_write(path, lambda tmp: torch.save(blob, tmp))
     log.info("baseline cached at %s", path)
     return Baseline(val, test, wall_s, path, cached=False)
+
+
+def _non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    return [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+
+
+def _verify(
+    path: Path,
+    state: dict[str, torch.Tensor],
+    stored: dict[str, float],
+    measured: dict[str, float] | None,
+) -> None:
+    """Refuse a cache whose weights are not finite or whose recorded validation metrics are not
+    what the weights give now (a damaged or edited file would otherwise report fake numbers)."""
+    fix = "delete it to retrain"
+    bad = _non_finite(state)
+    if bad:
+        raise CheckpointError(
+            f"cached baseline {path} has non-finite weights ({', '.join(bad[:3])}); {fix}"
+        )
+    for key, value in (measured or {}).items():
+        recorded = stored.get(key)
+        if recorded is None or not math.isfinite(float(recorded)):
+            raise CheckpointError(f"cached baseline {path} records val {key}={recorded}; {fix}")
+        if abs(float(recorded) - value) > VERIFY_REL_TOL * abs(value) + VERIFY_ABS_TOL:
+            raise CheckpointError(
+                f"cached baseline {path} records val {key}={float(recorded):.4g} but its weights "
+                f"give {value:.4g} (damaged or edited file); {fix}"
+            )

@@ -14,8 +14,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from harness import exit_codes
 from harness.errors import PruneBenchError
 from harness.secrets import install_log_filter, mask_secrets, mask_tree, remember_secrets
+from harness.signals import Terminated, install_sigterm_handler
 
 __all__ = ["compose", "main"]
 
@@ -113,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if argv else 2
     command, overrides = argv[0], argv[1:]
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    install_sigterm_handler()
     try:
         if command == "list":
             listing = _list()
@@ -160,11 +163,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PruneBenchError as e:
         print(f"prunebench: error: {mask_secrets(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # runs are marked KILLED, studies resume where they stopped
+    except KeyboardInterrupt as e:  # runs are marked KILLED, studies resume where they stopped
+        if isinstance(e, Terminated):
+            print(f"prunebench: {command} terminated (SIGTERM)", file=sys.stderr)
+            return exit_codes.TERMINATED
         print(f"prunebench: {command} interrupted", file=sys.stderr)
-        return 130
+        return exit_codes.INTERRUPTED
     print(json.dumps(mask_tree(record), default=str))
-    return 0
+    code = int(record.get("exit_code") or 0)  # a study that did not meet its budget
+    if code:
+        print(f"prunebench: {command}: {mask_secrets(record['exit_reason'])}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from harness.method import (
     TrainTimeMethod,
 )
 from harness.plugins import load_plugins
+from harness.preflight import preflight
 from harness.registry import METHODS, TASKS
 from harness.secrets import mask_tree, remember_secrets
 from harness.structure import (
@@ -225,6 +226,15 @@ def _baseline_train(task: Task, data: DataSplits, runtime: Runtime, cfg: DictCon
     return train
 
 
+def _baseline_check(task: Task, data: DataSplits, runtime: Runtime):
+    """What a cached baseline must still give: its validation metric, measured again."""
+
+    def check(model: nn.Module) -> dict[str, float]:
+        return {task.metric: evaluate(task, model, data.val, runtime)[task.metric]}
+
+    return check
+
+
 def ensure_baseline(cfg: DictConfig) -> dict[str, Any]:
     """Train (or load) the cached baseline of `cfg` without pruning anything.
 
@@ -237,7 +247,9 @@ def ensure_baseline(cfg: DictConfig) -> dict[str, Any]:
     seed_everything(cfg.seed)
     model = runtime.prepare(task.build_model(cfg.model, cfg.data))
     data = task.build_data(cfg.data, seed=cfg.seed).to(runtime.device)
-    baseline = load_or_train_baseline(cfg, model, _baseline_train(task, data, runtime, cfg))
+    baseline = load_or_train_baseline(
+        cfg, model, _baseline_train(task, data, runtime, cfg), _baseline_check(task, data, runtime)
+    )
     return {"val": baseline.val, "test": baseline.test, "path": str(baseline.path)}
 
 
@@ -265,6 +277,7 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
     remember_secrets(OmegaConf.to_container(cfg, resolve=True))
     observer = observer or RunObserver()
     check_target(cfg.target)
+    preflight(cfg)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
     method = build_method(cfg.method, model=cfg.model.name, task=cfg.task.name)
     runtime = pick_runtime(cfg.device, cfg.amp)
@@ -310,7 +323,12 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
         # 1. baseline (shared, cached)
         t = time.perf_counter()
         model = runtime.prepare(model)
-        baseline = load_or_train_baseline(cfg, model, _baseline_train(task, data, runtime, cfg))
+        baseline = load_or_train_baseline(
+            cfg,
+            model,
+            _baseline_train(task, data, runtime, cfg),
+            _baseline_check(task, data, runtime),
+        )
         wall["baseline_s"] = time.perf_counter() - t
         if not method.needs.pretrained:  # e.g. DHP searches from scratch, same seed
             seed_everything(cfg.seed)

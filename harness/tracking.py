@@ -11,11 +11,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.processes import process_token
 from harness.secrets import MASK, SECRET_NAME, mask_secrets
 
 __all__ = ["Tracker", "default_tracking_uri", "flatten", "log_params", "mask_secrets"]
 
 log = logging.getLogger(__name__)
+
+#: the `host:pid:start` of the process that runs an MLflow run (harness/processes.py)
+OWNER_TAG = "owner"
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -44,6 +48,29 @@ def log_params(
         items.append(Param(k, value[:6000]))
     for i in range(0, len(items), 100):
         client.log_batch(run_id, params=items[i : i + 100])
+
+
+def mark_dead_runs(client: Any, experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of this experiment whose process is gone (SIGKILL, a crash,
+    a lost machine's runs stay as they are: `is_alive` does not judge other hosts)."""
+    from harness.processes import is_alive
+
+    dead = []
+    runs = client.search_runs(
+        [experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+    )
+    for run in runs:
+        owner = run.data.tags.get(OWNER_TAG)
+        if owner and not is_alive(owner):
+            try:
+                client.set_tag(run.info.run_id, "error", f"process {owner} died mid-run")
+                client.set_terminated(run.info.run_id, status="KILLED")
+                dead.append(run.info.run_id)
+                log.warning("MLflow run %s: process %s died mid-run; marked KILLED",
+                            run.info.run_id, owner)  # fmt: skip
+            except Exception as e:  # noqa: BLE001 - marking is best effort, never fatal
+                log.warning("could not mark MLflow run %s KILLED: %s", run.info.run_id, e)
+    return dead
 
 
 def default_tracking_uri(outputs: str | Path) -> str:
@@ -92,7 +119,9 @@ class Tracker:
                 exp_id = self._client.get_experiment_by_name(self.experiment).experiment_id
         else:
             exp_id = exp.experiment_id
+        mark_dead_runs(self._client, exp_id)
         tags = {k: mask_secrets(v) for k, v in self.tags.items()}
+        tags[OWNER_TAG] = process_token()
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
         run = self._client.create_run(exp_id, run_name=self.run_name, tags=tags)

@@ -17,7 +17,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
-import socket
+import signal
 import time
 import warnings
 from collections.abc import Mapping
@@ -30,9 +30,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.cost import COST_PREFIX
 from harness.errors import ConfigError, ImpossibleTargetError, PruneBenchError, RunStopped
+from harness.preflight import preflight
+from harness.processes import is_alive, process_token
 from harness.secrets import install_log_filter, remember_secrets
+from harness.signals import install_sigterm_handler
 from harness.study.fingerprint import differing_keys, trial_settings
 from harness.study.mlflow_link import ParentRun, ParetoTagger, log_front, mark_run
+from harness.study.outcome import StudyOutcome, quiet_optuna_failures, study_outcome
 from harness.study.progress import StudyProgress
 from harness.study.space import SearchSpace
 from harness.study.storage import StorageSpec, resolve_storage
@@ -171,35 +175,6 @@ def identity(cfg: DictConfig, settings: StudySettings) -> dict[str, Any]:
     }
 
 
-# ---------------------------------------------------------------------------- process ownership
-def process_token(pid: int | None = None) -> str:
-    """`host:pid:start` of a process; the start time (Linux) guards against reused pids."""
-    pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
-
-
-def _start_time(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[19]  # field 22: starttime
-    except (OSError, IndexError):
-        return "?"
-
-
-def is_alive(token: str) -> bool:
-    """Whether the process a token names still runs (True for other hosts: not ours to judge)."""
-    host, pid, start = token.rsplit(":", 2)
-    if host != socket.gethostname():
-        return True
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return start == "?" or _start_time(int(pid)) == start
-
-
 # ---------------------------------------------------------------------------- failure recovery
 def retry_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial, *, max_retry: int) -> None:
     """Enqueue a failed trial's parameters again (at most `max_retry` times along its chain)."""
@@ -240,7 +215,8 @@ def recover_dead_trials(
     uri: str | None,
 ) -> list[int]:
     """Fail RUNNING trials whose process on this host is gone, and retry them; retry trials a
-    Ctrl-C interrupted. Called once per invocation, before any worker starts."""
+    Ctrl-C interrupted. Called by the study before its workers start, and by each worker before
+    each trial (a sibling worker may have died)."""
     from optuna.trial import TrialState
 
     recovered = []
@@ -452,8 +428,11 @@ def worker_main(spec: WorkerSpec, *, child: bool = False) -> None:
 
         torch.set_num_threads(spec.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if child:
+        install_sigterm_handler()  # a terminated worker records its trial as interrupted
     remember_secrets(spec.cfg)
     install_log_filter()
+    quiet_optuna_failures()
     cfg = OmegaConf.create(spec.cfg)
     settings = StudySettings.from_cfg(cfg)
     on_stale = partial(_on_stale, max_retry=settings.max_retry, uri=spec.tracking_uri)
@@ -467,6 +446,7 @@ def worker_main(spec: WorkerSpec, *, child: bool = False) -> None:
     callbacks.append(progress)
     try:
         while spec.deadline is None or time.time() < spec.deadline:
+            recover_dead_trials(study, storage, settings, spec.tracking_uri)  # a sibling died
             c = _counts(study, spec.started_at)
             if settings.n_trials is not None and c["done"] + c["running"] >= settings.n_trials:
                 break
@@ -600,12 +580,20 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     remember_secrets(OmegaConf.to_container(cfg, resolve=True))
     install_log_filter()
+    quiet_optuna_failures()
     settings = StudySettings.from_cfg(cfg)
+    spec = _pick_storage(cfg, settings)  # a bad study.storage path fails here, in one line
+    preflight(cfg)  # budgets, folders, tracking store: before anything trains
     space = SearchSpace.from_config(cfg)  # validate before anything is created
+    if not space.names and (settings.n_trials is None or settings.n_trials > 1):
+        raise ConfigError(
+            "the study's search space is empty (study.target is null, and neither "
+            f"study.shared_space.{cfg.task.name} nor method.search_space has a parameter): every "
+            "trial would repeat one configuration; add a parameter, or use prunebench run"
+        )
     for i, extra in enumerate(settings.enqueue):
         space.check_values(extra, f"study.enqueue[{i}]")
     build_method(cfg.method, model=cfg.model.name, task=cfg.task.name)  # its own arguments, too
-    spec = _pick_storage(cfg, settings)
     tracking = bool(cfg.tracking.enabled)
     uri = (cfg.tracking.uri or default_tracking_uri(cfg.outputs)) if tracking else None
     storage = spec.open(
@@ -657,24 +645,70 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
         )
         for i in range(settings.workers)
     ]
-    status = "FINISHED"
+    status, dead_workers, outcome = "FINISHED", [], None
     try:
         if settings.workers == 1:
             worker_main(specs[0])
         else:
-            _run_processes(specs)
+            dead_workers = _run_processes(specs)
+            if dead_workers:  # their RUNNING trials: failed, retried, MLflow runs KILLED, now
+                recover_dead_trials(study, storage, settings, uri)
     except BaseException:
         status = "KILLED"
         raise
     finally:
         study = optuna.load_study(study_name=settings.name, storage=storage)
+        if status == "FINISHED":
+            outcome = _outcome(study, settings, started, dead_workers)
+            status = "FINISHED" if outcome.code == 0 else "FAILED"
         if parent is not None:
             ParetoTagger(parent.uri)(study)  # final word: tags match study.best_trials
             try:
                 log_front(study, parent, settings.objectives, metric_label=_metric_label(cfg))
+                if outcome is not None:
+                    from mlflow.tracking import MlflowClient
+
+                    MlflowClient(parent.uri).set_tag(
+                        parent.run_id, "exit_reason", outcome.reason or "ok"
+                    )
             finally:
                 parent.close(status)
-    return _summary(study, settings, spec, parent)
+    return {**_summary(study, settings, spec, parent), **outcome.as_dict()}
+
+
+def _outcome(
+    study: optuna.Study, settings: StudySettings, started: float, dead_workers: list[str]
+) -> StudyOutcome:
+    from optuna.trial import TrialState
+
+    c = _counts(study, started)
+    trials = study.get_trials(deepcopy=False)
+    first_fail = next(
+        (
+            t.user_attrs["fail_reason"]
+            for t in trials
+            if t.state == TrialState.FAIL
+            and not t.user_attrs.get("surplus")
+            and t.datetime_start is not None
+            and t.datetime_start.timestamp() >= started
+            and t.user_attrs.get("fail_reason")
+        ),
+        None,
+    )
+    outcome = study_outcome(
+        n_trials=settings.n_trials,
+        n_done=c["done"],
+        n_complete=sum(t.state == TrialState.COMPLETE for t in trials),
+        n_failed_now=c["failed"],
+        max_failures=settings.max_failures,
+        deadline_passed=settings.timeout_s is not None
+        and time.time() >= started + settings.timeout_s,
+        dead_workers=dead_workers,
+        first_fail_reason=first_fail,
+    )
+    if outcome.code:
+        log.error("study %s: %s", settings.name, outcome.reason)
+    return outcome
 
 
 def _enqueue_first(
@@ -694,7 +728,8 @@ def _enqueue_first(
         log.info("enqueued %s", extra)
 
 
-def _run_processes(specs: list[WorkerSpec]) -> None:
+def _run_processes(specs: list[WorkerSpec]) -> list[str]:
+    """Run one spawned process per worker; return the workers that died (`w1: SIGKILL`)."""
     ctx = mp.get_context("spawn")  # fork after torch/MLflow threads exist is unsafe
     procs = [ctx.Process(target=worker_main, args=(s,), kwargs={"child": True}) for s in specs]
     for p in procs:
@@ -702,14 +737,29 @@ def _run_processes(specs: list[WorkerSpec]) -> None:
     try:
         for p in procs:
             p.join()
-    finally:
-        for p in procs:  # Ctrl-C reached them too; give them a moment to record it
-            p.join(timeout=30)
+    except BaseException:  # Ctrl-C reached them too; SIGTERM (Kubernetes) may not have: pass it on
+        for p in procs:
             if p.is_alive():
                 p.terminate()
-    bad = [p.exitcode for p in procs if p.exitcode]
-    if bad:
-        log.error("%d of %d workers exited with errors %s", len(bad), len(procs), bad)
+        raise
+    finally:
+        for p in procs:  # give them a moment to record the interruption
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    dead = [f"w{i}: {_describe_exit(p.exitcode)}" for i, p in enumerate(procs) if p.exitcode]
+    if dead:
+        log.error("%d of %d workers died: %s", len(dead), len(procs), ", ".join(dead))
+    return dead
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def _metric_label(cfg: DictConfig) -> str:

@@ -10,6 +10,7 @@ and retried; the study runner also fails RUNNING trials whose process on this ho
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from harness.errors import ConfigError
+from harness.preflight import CONNECT_TIMEOUT_S, check_folder, check_reachable, folder_lock
 from harness.tracking import mask_secrets
 
 if TYPE_CHECKING:
@@ -68,11 +70,18 @@ class StorageSpec:
                 heartbeat_interval=int(heartbeat_s), heartbeat_stale_trial_callback=on_stale
             )
         engine: dict[str, Any] = {"pool_pre_ping": True}
+        lock: Any = contextlib.nullcontext()
         if self.kind == "sqlite":
             # several workers write one file: wait for the lock instead of failing at once
             engine["connect_args"] = {"timeout": 60}
+            path = self.url.split(":///", 1)[-1]
+            if path and path != ":memory:":  # a concurrent creator waits, then finds the tables
+                lock = folder_lock(Path(path).expanduser().resolve().parent)
+        else:
+            check_reachable("study.storage", self.url)
+            engine["connect_args"] = {"connect_timeout": int(CONNECT_TIMEOUT_S)}
         try:
-            with warnings.catch_warnings():  # heartbeat_interval is marked experimental
+            with lock, warnings.catch_warnings():  # heartbeat_interval is marked experimental
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(self.url, engine_kwargs=engine, **kwargs)
         except Exception as e:  # sqlalchemy's errors: bad host, refused connection, no driver
@@ -99,13 +108,15 @@ def resolve_storage(spec: str | None, *, outputs: str | Path, workers: int) -> S
     if base == "sqlite":
         path = spec.split(":///", 1)[-1]
         if path and path != ":memory:":
-            Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+            check_folder("study.storage", Path(path).expanduser().resolve().parent)
         return StorageSpec("sqlite", spec)
     if base == "journal":
         path = spec.split("://", 1)[1]
         if not path:
             raise ConfigError(f"study.storage={spec} names no file; e.g. journal:///tmp/s.journal")
-        return StorageSpec("journal", str(Path(path).expanduser().resolve()))
+        path = Path(path).expanduser().resolve()
+        check_folder("study.storage", path.parent)
+        return StorageSpec("journal", str(path))
     if base in ("postgresql", "postgres"):
         return StorageSpec("postgresql", _postgres_url(spec))
     raise ConfigError(

@@ -42,6 +42,7 @@ import bisect
 import itertools
 import logging
 import math
+import pickle
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from statistics import NormalDist
@@ -50,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from harness.atomic import atomic_write, clean_stale_temps
 from harness.errors import CheckpointError, ConfigError, SearchDivergedError
 from harness.train import Hook, LoopState
 from methods.dhp.latents import with_ties
@@ -377,6 +379,7 @@ class SearchCheckpoint(Hook):
         self, path: str | Path, search: DHPSearch, train: TensorBatches, meta: dict[str, Any]
     ) -> None:
         self.path, self.search, self.train, self.meta = Path(path), search, train, meta
+        clean_stale_temps(self.path.parent)  # temp files of searches killed mid-write
 
     def after_epoch(self, s: LoopState) -> None:
         state = {
@@ -388,18 +391,26 @@ class SearchCheckpoint(Hook):
             "dhp": self.search.state_dict(),
             "train_generator": self.train.generator.get_state(),
         }
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        torch.save(state, tmp)
-        tmp.replace(self.path)  # atomic: a crash leaves the previous checkpoint
+        # atomic, under a temp name of its own: a crash leaves the previous checkpoint, and two
+        # searches writing one checkpoint_dir never share a temp file
+        atomic_write(self.path, lambda tmp: torch.save(state, tmp))
 
     @staticmethod
     def load(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
         """Read a checkpoint written for the same search (`meta` must match)."""
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except (RuntimeError, OSError, EOFError) as e:
-            raise CheckpointError(f"corrupt DHP search checkpoint {path}: {e}") from e
+        except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(
+                f"corrupt or unsafe DHP search checkpoint {path} ({type(e).__name__}: {reason}); "
+                "delete it (the search restarts) or point checkpoint_dir elsewhere"
+            ) from e
+        if not isinstance(state, dict):
+            raise CheckpointError(
+                f"DHP search checkpoint {path} holds a {type(state).__name__}, not a checkpoint; "
+                "delete it or point checkpoint_dir elsewhere"
+            )
         if state.get("meta") != meta:
             raise CheckpointError(
                 f"DHP search checkpoint {path} was written for {state.get('meta')}, "

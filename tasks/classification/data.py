@@ -303,14 +303,23 @@ def load_npz(cfg: Mapping[str, Any]) -> ImageArrays:
     )
     if not path.is_file():
         raise DataNotFoundError(f"npz dataset not found at {path}; {layout}; set data.path")
-    with np.load(path, allow_pickle=False) as f:
-        missing = [k for k in NPZ_KEYS if k not in f.files]
-        if missing:
-            raise DataNotFoundError(
-                f"{path} lacks keys {missing} (has {sorted(f.files)}); {layout}"
-            )
-        arrays = {k: f[k] for k in NPZ_KEYS}
-        classes = [str(c) for c in f["class_names"]] if "class_names" in f.files else []
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in NPZ_KEYS if k not in f.files]
+            if missing:
+                raise DataNotFoundError(
+                    f"{path} lacks keys {missing} (has {sorted(f.files)}); {layout}"
+                )
+            arrays = {k: f[k] for k in NPZ_KEYS}
+            classes = [str(c) for c in f["class_names"]] if "class_names" in f.files else []
+    except DataNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - zip, zlib, pickle and header errors all mean "bad file"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise DataNotFoundError(
+            f"{path} is not a readable .npz ({type(e).__name__}: {reason}): corrupt or "
+            f"truncated; re-create it. {layout}"
+        ) from e
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.dtype != np.uint8 or x.ndim not in (3, 4):
@@ -345,11 +354,17 @@ def _read_folder(folder: Path, classes: list[str], shape: tuple[int, int, int]):
             else []
         )
         for p in files:
-            with Image.open(p) as img:
-                img = img.convert(mode)
-                if img.size != (w, h):
-                    img = img.resize((w, h), Image.BILINEAR)
-                images.append(np.asarray(img, dtype=np.uint8).reshape(h, w, c))
+            try:
+                with Image.open(p) as img:
+                    img = img.convert(mode)
+                    if img.size != (w, h):
+                        img = img.resize((w, h), Image.BILINEAR)
+                    images.append(np.asarray(img, dtype=np.uint8).reshape(h, w, c))
+            except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for bad image files
+                raise DataNotFoundError(
+                    f"cannot read image {p} ({type(e).__name__}: {e}); it is corrupt or not an "
+                    "image: replace or remove it"
+                ) from e
             labels.append(label)
     if not images:
         raise DataNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {folder}/<class>/")

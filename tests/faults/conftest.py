@@ -40,7 +40,7 @@ class Result:
         ]
 
 
-def prunebench(*args: str, timeout: float = 120, env: dict | None = None) -> Result:
+def prunebench(*args: str, timeout: float = 900, env: dict | None = None) -> Result:
     """Run `prunebench <args>` (tiny models registered) and capture everything it prints."""
     proc = subprocess.run(
         [sys.executable, str(TINYCLI), *args],
@@ -56,3 +56,36 @@ def prunebench(*args: str, timeout: float = 120, env: dict | None = None) -> Res
 @pytest.fixture
 def cli():
     return prunebench
+
+
+@dataclass
+class InProcess:
+    code: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+@pytest.fixture
+def run_main(capsys):
+    """`prunebench <args>` in this process (no interpreter start-up: most probes fail in
+    milliseconds); process-wide hooks the CLI installs are put back afterwards."""
+    import logging
+    import signal
+    import time
+
+    from harness.cli import main
+
+    saved = signal.getsignal(signal.SIGTERM), sys.excepthook
+
+    def call(*args: str) -> InProcess:
+        capsys.readouterr()
+        t = time.perf_counter()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return InProcess(code, out.out, out.err, time.perf_counter() - t)
+
+    yield call
+    signal.signal(signal.SIGTERM, saved[0])
+    sys.excepthook = saved[1]
+    logging.captureWarnings(False)

@@ -90,7 +90,7 @@ def test_a_real_study_on_postgresql_leaks_no_secret_anywhere(cli, tmp_path, post
         "study", *TINY_STUDY, f"outputs={tmp_path}", _quoted("study.storage", storage),
         _quoted("tracking.uri", tracking), _quoted("+notify.webhook", FORMS["at in password"][0]),
         _quoted("+notify.mirror", FORMS["query password"][0]),
-        timeout=300,
+        timeout=900,
     )  # fmt: skip
     assert result.code == 0, result.stderr[-3000:]
     texts = {"stdout": result.stdout, "stderr": result.stderr, **_files(tmp_path)}

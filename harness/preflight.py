@@ -1,0 +1,201 @@
+"""Checks that run before any training, so a bad setting fails in seconds with one line instead
+of after the baseline has trained (or after minutes of a library's retries).
+
+- budgets: no negative epochs / steps (a negative `train.epochs` used to cache an untrained
+  baseline under a new key);
+- folders: `outputs` and `cache_dir` are (or can become) writable folders;
+- the MLflow tracking store: a known URI scheme, reachable within `CONNECT_TIMEOUT_S`, and
+  answering a real request (SQLite stores are created here, under a lock, so two processes
+  starting on a new outputs folder do not both create the tables).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from omegaconf import DictConfig, OmegaConf
+
+from harness.errors import ConfigError
+from harness.secrets import mask_secrets
+
+__all__ = [
+    "CONNECT_TIMEOUT_S",
+    "check_budgets",
+    "check_folder",
+    "check_tracking",
+    "folder_lock",
+    "preflight",
+]
+
+#: how long a tracking or study server may take to accept a connection
+CONNECT_TIMEOUT_S = 5.0
+#: MLflow tracking URI schemes (a database driver may follow a `+`)
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
+_DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
+_TRACKING_FIX = (
+    "use sqlite:///<file>.db, postgresql://<user>@<host>/<db>, http(s)://<server> or "
+    "tracking.uri=null for <outputs>/mlflow.db"
+)
+
+
+def preflight(cfg: DictConfig) -> None:
+    """Everything a run or study checks before it trains (see the module doc)."""
+    check_budgets(cfg)
+    check_folder("outputs", cfg.outputs)
+    check_folder("cache_dir", cfg.cache_dir)
+    if cfg.tracking.enabled:
+        from harness.tracking import default_tracking_uri
+
+        check_tracking(cfg.tracking.uri or default_tracking_uri(cfg.outputs))
+
+
+# ---------------------------------------------------------------------------- budgets
+def _is_budget(key: str) -> bool:
+    last = key.rsplit(".", 1)[-1]
+    return (
+        last == "epochs"
+        or last.endswith(("_epochs", "_steps", "per_epoch"))
+        or last
+        in (
+            "steps",
+            "finetune_between",
+        )
+    )
+
+
+def check_budgets(cfg: DictConfig) -> None:
+    """Every epoch / step budget in the config is ≥ 0 (`prune.steps` ≥ 1)."""
+    from harness.tracking import flatten
+
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    for key, value in flatten(tree).items():
+        if not _is_budget(key) or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        low = 1 if key == "prune.steps" else 0
+        if value < low:
+            raise ConfigError(f"{key}={value} is negative; budgets must be ≥ {low}: set {key}=")
+
+
+# ---------------------------------------------------------------------------- folders
+def check_folder(key: str, path: str | Path) -> Path:
+    """`path` exists as a writable folder afterwards, or ConfigError names what is in the way."""
+    path = Path(path).expanduser()
+    fix = f"set {key}= to a writable folder"
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{key}={path}: {parent} is a file, not a folder; {fix}")
+            break
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".prunebench-write-check-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{key}={path} is not writable ({e.strerror or e}); {fix}") from e
+    return path
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """An exclusive lock on a folder (flock on its descriptor; nothing is left behind)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+# ---------------------------------------------------------------------------- tracking store
+def _scheme(uri: str) -> str:
+    return urlsplit(uri).scheme.split("+", 1)[0].lower()
+
+
+def _host_port(uri: str) -> tuple[str | None, int | None]:
+    """Host and port as the client will read them (SQLAlchemy's parser for databases: it
+    accepts a `/` in the password, which `urlsplit` takes for the start of the path)."""
+    if _scheme(uri) in ("http", "https"):
+        parts = urlsplit(uri)
+        return parts.hostname, parts.port
+    from sqlalchemy.engine import make_url
+
+    url = make_url(uri)
+    return url.host, url.port
+
+
+def check_reachable(what: str, uri: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A TCP connection to the URI's host and port opens within `timeout` seconds."""
+    try:
+        host, port = _host_port(uri)
+    except Exception as e:  # noqa: BLE001 - an unparsable URL; its text may hold the password
+        raise ConfigError(
+            f"{what}={mask_secrets(uri)} is not a valid URL ({type(e).__name__}); fix {what}"
+        ) from e
+    if not host:
+        return  # a local socket or a default host: the driver's own check follows
+    port = port or _DEFAULT_PORTS.get(_scheme(uri))
+    if port is None:
+        return
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise ConfigError(
+            f"cannot reach {what}={mask_secrets(uri)} ({host}:{port}: {reason} within "
+            f"{timeout:g} s); start the server or fix {what}"
+        ) from e
+
+
+def check_tracking(uri: str) -> None:
+    """The MLflow store at `uri` is usable now; SQLite stores are created here, under a lock."""
+    scheme = _scheme(uri)
+    if scheme not in TRACKING_SCHEMES:
+        what = f"unknown scheme '{scheme}'" if scheme else "not a URI"
+        raise ConfigError(f"tracking.uri={mask_secrets(uri)}: {what}; {_TRACKING_FIX}")
+    if scheme == "file":
+        check_folder("tracking.uri", urlsplit(uri).path)
+        return
+    if scheme == "sqlite":
+        db = uri.split(":///", 1)[-1]
+        if not db or db == ":memory:" or "://" in db:
+            raise ConfigError(f"tracking.uri={uri} names no file; {_TRACKING_FIX}")
+        folder = check_folder("tracking.uri", Path(db).expanduser().resolve().parent)
+        with folder_lock(folder):
+            _ask_store(uri)
+        return
+    check_reachable("tracking.uri", uri)
+    _ask_store(uri)
+
+
+def _ask_store(uri: str) -> None:
+    """One real request (this creates a new SQLite store), with few and short HTTP retries."""
+    for var, value in _HTTP_LIMITS.items():
+        os.environ.setdefault(var, value)
+    from mlflow.tracking import MlflowClient
+
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as e:  # noqa: BLE001 - MLflow and its drivers raise many kinds
+        text = str(e).strip().splitlines()
+        reason = mask_secrets(text[0] if text else type(e).__name__)[:300]
+        raise ConfigError(
+            f"tracking store tracking.uri={mask_secrets(uri)} does not answer "
+            f"({type(e).__name__}: {reason}); start it, fix tracking.uri or set it to null"
+        ) from e
+
+
+#: MLflow's HTTP client otherwise retries a dead server for minutes
+_HTTP_LIMITS: Mapping[str, Any] = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}

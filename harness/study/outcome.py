@@ -1,0 +1,101 @@
+"""How a study invocation ended, as an exit code and one line, and quiet trial failures.
+
+A study that "finished" without meeting its budget (every trial failed, too many failed, or a
+worker died) must not exit 0: the summary carries `exit_code` and `exit_reason`, and the CLI
+prints the JSON line, then the reason, and exits with the code (harness/exit_codes.py).
+Optuna logs a failed trial with its full traceback (and a second line); the recorded
+`fail_reason` says the same in one line, so `OptunaFailureFilter` shortens Optuna's report.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from harness.exit_codes import BUDGET_NOT_MET, OK, WORKER_DIED
+
+__all__ = ["OptunaFailureFilter", "StudyOutcome", "quiet_optuna_failures", "study_outcome"]
+
+_FAILED_WITH_PARAMS = re.compile(
+    r"^Trial (?P<n>\d+) failed with parameters: .*? because of the following error: "
+    r"(?P<err>.*)\.$",
+    re.DOTALL,
+)
+_FAILED_WITH_VALUE = re.compile(r"^Trial \d+ failed with value ")
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    code: int
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        return {"exit_code": self.code, "exit_reason": self.reason}
+
+
+def study_outcome(
+    *,
+    n_trials: int | None,
+    n_done: int,
+    n_complete: int,
+    n_failed_now: int,
+    max_failures: int,
+    deadline_passed: bool,
+    dead_workers: Sequence[str] = (),
+    first_fail_reason: str | None = None,
+) -> StudyOutcome:
+    """The exit code and reason of one invocation (see harness/exit_codes.py)."""
+    rerun = "rerun the same command to retry them"
+    if dead_workers:
+        return StudyOutcome(
+            WORKER_DIED,
+            f"{len(dead_workers)} worker(s) died ({', '.join(dead_workers)}); their trials were "
+            f"failed and are retried: {rerun}",
+        )
+    why = f" (first: {first_fail_reason})" if first_fail_reason else ""
+    if n_complete == 0 and n_failed_now > 0:
+        return StudyOutcome(
+            BUDGET_NOT_MET,
+            f"every trial failed: {n_failed_now} failed, 0 complete{why}; fix the cause, then "
+            "rerun",
+        )
+    if n_trials is not None and n_done < n_trials and not deadline_passed:
+        cause = (
+            f"study.max_failures={max_failures} trials failed{why}"
+            if n_failed_now >= max_failures
+            else "the workers stopped early"
+        )
+        return StudyOutcome(
+            BUDGET_NOT_MET,
+            f"budget not met: {n_done} of study.n_trials={n_trials} trials finished; {cause}",
+        )
+    return StudyOutcome(OK, "")
+
+
+class OptunaFailureFilter(logging.Filter):
+    """Optuna's failed-trial warning without the traceback, and without its second line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("optuna"):
+            return True
+        message = record.getMessage()
+        if _FAILED_WITH_VALUE.match(message):
+            return False
+        m = _FAILED_WITH_PARAMS.match(message)
+        if m:
+            record.msg, record.args = f"trial {m['n']} failed: {m['err']}", None
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def quiet_optuna_failures() -> None:
+    """Attach OptunaFailureFilter to the handlers Optuna logs through (its own and the root's)."""
+    import optuna
+
+    optuna.logging.get_logger("optuna")  # makes sure Optuna's own handler exists
+    for logger in (logging.getLogger("optuna"), logging.getLogger()):
+        for handler in logger.handlers:
+            if not any(isinstance(f, OptunaFailureFilter) for f in handler.filters):
+                handler.addFilter(OptunaFailureFilter())

@@ -1,0 +1,138 @@
+"""Exit codes tell the truth: a study that did not meet its budget or lost a worker exits with
+its documented code (harness/exit_codes.py) and one line saying why, after the JSON line;
+SIGTERM is handled like Ctrl-C (MLflow run KILLED, study resumable, exit 143)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from harness import exit_codes
+from harness.study import resolve_storage
+from tests.faults.conftest import REPO, TINY, TINY_STUDY, TINYCLI
+
+
+def _study(outputs, workers: int = 1) -> optuna.Study:
+    storage = resolve_storage(None, outputs=outputs, workers=workers).open()
+    return optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
+
+
+def _runs(outputs) -> list:
+    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 900.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            found = predicate()
+        except Exception:  # noqa: BLE001 - the stores may not exist yet
+            found = None
+        if found:
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"condition not reached (process exit code {proc.poll()})")
+
+
+def _running_trial(outputs, workers: int = 1):
+    running = _study(outputs, workers).get_trials(states=(TrialState.RUNNING,))
+    return next((t for t in running if "mlflow_run_id" in t.user_attrs), None)
+
+
+@pytest.mark.slow
+def test_a_study_whose_trials_all_fail_exits_3_with_one_line_and_no_traceback(cli, tmp_path):
+    r = cli(
+        "study", *TINY_STUDY, f"outputs={tmp_path}", "study.n_trials=3", "study.max_failures=2",
+        "finetune.epochs=1", "finetune.lr=100000.0", "~study.shared_space",
+    )  # fmt: skip
+    assert r.code == exit_codes.BUDGET_NOT_MET, r.stderr[-3000:]
+    summary = json.loads(r.stdout)  # the JSON line still comes
+    assert summary["n_complete"] == 0 and summary["exit_code"] == 3
+    assert "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("prunebench: study: every trial failed") and "non-finite" in last
+    assert len([ln for ln in r.stderr.splitlines() if "failed" in ln and "Trial" in ln]) == 0
+
+
+@pytest.mark.slow
+def test_a_study_that_lost_a_worker_exits_4_and_the_sibling_recovers_its_trial(tmp_path):
+    args = [
+        *TINY_STUDY, f"outputs={tmp_path}", "study.workers=2", "study.n_trials=3",
+        "finetune.epochs=3",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(TINYCLI), "study", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        victim = _wait_for(lambda: _running_trial(tmp_path, workers=2), proc)
+        os.kill(int(victim.user_attrs["owner"].split(":")[1]), signal.SIGKILL)  # mid-trial
+        out, err = proc.communicate(timeout=900)
+    finally:
+        proc.kill()
+    assert proc.returncode == exit_codes.WORKER_DIED, err[-3000:]
+    summary = json.loads(out)
+    assert summary["exit_code"] == 4 and "SIGKILL" in summary["exit_reason"]
+    assert err.strip().splitlines()[-1].startswith("prunebench: study: 1 worker(s) died")
+    dead = _study(tmp_path, workers=2).trials[victim.number]
+    assert dead.state == TrialState.FAIL and "died" in dead.user_attrs["fail_reason"]
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(dead.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED"  # by the surviving worker, not at the next start
+
+
+@pytest.mark.slow
+def test_timeout_sigterm_on_a_run_leaves_its_mlflow_run_killed_and_exits_143(tmp_path):
+    # `timeout -s TERM` passes a SIGTERM it receives on to the command, as it does when its time
+    # is up; signalling it once the MLflow run exists keeps the test independent of machine load
+    proc = subprocess.Popen(
+        ["timeout", "--preserve-status", "-s", "TERM", "900", sys.executable, str(TINYCLI),
+         "run", *TINY, f"outputs={tmp_path}", "finetune.epochs=100000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: [r for r in _runs(tmp_path) if r.info.status == "RUNNING"], proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=900)
+    finally:
+        proc.kill()
+    assert proc.returncode == exit_codes.TERMINATED, err[-3000:]
+    assert out == "" and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "prunebench: run terminated (SIGTERM)"
+    runs = _runs(tmp_path)
+    assert len(runs) == 1 and runs[0].info.status == "KILLED"
+
+
+@pytest.mark.slow
+def test_sigterm_on_a_study_leaves_it_resumable(cli, tmp_path):
+    args = [*TINY_STUDY, f"outputs={tmp_path}", "study.n_trials=2"]
+    proc = subprocess.Popen(
+        [sys.executable, str(TINYCLI), "study", *args, "finetune.epochs=100000"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+    )  # fmt: skip
+    try:
+        victim = _wait_for(lambda: _running_trial(tmp_path), proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=900)
+    finally:
+        proc.kill()
+    assert proc.returncode == exit_codes.TERMINATED and out == "", err[-3000:]
+    trial = _study(tmp_path).trials[victim.number]
+    assert trial.state == TrialState.FAIL and trial.user_attrs["interrupted"] is True
+    assert {r.info.status for r in _runs(tmp_path)} == {"KILLED"}  # the trial's and the study's
+
+    again = cli("study", *args)  # resumes: the interrupted trial is retried, with its values
+    assert again.code == 0, again.stderr[-3000:]
+    study = _study(tmp_path)
+    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retry) == 1 and retry[0].params == trial.params
+    assert json.loads(again.stdout)["n_complete"] == 2
