@@ -114,9 +114,11 @@ def test_timeout_sigterm_on_a_run_leaves_its_mlflow_run_killed_and_exits_143(tmp
 
 @pytest.mark.slow
 def test_sigterm_on_a_study_leaves_it_resumable(cli, tmp_path):
-    args = [*TINY_STUDY, f"outputs={tmp_path}", "study.n_trials=2"]
+    # the resume must keep the settings (the study's resume guard): trials long enough to be
+    # caught running, short enough to finish on the resume
+    args = [*TINY_STUDY, f"outputs={tmp_path}", "study.n_trials=2", "finetune.epochs=4"]
     proc = subprocess.Popen(
-        [sys.executable, str(TINYCLI), "study", *args, "finetune.epochs=100000"],
+        [sys.executable, str(TINYCLI), "study", *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )  # fmt: skip
     try:
