@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from harness import exit_codes
 from harness.errors import PruneBenchError
+from harness.launch import wants_hydra
 from harness.secrets import install_log_filter, mask_secrets, mask_tree, remember_secrets
 from harness.signals import Terminated, install_sigterm_handler
 
@@ -29,6 +30,7 @@ commands:
   run       baseline → prune → fine-tune → evaluate → measure → MLflow
   measure   MACs and parameters of an unpruned model at the task's input shape
   list      registered methods, tasks, models and datasets with their capabilities
+  show      one config group's options, e.g. `show method=dhp`: hyperparameters, defaults, space
   study     an Optuna study (quality vs MACs) of one method; resumes where it stopped
   compare   the studies of several methods on one task/model: fronts, hypervolume, dominance
   demo      a small study of dhp, l1, random and fpgm on the embedded digits data, then compare
@@ -38,6 +40,12 @@ examples:
   prunebench measure task=classification model=resnet56
   prunebench study data=digits model=resnet20 method=l1 study.n_trials=6 train.epochs=5
   prunebench compare data=digits model=resnet20 compare.methods=[dhp,l1,random]
+
+grids (Hydra multirun; one JSON line per job; any launcher plug-in):
+  prunebench study -m method=l1,random seed=0,1 data=digits hydra/launcher=joblib
+  prunebench compare compare.sweep=latest        # the studies the newest sweep created
+  prunebench run --help | study --help           # config groups and most-used keys
+  prunebench study --cfg job method=dhp          # the resolved config, nothing run
 """
 
 
@@ -70,7 +78,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             return hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(f"bad configuration: {e}") from e
+        raise ConfigError(f"bad configuration: {' '.join(str(e).split())}") from e
 
 
 def _list() -> dict:
@@ -108,6 +116,28 @@ def _print_list(listing: dict) -> None:
             print(f"  {name:12s} {extra}", file=err)
 
 
+def _log_to_stderr(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _emit(record: dict) -> None:
+    print(json.dumps(record, default=str), flush=True)
+
+
+def _drop_launcher(overrides: Sequence[str]) -> list[str]:
+    """Hydra settings only matter to sweeps (-m); a single run ignores them, saying so."""
+    kept = [o for o in overrides if not o.lstrip("+~").startswith(("hydra/", "hydra."))]
+    if len(kept) != len(overrides):
+        print("prunebench: hydra/… and hydra.… settings apply to sweeps (-m); ignored",
+              file=sys.stderr)  # fmt: skip
+    return kept
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -117,19 +147,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     install_sigterm_handler()
     try:
+        remember_secrets(overrides)
+        if command in ("run", "study", "measure") and wants_hydra(overrides):
+            from harness.launch import hydra_main
+
+            _log_to_stderr("INFO")
+            install_log_filter()
+            return hydra_main(command, overrides, config_dir(), compose, _emit)
+        if command == "show":
+            from harness.show import show
+
+            print(json.dumps(show(compose, overrides), default=str))
+            return 0
+        overrides = _drop_launcher(overrides)
         if command == "list":
             listing = _list()
             _print_list(listing)
             print(json.dumps(listing, default=str))
             return 0
-        remember_secrets(overrides)
         cfg = compose([o for o in overrides if command != "demo"])
-        logging.basicConfig(
-            level=cfg.get("log_level", "INFO"),
-            stream=sys.stderr,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            datefmt="%H:%M:%S",
-        )
+        _log_to_stderr(cfg.get("log_level", "INFO"))
         install_log_filter()
         if command == "run":
             import torch
@@ -156,7 +193,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif command == "compare":
             from harness.report.compare import run_compare
 
-            record = run_compare(cfg)
+            if cfg.compare.get("sweep"):
+                from harness.launch import compare_sweep
+
+                record = compare_sweep(cfg, overrides, compose)
+            else:
+                record = run_compare(cfg)
         else:
             print(f"unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
             return 2

@@ -1,0 +1,431 @@
+"""Hydra's own entry point for `prunebench run|study|measure` sweeps, `--help` and `--cfg`.
+
+Single runs keep the compose API (harness/cli.py): no working-directory change, nothing written
+by Hydra. When Hydra's flags are given (`-m/--multirun`, `--cfg`, `--help`, `--info`), the
+command goes through Hydra's runner so its sweepers and launcher plug-ins work
+(`hydra/launcher=joblib|submitit_local|submitit_slurm`). A sweep:
+
+- is checked before anything starts: unknown config-group values, unknown launchers, sweeps over
+  keys that one sweep must share (its storage and tracking store), a Slurm launcher without a
+  reachable controller: one line each;
+- creates the shared SQLite stores once in this process (concurrent first opens race);
+- returns every job's record here, so stdout carries one JSON line per job whatever the launcher
+  (jobs never print), and `<sweep dir>/jobs.jsonl` keeps them for `prunebench compare
+  compare.sweep=latest`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from harness.errors import ConfigError, PruneBenchError, UnknownNameError
+from harness.tracking import mask_secrets
+
+__all__ = ["NON_SWEEPABLE", "hydra_main", "job_device", "wants_hydra"]
+
+log = logging.getLogger(__name__)
+
+#: flags that only Hydra's runner understands (the compose API has no multirun, help or --cfg)
+HYDRA_FLAGS = frozenset(
+    "-m --multirun -c --cfg -h --help --hydra-help -i --info --resolve -p --package "
+    "-sc --shell-completion".split()
+)
+#: keys one sweep shares: every job writes the same storage and tracking store, so the sweep's
+#: studies and runs can be found and compared together
+NON_SWEEPABLE = ("outputs", "cache_dir", "study.storage", "tracking.uri", "tracking.experiment")
+#: keys that name a study: a fixed study.name while one of them is swept makes every job fight
+#: over one study
+STUDY_IDENTITY = ("task", "data", "model", "method", "seed")
+LAUNCHERS_NEEDING_SLURM = ("submitit_slurm",)
+GROUPS = ("task", "data", "model", "method", "study")
+
+
+def wants_hydra(args: Sequence[str]) -> bool:
+    """Whether these command-line arguments need Hydra's runner (a flag Hydra owns)."""
+    return any(a.split("=", 1)[0] in HYDRA_FLAGS for a in args)
+
+
+# ---------------------------------------------------------------------------- the jobs
+def _job(command: str, cfg: DictConfig) -> dict[str, Any]:
+    """One job of a sweep, in whatever process the launcher chose; never raises a
+    PruneBenchError (the record says what failed, so one bad job does not hide the others)."""
+    import warnings
+
+    from hydra.core.hydra_config import HydraConfig
+
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    hc = HydraConfig.get()
+    cfg = _absolute_outputs(cfg, Path(hc.runtime.cwd))
+    device = job_device(int(hc.job.num), cfg)
+    if device is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+    identity = {k: _name(cfg, k) for k in STUDY_IDENTITY}
+    job = {"num": int(hc.job.num), "overrides": [mask_secrets(o) for o in hc.overrides.task],
+           "output_dir": hc.runtime.output_dir, **identity}  # fmt: skip
+    try:
+        return {**_dispatch(command, cfg), "hydra_job": job}
+    except PruneBenchError as e:
+        log.error("prunebench: error: %s", e)
+        return {"error": str(e), "hydra_job": job}
+
+
+def _dispatch(command: str, cfg: DictConfig) -> dict[str, Any]:
+    import torch
+
+    torch.backends.cudnn.benchmark = True
+    if command == "run":
+        from harness.pipeline import run
+
+        return run(cfg)
+    if command == "study":
+        from harness.study import run_study
+
+        return run_study(cfg)
+    from harness.pipeline import measure
+
+    return measure(cfg)
+
+
+def job_run(cfg: DictConfig) -> dict[str, Any]:
+    return _job("run", cfg)
+
+
+def job_study(cfg: DictConfig) -> dict[str, Any]:
+    return _job("study", cfg)
+
+
+def job_measure(cfg: DictConfig) -> dict[str, Any]:
+    return _job("measure", cfg)
+
+
+TASK_FUNCTIONS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {
+    "run": job_run,
+    "study": job_study,
+    "measure": job_measure,
+}
+
+
+def _name(cfg: DictConfig, key: str) -> Any:
+    node = OmegaConf.select(cfg, key)
+    return node.get("name") if isinstance(node, DictConfig) else node
+
+
+def _absolute_outputs(cfg: DictConfig, cwd: Path) -> DictConfig:
+    """A relative `outputs` is relative to where the sweep was started, not to the job's cwd
+    (submitit and Slurm jobs may start elsewhere)."""
+    if not Path(str(cfg.outputs)).is_absolute():
+        OmegaConf.update(cfg, "outputs", str(cwd / str(cfg.outputs)))
+    return cfg
+
+
+def job_device(num: int, cfg: DictConfig, devices: Sequence[str] | None = None) -> str | None:
+    """The GPU of sweep job `num` when several are visible and the device is `auto`: jobs go
+    round-robin over the devices (a Slurm job gets its GPUs from Slurm and sees one)."""
+    from harness.study.placement import visible_devices
+
+    if str(cfg.get("device", "auto")) != "auto":
+        return None
+    devices = visible_devices() if devices is None else list(devices)
+    if len(devices) < 2:
+        return None
+    return devices[num % len(devices)]
+
+
+# ---------------------------------------------------------------------------- checks
+def _check_overrides(overrides: Sequence[str], config_dir: Path) -> dict[str, list[str]]:
+    """Validate the command line before anything starts; return swept key → values."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as e:
+        raise ConfigError(f"bad override: {' '.join(str(e).split())}") from e
+    swept: dict[str, list[str]] = {}
+    for o in parsed:
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            if key in NON_SWEEPABLE:
+                raise ConfigError(
+                    f"cannot sweep {key}: one sweep shares one {key} so its studies and runs "
+                    f"can be compared; give one value (sweepable: model, method, seed, target, "
+                    "train.*, finetune.*, study.* except study.storage, …)"
+                )
+            try:
+                values = [str(v) for v in o.sweep_string_iterator()]
+            except HydraException:  # range/interval sweeps: Hydra checks them itself
+                values = []
+            swept[key] = values
+        else:
+            values = [o.get_value_string()] if o.value() is not None else []
+        if key in GROUPS:
+            group = config_dir / key
+            known = [p.stem for p in group.glob("*.yaml")]
+            for v in values:
+                if v and not any(c in v for c in "*?[") and v not in known:
+                    raise UnknownNameError(key, v, known)
+    fixed_name = any(o.split("=", 1)[0] == "study.name" for o in overrides)
+    if fixed_name and "study.name" not in swept and set(swept) & set(STUDY_IDENTITY):
+        raise ConfigError(
+            f"study.name is fixed while {', '.join(sorted(set(swept) & set(STUDY_IDENTITY)))} "
+            "is swept: every job would write one study; drop study.name (each job gets "
+            "<task>-<data>-<model>-<method>-s<seed>)"
+        )
+    return swept
+
+
+def _check_launcher(hydra: Any, overrides: Sequence[str]) -> str:
+    """The launcher asked for, after checking it exists (and, for Slurm, that it answers)."""
+    launcher = "basic"
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key in ("hydra/launcher", "override hydra/launcher"):
+            launcher = value
+    known = hydra.config_loader.get_group_options("hydra/launcher")
+    if launcher not in known:
+        raise UnknownNameError("launcher", launcher, known)
+    if launcher in LAUNCHERS_NEEDING_SLURM:
+        check_slurm()
+    return launcher
+
+
+def check_slurm(timeout: float = 10.0) -> None:
+    """Refuse a Slurm launch whose controller does not answer (`scontrol ping`)."""
+    scontrol = shutil.which("scontrol")
+    if scontrol is None:
+        raise ConfigError(
+            "hydra/launcher=submitit_slurm needs Slurm's client tools (scontrol, sbatch) on PATH; "
+            "run on a cluster login node, or use hydra/launcher=submitit_local"
+        )
+    try:
+        out = subprocess.run(
+            [scontrol, "ping"], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        ok = out.returncode == 0 and "is UP" in out.stdout
+        detail = " ".join((out.stdout + out.stderr).split())[:200]
+    except subprocess.TimeoutExpired:
+        ok, detail = False, f"no answer in {timeout:g} s"
+    if not ok:
+        raise ConfigError(
+            f"hydra/launcher=submitit_slurm: no reachable Slurm controller ({detail}); check "
+            "SLURM_CONF / slurmctld, or use hydra/launcher=submitit_local"
+        )
+
+
+# ---------------------------------------------------------------------------- shared stores
+def prepare_stores(command: str, cfg: DictConfig) -> None:
+    """Create the default SQLite study DB and the MLflow DB once, before jobs open them
+    concurrently (SQLite's first open creates the schema and races)."""
+    if command == "measure":
+        return
+    from harness.tracking import default_tracking_uri
+
+    Path(str(cfg.outputs)).mkdir(parents=True, exist_ok=True)
+    if command == "study":
+        from harness.study.storage import resolve_storage
+
+        spec = resolve_storage(cfg.study.get("storage"), outputs=cfg.outputs, workers=1)
+        if spec.kind == "sqlite":
+            spec.open()
+    if cfg.tracking.enabled:
+        from mlflow.tracking import MlflowClient
+
+        uri = cfg.tracking.uri or default_tracking_uri(cfg.outputs)
+        if uri.startswith("sqlite:"):
+            client = MlflowClient(uri)
+            if client.get_experiment_by_name(cfg.tracking.experiment) is None:
+                root = (Path(str(cfg.outputs)).resolve() / "mlartifacts").as_uri()
+                client.create_experiment(cfg.tracking.experiment, artifact_location=root)
+
+
+# ---------------------------------------------------------------------------- the runner
+def hydra_main(
+    command: str,
+    args: Sequence[str],
+    config_dir: Path,
+    compose: Callable[[Sequence[str]], DictConfig],
+    emit: Callable[[dict[str, Any]], None],
+) -> int:
+    """Run `command` through Hydra's runner; sweeps print one JSON line per job via `emit`."""
+    import argparse
+
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path, get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    parser = get_args_parser()
+    parser.prog = f"prunebench {command}"
+    try:
+        parsed = parser.parse_args(list(args))
+    except SystemExit as e:
+        return int(e.code or 0)
+    overrides = list(parsed.overrides)
+    base = None
+    if parsed.multirun:  # composed (and checked) before Hydra's runner takes the global state
+        swept = _check_overrides(overrides, config_dir)
+        fixed = [
+            o
+            for o in overrides
+            if o.split("=", 1)[0] not in swept and not o.lstrip("+~").startswith("hydra")
+        ]
+        first = [f"{k}={v[0]}" for k, v in swept.items() if v]  # a whole job's config composes
+        base = compose([*fixed, *first])
+    GlobalHydra.instance().clear()
+    hydra = Hydra.create_main_hydra2(
+        task_name=command, config_search_path=create_config_search_path(str(config_dir))
+    )
+    try:
+        if parsed.help:
+            hydra.app_help(config_name="config", args_parser=parser, args=parsed)
+            return 0
+        if parsed.hydra_help:
+            hydra.hydra_help(config_name="config", args_parser=parser, args=parsed)
+            return 0
+        if parsed.cfg:
+            _check_overrides(overrides, config_dir)
+            hydra.show_cfg(
+                config_name="config",
+                overrides=overrides,
+                cfg_type=parsed.cfg,
+                package=parsed.package,
+                resolve=parsed.resolve,
+            )
+            return 0
+        if parsed.info:
+            hydra.show_info(parsed.info, config_name="config", overrides=overrides)
+            return 0
+        if not parsed.multirun:  # e.g. only --resolve
+            raise ConfigError(f"prunebench {command}: use -m for a sweep, --cfg job, or --help")
+        return _sweep(command, hydra, overrides, base, emit)
+    except (HydraException, OmegaConfBaseException, argparse.ArgumentError) as e:
+        raise ConfigError(f"bad configuration: {' '.join(str(e).split())}") from e
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _sweep(
+    command: str,
+    hydra: Any,
+    overrides: list[str],
+    base: DictConfig,
+    emit: Callable[[dict[str, Any]], None],
+) -> int:
+    launcher = _check_launcher(hydra, overrides)
+    prepare_stores(command, base)
+    if not any(o.startswith("hydra.sweep.dir=") for o in overrides):  # one time for every job
+        stamp = datetime.now().strftime("%Y-%m-%d/%H-%M-%S")
+        sweep_dir = Path(str(base.outputs)).resolve() / "multirun" / stamp
+        overrides = [*overrides, f"hydra.sweep.dir={sweep_dir}"]
+    else:
+        sweep_dir = Path(next(o for o in overrides if o.startswith("hydra.sweep.dir=")).split(
+            "=", 1)[1]).resolve()  # fmt: skip
+    log.info("sweep with launcher %s into %s", launcher, sweep_dir)
+    batches = hydra.multirun(
+        config_name="config",
+        task_function=TASK_FUNCTIONS[command],
+        overrides=[*overrides, "hydra.mode=MULTIRUN"],
+    )
+    lines = []
+    for batch in batches:
+        for ret in batch:
+            try:
+                record = ret.return_value
+            except KeyboardInterrupt:
+                raise
+            except BaseException as e:  # noqa: BLE001 - a job that crashed outside our errors
+                record = {"error": f"{type(e).__name__}: {e}",
+                          "hydra_job": {"overrides": list(ret.overrides or [])}}  # fmt: skip
+            lines.append(record)
+            emit(record)
+    _write_manifest(sweep_dir, command, launcher, lines)
+    failed = sum("error" in r for r in lines)
+    if failed:
+        log.error("%d of %d jobs failed (their JSON lines carry the error)", failed, len(lines))
+    return 1 if failed else 0
+
+
+def _write_manifest(sweep_dir: Path, command: str, launcher: str, lines: list[dict]) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    tmp = sweep_dir / ".jobs.jsonl.tmp"
+    with open(tmp, "w") as f:
+        for record in lines:
+            f.write(mask_secrets(json.dumps({"command": command, "launcher": launcher,
+                                             **record}, default=str)) + "\n")  # fmt: skip
+    os.replace(tmp, sweep_dir / "jobs.jsonl")
+
+
+# ---------------------------------------------------------------------------- compare a sweep
+def find_sweep(outputs: str | Path, which: str) -> Path:
+    """`compare.sweep`: a sweep folder, or `latest` (the newest under <outputs>/multirun)."""
+    if which != "latest":
+        path = Path(which)
+        if not (path / "jobs.jsonl").exists():
+            raise ConfigError(
+                f"compare.sweep={which}: no jobs.jsonl there; give a folder that `prunebench "
+                "study -m …` created (<outputs>/multirun/<date>/<time>) or `latest`"
+            )
+        return path
+    found = sorted(Path(outputs).glob("multirun/*/*/jobs.jsonl"))
+    if not found:
+        raise ConfigError(
+            f"compare.sweep=latest: no sweep under {Path(outputs) / 'multirun'}; run "
+            "`prunebench study -m method=l1,random seed=0,1 …` first, or set outputs="
+        )
+    return found[-1].parent
+
+
+def sweep_groups(path: Path) -> list[dict[str, Any]]:
+    """The sweep's studies grouped by (task, data, model): methods, seeds and the overrides to
+    re-compose each group's config with (the first job's, minus method and seed)."""
+    groups: dict[tuple, dict[str, Any]] = {}
+    for line in (path / "jobs.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        job = rec.get("hydra_job", {})
+        if rec.get("command") != "study" or "error" in rec or "study_name" not in rec:
+            continue
+        key = (job.get("task"), job.get("data"), job.get("model"))
+        g = groups.setdefault(key, {"methods": [], "seeds": [], "overrides": [
+            o for o in job.get("overrides", [])
+            if o.split("=", 1)[0].lstrip("+~") not in ("method", "seed")
+            and not o.startswith("hydra")
+        ]})  # fmt: skip
+        if job.get("method") not in g["methods"]:
+            g["methods"].append(job.get("method"))
+        if job.get("seed") not in g["seeds"]:
+            g["seeds"].append(job.get("seed"))
+    if not groups:
+        raise ConfigError(f"sweep {path} holds no finished `prunebench study` job")
+    return list(groups.values())
+
+
+def compare_sweep(
+    cfg: DictConfig, overrides: Sequence[str], compose: Callable[[Sequence[str]], DictConfig]
+) -> dict[str, Any]:
+    """`prunebench compare compare.sweep=latest|DIR`: compare every (task, data, model) of a
+    sweep over the methods and seeds it ran (mean ± std over the seeds)."""
+    from harness.report.compare import run_compare
+
+    path = find_sweep(cfg.outputs, str(cfg.compare.sweep))
+    own = [o for o in overrides if o.split("=", 1)[0] not in ("compare.sweep", *STUDY_IDENTITY)]
+    reports = []
+    for group in sweep_groups(path):
+        methods = ",".join(str(m) for m in group["methods"])
+        seeds = ",".join(str(s) for s in group["seeds"])
+        sub = compose([*group["overrides"], *own, f"compare.methods=[{methods}]",
+                       f"compare.seeds=[{seeds}]", "compare.sweep=null"])  # fmt: skip
+        log.info("comparing %s on %s/%s/%s from sweep %s", methods, sub.task.name,
+                 sub.data.name, sub.model.name, path)  # fmt: skip
+        reports.append(run_compare(sub))
+    return reports[0] if len(reports) == 1 else {"sweep": str(path), "reports": reports}
