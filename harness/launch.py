@@ -16,12 +16,13 @@ command goes through Hydra's runner so its sweepers and launcher plug-ins work
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,12 @@ def _job(command: str, cfg: DictConfig) -> dict[str, Any]:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     hc = HydraConfig.get()
     cfg = _absolute_outputs(cfg, Path(hc.runtime.cwd))
+    parallel = int(OmegaConf.select(hc, "launcher.n_jobs", default=1) or 1)
+    if parallel != 1:  # joblib: jobs share this machine's cores instead of oversubscribing them
+        import torch
+
+        cores = os.cpu_count() or 1
+        torch.set_num_threads(max(1, cores // (cores if parallel < 0 else parallel)))
     device = job_device(int(hc.job.num), cfg)
     if device is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = device
@@ -332,11 +339,12 @@ def _sweep(
         sweep_dir = Path(next(o for o in overrides if o.startswith("hydra.sweep.dir=")).split(
             "=", 1)[1]).resolve()  # fmt: skip
     log.info("sweep with launcher %s into %s", launcher, sweep_dir)
-    batches = hydra.multirun(
-        config_name="config",
-        task_function=TASK_FUNCTIONS[command],
-        overrides=[*overrides, "hydra.mode=MULTIRUN"],
-    )
+    with _stdout_to_stderr():  # stdout is for the JSON lines alone
+        batches = hydra.multirun(
+            config_name="config",
+            task_function=TASK_FUNCTIONS[command],
+            overrides=[*overrides, "hydra.mode=MULTIRUN"],
+        )
     lines = []
     for batch in batches:
         for ret in batch:
@@ -354,6 +362,24 @@ def _sweep(
     if failed:
         log.error("%d of %d jobs failed (their JSON lines carry the error)", failed, len(lines))
     return 1 if failed else 0
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Launchers' own chatter (submitit's logger writes to stdout) goes to stderr meanwhile."""
+    import sys
+
+    def fix() -> None:
+        for h in logging.getLogger("submitit").handlers:
+            if isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.__stdout__):
+                h.setStream(sys.stderr)
+
+    fix()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        fix()  # a handler created during the sweep
 
 
 def _write_manifest(sweep_dir: Path, command: str, launcher: str, lines: list[dict]) -> None:

@@ -14,7 +14,14 @@ from typing import Any
 from harness.processes import process_token
 from harness.secrets import MASK, SECRET_NAME, mask_secrets
 
-__all__ = ["Tracker", "default_tracking_uri", "flatten", "log_params", "mask_secrets"]
+__all__ = [
+    "Tracker",
+    "artifact_location",
+    "default_tracking_uri",
+    "flatten",
+    "log_params",
+    "mask_secrets",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,15 @@ def mark_dead_runs(client: Any, experiment_id: str) -> list[str]:
     return dead
 
 
+def artifact_location(uri: str, outputs: str | Path) -> str | None:
+    """Where a new experiment keeps artifacts: <outputs>/mlartifacts for a local store; for a
+    tracking server (http/https), None: the server's own artifact root, which every machine
+    reaches through the server (a local path of one machine would be wrong on the others)."""
+    if uri.split(":", 1)[0] in ("http", "https", "databricks"):
+        return None
+    return (Path(outputs).resolve() / "mlartifacts").as_uri()
+
+
 def default_tracking_uri(outputs: str | Path) -> str:
     path = Path(outputs).resolve() / "mlflow.db"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,7 +112,7 @@ class Tracker:
         self.enabled = enabled
         self.uri = uri or default_tracking_uri(outputs)
         self.experiment = experiment
-        self.artifact_root = (Path(outputs).resolve() / "mlartifacts").as_uri()
+        self.artifact_root = artifact_location(self.uri, outputs)
         self.run_name, self.tags, self.parent_run_id = run_name, dict(tags or {}), parent_run_id
         self.run_id: str | None = None
         self._client = None

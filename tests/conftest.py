@@ -138,3 +138,6 @@ def tiny(request) -> tuple[str, nn.Module, torch.Tensor]:
     in_chans = 1 if name == "concat" else 3
     model = randomize_bn(TINY_MODELS[name](in_chans=in_chans)).eval()
     return name, model, torch.randn(2, in_chans, 8, 8)
+
+
+from tests.slurm_cluster import slurm_cluster  # noqa: E402,F401 - a session fixture

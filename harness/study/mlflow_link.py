@@ -47,7 +47,7 @@ class ParentRun:
         *,
         uri: str,
         experiment: str,
-        artifact_root: str,
+        artifact_root: str | None,
         tags: Mapping[str, str],
     ) -> ParentRun:
         """Reuse the run recorded on the study if this tracking store has it, else create one."""

@@ -37,10 +37,11 @@ from harness.signals import install_sigterm_handler
 from harness.study.fingerprint import differing_keys, trial_settings
 from harness.study.mlflow_link import ParentRun, ParetoTagger, log_front, mark_run
 from harness.study.outcome import StudyOutcome, quiet_optuna_failures, study_outcome
+from harness.study.placement import place_workers, visible_devices
 from harness.study.progress import StudyProgress
 from harness.study.space import SearchSpace
 from harness.study.storage import StorageSpec, resolve_storage
-from harness.tracking import default_tracking_uri, log_params, mask_secrets
+from harness.tracking import artifact_location, default_tracking_uri, log_params, mask_secrets
 
 if TYPE_CHECKING:
     import optuna
@@ -66,9 +67,11 @@ SAMPLERS = ("nsga2", "random", "tpe")
 #: tolerance of the early infeasibility checks (the cut undershoots the target by ≤ one unit)
 EARLY_TOL = 0.02
 #: config keys that change between invocations of one study: tags on the parent, not params
-VOLATILE = ("study.n_trials", "study.timeout_s", "study.workers")
+VOLATILE = ("study.n_trials", "study.timeout_s", "study.workers", "study.job")
 #: study user attribute holding fingerprint.trial_settings of its creation
 SETTINGS_ATTR = "trial_settings"
+#: study attribute set once the study, its first trials, baseline and parent run exist
+READY_ATTR = "ready"
 
 
 class SurplusTrial(PruneBenchError):
@@ -94,6 +97,8 @@ class StudySettings:
     heartbeat_s: int = 30
     n_startup_trials: int = 5
     population_size: int = 8
+    workers_per_device: int | None = None
+    job: int | None = None
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> StudySettings:
@@ -130,6 +135,9 @@ class StudySettings:
                 f"study.enqueue={OmegaConf.to_container(enqueue)} must be a list of mappings "
                 "like [{target: 0.15}, {target: 0.08, method.lam: 1.0e-4}]"
             )
+        job = None if s.get("job") is None else int(s.job)
+        if job is not None and job < 0:
+            raise ConfigError(f"study.job={job}; launcher jobs are numbered 0, 1, 2, …")
         if s.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler '{s.sampler}'; known: {', '.join(SAMPLERS)}")
         return cls(
@@ -148,6 +156,10 @@ class StudySettings:
             heartbeat_s=int(s.get("heartbeat_s", 30)),
             n_startup_trials=int(s.get("n_startup_trials", 5)),
             population_size=int(s.get("population_size", 8)),
+            workers_per_device=None
+            if s.get("workers_per_device") is None
+            else int(s.workers_per_device),
+            job=job,
         )
 
     @property
@@ -373,6 +385,7 @@ class WorkerSpec:
     deadline: float | None
     threads: int | None = None
     log_level: str = "INFO"
+    device: str | None = None  # CUDA_VISIBLE_DEVICES of this worker (harness/study/placement.py)
 
 
 def make_sampler(settings: StudySettings, index: int) -> optuna.samplers.BaseSampler:
@@ -416,6 +429,8 @@ def worker_main(spec: WorkerSpec, *, child: bool = False) -> None:
     """Run trials until the budget is met, the deadline passes or too many trials failed."""
     import optuna
 
+    if child and spec.device is not None:  # before anything initialises CUDA in this process
+        os.environ["CUDA_VISIBLE_DEVICES"] = spec.device
     if child:
         logging.basicConfig(
             level=spec.log_level,
@@ -481,6 +496,7 @@ def _open_study(
             for k, v in ident.items():
                 study.set_user_attr(k, v)
             study.set_user_attr(SETTINGS_ATTR, dict(meaning))
+            _name_metrics(study, settings)
             return study
         except optuna.exceptions.DuplicatedStudyError:  # created concurrently
             study = optuna.load_study(study_name=settings.name, storage=storage)
@@ -492,6 +508,8 @@ def _open_study(
             f"{have or directions}, not {list(settings.objectives)}; pick another study.name "
             "or delete that study"
         )
+    if study.metric_names is None:  # made before the names were recorded
+        _name_metrics(study, settings)
     for key, value in ident.items():
         if key != "objectives" and study.user_attrs.get(key, value) != value:
             raise ConfigError(
@@ -510,6 +528,16 @@ def _open_study(
             f"{shown}; restore them, or pick another study.name (or outputs) for the new settings"
         )
     return study
+
+
+def _name_metrics(study: optuna.Study, settings: StudySettings) -> None:
+    """Objective names in the storage, so optuna-dashboard labels the axes (quality, macs_ratio)
+    instead of "Objective 0/1"."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(settings.objectives))
 
 
 def _pick_storage(cfg: DictConfig, settings: StudySettings) -> StorageSpec:
@@ -601,15 +629,15 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
         on_stale=partial(_on_stale, max_retry=settings.max_retry, uri=uri),
     )  # created here, once, before any worker opens it
     meaning = trial_settings(cfg, space.names)
+    if settings.job:  # a later launcher job of a study job 0 creates and prepares
+        _wait_ready(settings, storage)
     study = _open_study(settings, spec, storage, identity(cfg, settings), meaning)
     recover_dead_trials(study, storage, settings, uri)
-    if not study.trials:
+    if not study.trials and not settings.job:
         _enqueue_first(study, space, cfg, settings)
     ensure_baseline(cfg)  # trained once here, never concurrently by workers
     parent = None
     if tracking:
-        from pathlib import Path
-
         tags = {
             **identity(cfg, settings),
             "kind": "study",
@@ -623,11 +651,16 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
             study,
             uri=uri,
             experiment=cfg.tracking.experiment,
-            artifact_root=(Path(cfg.outputs).resolve() / "mlartifacts").as_uri(),
+            artifact_root=artifact_location(uri, cfg.outputs),
             tags={k: str(v) for k, v in tags.items()},
         )
         _log_parent_params(parent, cfg, space)
+    study.set_user_attr(READY_ATTR, True)  # later launcher jobs (study.job ≥ 1) may join now
     started = time.time()
+    first = (settings.job or 0) * settings.workers  # global worker index: distinct sampler seeds
+    devices = place_workers(
+        settings.workers, visible_devices(), settings.workers_per_device, first=first
+    )
     worker_cfg = OmegaConf.to_container(cfg, resolve=True)
     specs = [
         WorkerSpec(
@@ -635,13 +668,14 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
             storage=spec,
             parent_run_id=parent.run_id if parent else None,
             tracking_uri=uri,
-            index=i,
+            index=first + i,
             started_at=started,
             deadline=None if settings.timeout_s is None else started + settings.timeout_s,
             threads=max(1, (os.cpu_count() or 1) // settings.workers)
             if settings.workers > 1
             else None,
             log_level=str(cfg.get("log_level", "INFO")),
+            device=devices[i],
         )
         for i in range(settings.workers)
     ]
@@ -709,6 +743,28 @@ def _outcome(
     if outcome.code:
         log.error("study %s: %s", settings.name, outcome.reason)
     return outcome
+
+
+def _wait_ready(
+    settings: StudySettings, storage: optuna.storages.BaseStorage, timeout_s: float = 1800.0
+) -> None:
+    """Launcher job ≥ 1 of a study: wait until job 0 created it, enqueued its first trials,
+    trained the baseline and opened the MLflow parent run (so none of that happens twice)."""
+    import optuna
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            study = optuna.load_study(study_name=settings.name, storage=storage)
+            if study.user_attrs.get(READY_ATTR):
+                return
+        except KeyError:
+            pass
+        time.sleep(2.0)
+    raise ConfigError(
+        f"study.job={settings.job}: study '{settings.name}' was not prepared by study.job=0 "
+        f"within {timeout_s:g} s; launch job 0 too, with the same study.storage"
+    )
 
 
 def _enqueue_first(

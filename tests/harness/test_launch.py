@@ -140,3 +140,32 @@ def test_sweep_jobs_go_round_robin_over_gpus():
     assert job_device(1, auto, ["0"]) is None
     assert job_device(1, pinned, ["0", "1"]) is None
     assert os.environ.get("CUDA_VISIBLE_DEVICES") != "1"  # nothing set by a pure function
+
+
+def test_study_names_its_objectives_for_optuna_dashboard(tmp_path):
+    """optuna-dashboard (a real client, through its WSGI app) labels the axes by name."""
+    import io
+
+    import optuna
+
+    from harness.cli import compose
+    from harness.study.runner import StudySettings, _open_study, identity
+    from harness.study.storage import resolve_storage
+
+    cfg = compose(["data=digits", "method=l1", f"outputs={tmp_path}"])
+    settings = StudySettings.from_cfg(cfg)
+    spec = resolve_storage(None, outputs=str(tmp_path), workers=1)
+    study = _open_study(settings, spec, spec.open(), identity(cfg, settings))
+    study.add_trial(optuna.create_trial(values=[90.0, 0.5]))
+    reloaded = optuna.load_study(study_name=settings.name, storage=spec.url)
+    assert reloaded.metric_names == ["quality", "macs_ratio"]
+    dashboard = pytest.importorskip("optuna_dashboard", reason="pip install '.[dashboard]'")
+    app = dashboard.wsgi(spec.url)
+    status: list[str] = []
+    path = f"/api/studies/{study._study_id}"
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME":
+               "localhost", "SERVER_PORT": "80", "wsgi.input": io.BytesIO(), "wsgi.url_scheme":
+               "http", "wsgi.errors": io.StringIO()}  # fmt: skip
+    body = b"".join(app(environ, lambda s, h, *exc: status.append(s)))
+    assert status[0].startswith("200"), status
+    assert json.loads(body)["objective_names"] == ["quality", "macs_ratio"]  # the axis labels
