@@ -6,6 +6,7 @@ cache key hashes everything that determines the weights; writes are atomic.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -63,6 +64,28 @@ def baseline_key(cfg: DictConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def _one_at_a_time(fn: Callable[..., Baseline]) -> Callable[..., Baseline]:
+    """Concurrent sweep jobs on one cache: one trains the baseline, the others wait for the lock
+    and then load it (an fcntl lock file beside the checkpoint)."""
+
+    @functools.wraps(fn)
+    def locked(cfg: DictConfig, *args: Any, **kwargs: Any) -> Baseline:
+        import fcntl
+
+        cache = Path(cfg.cache_dir) / "baselines"
+        cache.mkdir(parents=True, exist_ok=True)
+        lock = cache / f"{cfg.model.name}-{cfg.data.name}-s{cfg.seed}-{baseline_key(cfg)}.lock"
+        with open(lock, "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                return fn(cfg, *args, **kwargs)
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    return locked
+
+
+@_one_at_a_time
 def load_or_train_baseline(
     cfg: DictConfig,
     model: nn.Module,
