@@ -624,9 +624,8 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
     build_method(cfg.method, model=cfg.model.name, task=cfg.task.name)  # its own arguments, too
     tracking = bool(cfg.tracking.enabled)
     uri = (cfg.tracking.uri or default_tracking_uri(cfg.outputs)) if tracking else None
-    storage = spec.open(
-        heartbeat_s=settings.heartbeat_s,
-        on_stale=partial(_on_stale, max_retry=settings.max_retry, uri=uri),
+    storage = _open_storage(
+        spec, settings, on_stale=partial(_on_stale, max_retry=settings.max_retry, uri=uri)
     )  # created here, once, before any worker opens it
     meaning = trial_settings(cfg, space.names)
     if settings.job:  # a later launcher job of a study job 0 creates and prepares
@@ -743,6 +742,20 @@ def _outcome(
     if outcome.code:
         log.error("study %s: %s", settings.name, outcome.reason)
     return outcome
+
+
+def _open_storage(
+    spec: StorageSpec, settings: StudySettings, on_stale: Any
+) -> optuna.storages.BaseStorage:
+    """Open (and on first use create) the storage. Launcher jobs of one study start together and
+    may race to create its tables (PostgreSQL: a unique violation); a later job retries."""
+    for _ in range(9 if settings.job else 0):
+        try:
+            return spec.open(heartbeat_s=settings.heartbeat_s, on_stale=on_stale)
+        except ConfigError as e:
+            log.info("study.job=%s: storage not ready (%s); retrying", settings.job, e)
+            time.sleep(3.0)
+    return spec.open(heartbeat_s=settings.heartbeat_s, on_stale=on_stale)
 
 
 def _wait_ready(

@@ -38,10 +38,10 @@ def test_show_method_lists_hyperparameters_defaults_and_space(capsys):
     assert main(["show", "method=dhp"]) == 0
     captured = capsys.readouterr()
     shown = json.loads(captured.out)
-    assert shown["hyperparameters"]["threshold"] == 5e-3
-    assert shown["search_space"]["method.threshold"]["default"] == 5e-3
+    assert shown["hyperparameters"]["stop_limit"] == 0.01
+    assert shown["search_space"]["method.stop_limit"]["default"] == 0.01
     assert shown["search_space"]["method.threshold"]["log"] is True
-    assert "method.threshold" in captured.err
+    assert "method.threshold" in captured.err and "stop_limit" in captured.err
 
 
 @pytest.mark.parametrize(
