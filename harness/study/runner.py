@@ -748,8 +748,8 @@ def _open_storage(
     spec: StorageSpec, settings: StudySettings, on_stale: Any
 ) -> optuna.storages.BaseStorage:
     """Open (and on first use create) the storage. Launcher jobs of one study start together and
-    may race to create its tables (PostgreSQL: a unique violation); a later job retries."""
-    for _ in range(9 if settings.job else 0):
+    may race to create its tables (PostgreSQL: a unique violation); the loser retries."""
+    for _ in range(9 if settings.job is not None else 0):
         try:
             return spec.open(heartbeat_s=settings.heartbeat_s, on_stale=on_stale)
         except ConfigError as e:
