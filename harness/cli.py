@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -146,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, overrides = argv[0], argv[1:]
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     install_sigterm_handler()
+    # MLflow prints "View run … at: http://…" on stdout for a tracking server; stdout is ours
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     try:
         remember_secrets(overrides)
         if command in ("run", "study", "measure") and wants_hydra(overrides):
