@@ -289,6 +289,13 @@ def hydra_main(
         ]
         first = [f"{k}={v[0]}" for k, v in swept.items() if v]  # a whole job's config composes
         base = compose([*fixed, *first])
+        if not Path(base.outputs).is_absolute():  # launcher workers (joblib's are reused) keep
+            # the cwd they started in: pin `outputs` to the launching process's view of it
+            outputs = Path(base.outputs).resolve()
+            overrides = [o for o in overrides if not o.startswith("outputs=")]
+            overrides.append(f"outputs={outputs}")
+            fixed = [*(o for o in fixed if not o.startswith("outputs=")), f"outputs={outputs}"]
+            base = compose([*fixed, *first])
     GlobalHydra.instance().clear()
     hydra = Hydra.create_main_hydra2(
         task_name=command, config_search_path=create_config_search_path(str(config_dir))
