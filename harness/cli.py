@@ -11,21 +11,21 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
-
-from omegaconf import DictConfig
 
 from harness import exit_codes
+from harness.config import compose, config_dir
+from harness.demo import DEMO_METHODS
 from harness.errors import PruneBenchError
 from harness.launch import wants_hydra
+from harness.plugins import load_configured
 from harness.secrets import install_log_filter, mask_secrets, mask_tree, remember_secrets
 from harness.signals import Terminated, install_sigterm_handler
 
-__all__ = ["compose", "main"]
+__all__ = ["main"]
 
 log = logging.getLogger("prunebench")
 
-USAGE = """usage: prunebench <command> [key=value ...]
+USAGE = f"""usage: prunebench <command> [key=value ...]
 
 commands:
   run       baseline → prune → fine-tune → evaluate → measure → MLflow
@@ -34,7 +34,7 @@ commands:
   show      one config group's options, e.g. `show method=dhp`: hyperparameters, defaults, space
   study     an Optuna study (quality vs MACs) of one method; resumes where it stopped
   compare   the studies of several methods on one task/model: fronts, hypervolume, dominance
-  demo      a small study of dhp, l1, random and fpgm on the embedded digits data, then compare
+  demo      a small study of {", ".join(DEMO_METHODS)} on the embedded digits data, then compare
 
 examples:
   prunebench run task=classification data=digits model=resnet20 method=fpgm target=0.5
@@ -50,43 +50,9 @@ grids (Hydra multirun; one JSON line per job; any launcher plug-in):
 """
 
 
-CONFIG_GROUPS = ("task", "data", "model", "method", "study")
-
-
-def config_dir() -> Path:
-    import conf
-
-    return Path(conf.__file__).parent
-
-
-def compose(overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose the run config from conf/ with Hydra's compose API (no working-dir changes)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
-    from harness.errors import ConfigError, UnknownNameError
-    from harness.plugins import plugin_overrides
-
-    overrides = plugin_overrides(overrides, config_dir())
-    for override in overrides:  # `model=resnet57` → the registry's error, not Hydra's
-        key, _, value = override.partition("=")
-        group = config_dir() / key
-        if key in CONFIG_GROUPS and value and not (group / f"{value}.yaml").exists():
-            raise UnknownNameError(key, value, [p.stem for p in group.glob("*.yaml")])
-    try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=list(overrides))
-    except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(f"bad configuration: {' '.join(str(e).split())}") from e
-
-
 def _list() -> dict:
-    from harness.pipeline import _register_all
     from harness.registry import DATASETS, METHODS, MODELS, TASKS
 
-    _register_all()
     methods = {}
     for name in METHODS:
         cls = METHODS.get(name)
@@ -163,12 +129,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps(show(compose, overrides), default=str))
             return 0
         overrides = _drop_launcher(overrides)
+        cfg = compose([o for o in overrides if command != "demo"])
+        load_configured(cfg)
         if command == "list":
             listing = _list()
             _print_list(listing)
             print(json.dumps(listing, default=str))
             return 0
-        cfg = compose([o for o in overrides if command != "demo"])
         _log_to_stderr(cfg.get("log_level", "INFO"))
         install_log_filter()
         if command == "run":

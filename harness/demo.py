@@ -17,6 +17,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from harness.config import compose
 from harness.registry import METHODS
 
 __all__ = ["DEMO_METHODS", "DEMO_OVERRIDES", "DEMO_SEEDS", "DEMO_TARGETS", "run_demo"]
@@ -49,13 +50,10 @@ METHOD_OVERRIDES = {"dhp": ["method.epochs=20"]}
 
 def run_demo(overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Run (or resume) each (method, seed) study, then compare them; returns the report's paths."""
-    from harness.cli import compose
-    from harness.pipeline import _register_all
     from harness.progress import Ticker
     from harness.report.compare import run_compare
     from harness.study import run_study
 
-    _register_all()
     methods = [m for m in DEMO_METHODS if m in METHODS]
     studies = {}
     jobs = [(m, s) for s in DEMO_SEEDS for m in methods]  # seed-major: one baseline at a time

@@ -34,8 +34,9 @@ class UnknownNameError(PruneBenchError, KeyError):
         known = sorted(known)
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
+        listed = ", ".join(known) or "none (load the plugins first: load_configured(cfg))"
         self.kind, self.name, self.known = kind, name, known
-        super().__init__(f"unknown {kind} '{name}'{hint}; known: {', '.join(known)}")
+        super().__init__(f"unknown {kind} '{name}'{hint}; known: {listed}")
 
     def __str__(self) -> str:  # KeyError would otherwise repr() the message
         return self.args[0]

@@ -34,7 +34,7 @@ from harness.method import (
     SearchMethod,
     TrainTimeMethod,
 )
-from harness.plugins import load_plugins
+from harness.plugins import load_configured
 from harness.preflight import preflight
 from harness.registry import METHODS, TASKS
 from harness.secrets import mask_tree, remember_secrets
@@ -72,13 +72,6 @@ class RunObserver:
 
     def pruned(self, metrics: Mapping[str, float]) -> None:
         """The compact model exists: `macs_ratio`, `params_ratio`, `val_metric_pruned`."""
-
-
-def _register_all(plugins: Sequence[str] = ()) -> None:
-    import methods  # noqa: F401  (registers every method)
-    import tasks  # noqa: F401  (registers every task, model and dataset)
-
-    load_plugins(plugins)  # entry points of installed plug-ins, then the `plugins` config list
 
 
 def seed_everything(seed: int) -> None:
@@ -241,7 +234,7 @@ def ensure_baseline(cfg: DictConfig) -> dict[str, Any]:
     A study calls this once before its workers start, so concurrent trials never train the
     same baseline twice.
     """
-    _register_all(cfg.get("plugins") or ())
+    load_configured(cfg)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
     runtime = pick_runtime(cfg.device, cfg.amp)
     seed_everything(cfg.seed)
@@ -255,7 +248,7 @@ def ensure_baseline(cfg: DictConfig) -> dict[str, Any]:
 
 def measure(cfg: DictConfig) -> dict[str, Any]:
     """MACs and parameters of the unpruned model at the task's declared input shape."""
-    _register_all(cfg.get("plugins") or ())
+    load_configured(cfg)
     task = TASKS.get(cfg.task.name)(cfg.task)
     model = task.build_model(cfg.model, cfg.data)
     shape = task.input_shape(cfg.data)
@@ -273,7 +266,7 @@ def measure(cfg: DictConfig) -> dict[str, Any]:
 
 def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
     """Run one (task, model, method, target, seed) and return the result record."""
-    _register_all(cfg.get("plugins") or ())
+    load_configured(cfg)
     remember_secrets(OmegaConf.to_container(cfg, resolve=True))
     observer = observer or RunObserver()
     check_target(cfg.target)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import ModuleType
@@ -23,7 +23,13 @@ from typing import Any
 from harness.errors import ConfigError
 from harness.registry import DATASETS, METHODS, MODELS, TASKS, Registry
 
-__all__ = ["ENTRY_POINT_GROUPS", "load_entry_points", "load_plugins", "plugin_overrides"]
+__all__ = [
+    "ENTRY_POINT_GROUPS",
+    "load_configured",
+    "load_entry_points",
+    "load_plugins",
+    "plugin_overrides",
+]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +95,21 @@ def load_plugins(modules: Iterable[str] = ()) -> None:
                 f"plugins entry '{name}' does not import ({e}); install it or add its directory "
                 "to PYTHONPATH"
             ) from e
+
+
+def load_configured(cfg: Mapping[str, Any]) -> None:
+    """Register everything `cfg` names: the repository's own packages (`builtin_plugins`:
+    methods, tasks), installed entry points, then `plugins`. The harness never imports methods/
+    or tasks/ itself; each entry point (the CLI, a study worker, a script) calls this first."""
+    for name in cfg.get("builtin_plugins") or ():
+        try:
+            importlib.import_module(str(name))
+        except ImportError as e:
+            raise ConfigError(
+                f"builtin_plugins entry '{name}' does not import ({e}); it lists this "
+                "repository's packages, builtin_plugins=[methods,tasks]"
+            ) from e
+    load_plugins(cfg.get("plugins") or ())
 
 
 def plugin_overrides(overrides: Sequence[str], config_dir: Path) -> list[str]:

@@ -175,12 +175,12 @@ def dhp_convention_macs(task: str, model_name: str) -> dict[str, float]:
     import torch
     from torch import nn
 
-    from harness.cli import compose
-    from harness.pipeline import _register_all
+    from harness.config import compose
+    from harness.plugins import load_configured
     from harness.registry import TASKS
 
-    _register_all()
     cfg = compose([f"task={task}", f"model={model_name}"])
+    load_configured(cfg)
     task_obj = TASKS.get(cfg.task.name)(cfg.task)
     model = task_obj.build_model(cfg.model, cfg.data).eval()
     counts = {"conv": 0, "conv_transpose_true": 0, "conv_transpose_dhp": 0, "bn": 0, "act": 0}

@@ -8,9 +8,15 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from torch import nn
 
+from harness.config import config_dir
+from harness.plugins import load_configured
 from harness.registry import MODELS
+
+# what every entry point does first: register the built-in methods, tasks, models and datasets
+load_configured(OmegaConf.load(config_dir() / "config.yaml"))
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `pytest -n N` on N cores: one intra-op thread per worker, or torch oversubscribes the cores

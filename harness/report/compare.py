@@ -102,7 +102,7 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
     import optuna
     from optuna.trial import TrialState
 
-    from harness.study.runner import StudySettings, _pick_storage
+    from harness.study.runner import StudySettings
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = []
@@ -110,7 +110,7 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
         for seed in compare_seeds(cfg):
             sub = _study_cfg(cfg, str(method), int(seed))
             settings = StudySettings.from_cfg(sub)
-            spec = _pick_storage(sub, settings)
+            spec = settings.storage(sub)
             try:
                 study = optuna.load_study(study_name=settings.name, storage=spec.open())
             except KeyError as e:
@@ -381,7 +381,6 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
     md = _markdown(tables, title=title, split=split, targets=targets, granularity=granularity,
                    alpha=alpha, provenance=provenance_lines(prov))  # fmt: skip
     _write_atomic(files["table_md"], md)
-    _register_tasks()
     metric = TASKS.get(cfg.task.name).metric
     _plot(studies, split, targets, title, metric, files["plot"])
     result: dict[str, Any] = {k: str(v) for k, v in files.items()}
@@ -421,10 +420,6 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
         studies=[sp.study for sp in studies],
     )
     return result
-
-
-def _register_tasks() -> None:
-    import tasks  # noqa: F401  (registers every task)
 
 
 def _drop_previous_runs(tracker: Any, run_name: str, tags: Mapping[str, str]) -> None:

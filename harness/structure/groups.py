@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.errors import UnsupportedModelError
+from harness.structure.layers import PRUNABLE_TYPES, channel_sizes
 
 __all__ = [
     "PRUNABLE_TYPES",
@@ -34,16 +35,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 Side = Literal["out", "in"]
-
-#: layer types whose channels we know how to slice (see harness/structure/plan.py)
-PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Conv2d,
-    nn.ConvTranspose2d,
-    nn.Linear,
-    nn.BatchNorm2d,
-    nn.BatchNorm1d,
-    nn.PReLU,
-)
 
 
 @dataclass(frozen=True)
@@ -123,6 +114,10 @@ class Structure:
     @property
     def prunable(self) -> list[ChannelGroup]:
         return [g for g in self.groups.values() if g.prunable]
+
+    def layer_sides(self) -> list[tuple[str, Side]]:
+        """Every (layer, side) some group touches, in the order the groups list them."""
+        return list(self._by_layer)
 
     def slots_of(self, module: str, side: Side) -> list[tuple[ChannelGroup, Slot]]:
         """Every (group, slot) on one side of one layer (several after a concat)."""
@@ -204,7 +199,6 @@ def _through_pixel_shuffle(
     shuffle, owning the r² channels before it (c → c // r²). Torch-Pruning maps channel c before
     the shuffle to channel c after it; a slot that is not that 1:1 view is left as it is (the
     consistency check then freezes the group)."""
-    from harness.structure.plan import _sizes
 
     r2 = r * r
     if size % r2:
@@ -212,7 +206,7 @@ def _through_pixel_shuffle(
     post = size // r2
     remapped = []
     for s in slots:
-        width = _sizes(modules[s.module])[0 if s.side == "in" else 1]
+        width = channel_sizes(modules[s.module])[0 if s.side == "in" else 1]
         if width == size:  # before the shuffle: unit u owns channels u·r² … u·r² + r² − 1
             remapped.append(Slot(s.module, s.side, s.units // r2, s.channels))
         elif width == post and torch.equal(s.channels, torch.arange(size)):
@@ -418,7 +412,6 @@ def _freeze_inconsistent(groups: dict[str, ChannelGroup], model: nn.Module) -> N
     beyond its layer's width. Torch-Pruning breaks this where it treats a shape-changing op as
     elementwise (a zero-padding shortcut, PixelShuffle): such groups are frozen, never mis-pruned.
     """
-    from harness.structure.plan import _sizes
 
     modules = dict(model.named_modules())
     covered: dict[str, int] = {}
@@ -427,7 +420,7 @@ def _freeze_inconsistent(groups: dict[str, ChannelGroup], model: nn.Module) -> N
             covered[s.module] = covered.get(s.module, 0) + len(s.channels)
     for g in groups.values():
         for s in g.slots:
-            width = _sizes(modules[s.module])[0 if s.side == "in" else 1]
+            width = channel_sizes(modules[s.module])[0 if s.side == "in" else 1]
             bad = ""
             if len(s.channels) and int(s.channels.max()) >= width:
                 bad = f"maps channel {int(s.channels.max())} of {s.module}.{s.side} (width {width})"

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from harness.errors import CheckpointError
-from harness.structure.groups import PRUNABLE_TYPES, Structure
+from harness.structure.groups import Structure
+from harness.structure.layers import PRUNABLE_TYPES, channel_sizes
 
 __all__ = [
     "Plan",
@@ -124,18 +125,6 @@ def _slice_in(m: nn.Module, idx: Tensor) -> None:
         m.in_features = n
 
 
-def _sizes(m: nn.Module) -> tuple[int, int]:
-    if isinstance(m, nn.ConvTranspose2d | nn.Conv2d):
-        return m.in_channels, m.out_channels
-    if isinstance(m, nn.Linear):
-        return m.in_features, m.out_features
-    if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
-        return m.num_features, m.num_features
-    if isinstance(m, nn.PReLU):
-        return m.num_parameters, m.num_parameters
-    raise TypeError(type(m).__name__)
-
-
 def apply_plan(model: nn.Module, structure: Structure, plan: Plan) -> nn.Module:
     """Physically remove the plan's pruned channels from `model` (in place) and return it.
 
@@ -144,9 +133,9 @@ def apply_plan(model: nn.Module, structure: Structure, plan: Plan) -> nn.Module:
     removed = plan.removed(structure)
     modules = dict(model.named_modules())
     todo = []
-    for name, side in list(structure._by_layer):
+    for name, side in structure.layer_sides():
         m = modules[name]
-        total = _sizes(m)[0 if side == "in" else 1]
+        total = channel_sizes(m)[0 if side == "in" else 1]
         idx = _kept_channels(structure, removed, name, side, total)
         if idx is not None:
             todo.append((m, side, idx))
@@ -164,11 +153,11 @@ def masked_copy(model: nn.Module, structure: Structure, plan: Plan) -> nn.Module
     masked = copy.deepcopy(model)
     removed = plan.removed(structure)
     modules = dict(masked.named_modules())
-    for name, side in structure._by_layer:
+    for name, side in structure.layer_sides():
         if side != "in":
             continue
         m = modules[name]
-        total = _sizes(m)[0]
+        total = channel_sizes(m)[0]
         keep = _kept_channels(structure, removed, name, side, total)
         if keep is None:
             continue
@@ -190,7 +179,7 @@ def channel_config(model: nn.Module) -> dict[str, dict[str, int]]:
     config = {}
     for name, m in model.named_modules():
         if isinstance(m, PRUNABLE_TYPES):
-            i, o = _sizes(m)
+            i, o = channel_sizes(m)
             entry = {"in": i, "out": o}
             if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
                 entry["groups"] = m.groups
@@ -205,7 +194,7 @@ def resize_to(model: nn.Module, config: Mapping[str, Mapping[str, int]]) -> nn.M
         if name not in modules:
             raise CheckpointError(f"channel config names layer '{name}', which the model lacks")
         m = modules[name]
-        i, o = _sizes(m)
+        i, o = channel_sizes(m)
         if (i, o) == (entry["in"], entry["out"]) and entry.get("groups", 1) == getattr(
             m, "groups", 1
         ):

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.cost import COST_PREFIX
 from harness.errors import ConfigError, ImpossibleTargetError, PruneBenchError, RunStopped
+from harness.plugins import load_configured
 from harness.preflight import preflight
 from harness.processes import is_alive, process_token
 from harness.secrets import install_log_filter, remember_secrets
@@ -40,7 +41,7 @@ from harness.study.outcome import StudyOutcome, quiet_optuna_failures, study_out
 from harness.study.placement import place_workers, visible_devices
 from harness.study.progress import StudyProgress
 from harness.study.space import SearchSpace
-from harness.study.storage import StorageSpec, resolve_storage
+from harness.study.storage import StorageSpec, find_storage
 from harness.tracking import artifact_location, default_tracking_uri, log_params, mask_secrets
 
 if TYPE_CHECKING:
@@ -160,6 +161,15 @@ class StudySettings:
             if s.get("workers_per_device") is None
             else int(s.workers_per_device),
             job=job,
+        )
+
+    def storage(self, cfg: DictConfig) -> StorageSpec:
+        """Where this study lives (see `find_storage`)."""
+        return find_storage(
+            cfg.study.get("storage"),
+            outputs=cfg.outputs,
+            workers=self.workers,
+            study_name=self.name,
         )
 
     @property
@@ -449,6 +459,7 @@ def worker_main(spec: WorkerSpec, *, child: bool = False) -> None:
     install_log_filter()
     quiet_optuna_failures()
     cfg = OmegaConf.create(spec.cfg)
+    load_configured(cfg)  # a spawned worker starts with empty registries
     settings = StudySettings.from_cfg(cfg)
     on_stale = partial(_on_stale, max_retry=settings.max_retry, uri=spec.tracking_uri)
     storage = spec.storage.open(heartbeat_s=settings.heartbeat_s, on_stale=on_stale)
@@ -540,29 +551,6 @@ def _name_metrics(study: optuna.Study, settings: StudySettings) -> None:
         study.set_metric_names(list(settings.objectives))
 
 
-def _pick_storage(cfg: DictConfig, settings: StudySettings) -> StorageSpec:
-    """The configured storage; with none configured, the default store already holding this
-    study wins (a study started with one worker resumes with several, and back)."""
-    import optuna
-
-    if cfg.study.get("storage"):
-        return resolve_storage(cfg.study.storage, outputs=cfg.outputs, workers=settings.workers)
-    wanted = resolve_storage(None, outputs=cfg.outputs, workers=settings.workers)
-    for workers in (1, 2):
-        other = resolve_storage(None, outputs=cfg.outputs, workers=workers)
-        path = other.url.split(":///", 1)[-1]
-        if other == wanted or not os.path.exists(path):
-            continue
-        try:
-            names = {s.study_name for s in optuna.get_all_study_summaries(other.open())}
-        except Exception:  # noqa: BLE001 - an unreadable default store is not ours to fix here
-            continue
-        if settings.name in names:
-            log.info("study %s found in %s; resuming there", settings.name, other.masked)
-            return other
-    return wanted
-
-
 def _summary(
     study: optuna.Study,
     settings: StudySettings,
@@ -602,15 +590,15 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
     """Create or resume the study of `cfg`, run its workers, log the front; return a summary."""
     import optuna
 
-    from harness.pipeline import _register_all, build_method, ensure_baseline, git_sha
+    from harness.pipeline import build_method, ensure_baseline, git_sha
 
-    _register_all(cfg.get("plugins") or ())
+    load_configured(cfg)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     remember_secrets(OmegaConf.to_container(cfg, resolve=True))
     install_log_filter()
     quiet_optuna_failures()
     settings = StudySettings.from_cfg(cfg)
-    spec = _pick_storage(cfg, settings)  # a bad study.storage path fails here, in one line
+    spec = settings.storage(cfg)  # a bad study.storage path fails here, in one line
     preflight(cfg)  # budgets, folders, tracking store: before anything trains
     space = SearchSpace.from_config(cfg)  # validate before anything is created
     if not space.names and (settings.n_trials is None or settings.n_trials > 1):

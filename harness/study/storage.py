@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 
     import optuna
 
-__all__ = ["StorageSpec", "resolve_storage"]
+__all__ = ["StorageSpec", "find_storage", "resolve_storage"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,31 @@ def resolve_storage(spec: str | None, *, outputs: str | Path, workers: int) -> S
         f"unknown storage scheme '{scheme or spec}' in study.storage={mask_secrets(spec)}; known: "
         "sqlite:///<file>.db, journal:///<file>.journal (or journal), postgresql://<user>@<host>/<db>"
     )
+
+
+def find_storage(
+    spec: str | None, *, outputs: str | Path, workers: int, study_name: str
+) -> StorageSpec:
+    """The configured storage; with none configured, the default store already holding
+    `study_name` wins (a study started with one worker resumes with several, and back)."""
+    import optuna
+
+    if spec:
+        return resolve_storage(spec, outputs=outputs, workers=workers)
+    wanted = resolve_storage(None, outputs=outputs, workers=workers)
+    for n in (1, 2):
+        other = resolve_storage(None, outputs=outputs, workers=n)
+        path = other.url.split(":///", 1)[-1]
+        if other == wanted or not os.path.exists(path):
+            continue
+        try:
+            names = {s.study_name for s in optuna.get_all_study_summaries(other.open())}
+        except Exception:  # noqa: BLE001 - an unreadable default store is not ours to fix here
+            continue
+        if study_name in names:
+            log.info("study %s found in %s; resuming there", study_name, other.masked)
+            return other
+    return wanted
 
 
 def _postgres_url(url: str) -> str:

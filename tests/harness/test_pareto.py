@@ -9,7 +9,7 @@ import math
 import pandas as pd
 import pytest
 
-from harness.cli import compose
+from harness.config import compose
 from harness.errors import ConfigError
 from harness.report.compare import StudyPoints, compare_tables, format_cell, reference_point
 from harness.report.pareto import at_target, coverage, dominates, hypervolume_2d, pareto_front

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from harness.cli import compose, main
+from harness.cli import main
+from harness.config import compose
 from harness.errors import (
     DataNotFoundError,
     ImpossibleTargetError,

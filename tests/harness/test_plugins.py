@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 import methods  # noqa: F401
-from harness.errors import ConfigError
-from harness.plugins import _load_entry_point, load_plugins
-from harness.registry import METHODS
+from harness.errors import ConfigError, UnknownNameError
+from harness.plugins import _load_entry_point, load_configured, load_plugins
+from harness.registry import METHODS, Registry
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -85,3 +85,28 @@ def test_plugin_registering_an_existing_name_fails_in_one_line(tmp_path, monkeyp
 def test_plugins_config_module_that_does_not_import():
     with pytest.raises(ConfigError, match="plugins entry 'no_such_pkg.ext' does not import"):
         load_plugins(["no_such_pkg.ext"])
+
+
+def test_an_empty_registry_says_the_plugins_are_not_loaded():
+    with pytest.raises(UnknownNameError, match=r"known: none \(load the plugins first"):
+        Registry("method").get("l1")
+
+
+def test_an_unknown_builtin_package_names_itself():
+    with pytest.raises(ConfigError, match="builtin_plugins entry 'no_such_builtin'"):
+        load_configured({"builtin_plugins": ["no_such_builtin"], "plugins": []})
+
+
+def test_the_cli_entry_point_registers_the_builtins_in_a_fresh_process():
+    out = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "list"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    listing = json.loads(out.stdout.strip().splitlines()[-1])
+    assert {"l1", "dhp", "fpgm"} <= set(listing["methods"])
+    assert "classification" in listing["tasks"]

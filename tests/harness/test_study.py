@@ -17,7 +17,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from harness.cli import compose
+from harness.config import compose
 from harness.errors import ConfigError
 from harness.report.compare import run_compare
 from harness.study import SearchSpace, resolve_storage, run_study

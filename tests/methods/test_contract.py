@@ -16,7 +16,7 @@ import yaml
 
 import methods  # noqa: F401
 import tasks  # noqa: F401
-from harness.cli import compose, config_dir
+from harness.config import compose, config_dir
 from harness.device import pick_runtime
 from harness.method import TrainTimeMethod
 from harness.pipeline import build_method, run

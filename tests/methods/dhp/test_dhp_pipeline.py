@@ -11,7 +11,7 @@ import torch
 
 import methods  # noqa: F401
 import tasks  # noqa: F401
-from harness.cli import compose
+from harness.config import compose
 from harness.device import pick_runtime
 from harness.measure import count_macs, count_params
 from harness.pipeline import run

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 import tasks  # noqa: F401  (registers the classification task and the external model sources)
-from harness.cli import compose
+from harness.config import compose
 from harness.errors import ConfigError, UnsupportedModelError
 from harness.external import python_model, torchvision_model
 from harness.measure import count_macs

@@ -1,0 +1,142 @@
+"""The import rules of the layout (STYLE.md), checked on the source so a change that breaks one
+fails here instead of in review: harness/ never imports methods/ or tasks/ (they are plugins, loaded
+by the entry points); no import cycle among the project's modules; no `_private` name imported from
+another module. Every import counts, also those inside functions: a lazy import that closes a cycle
+is still a cycle, it only fails later."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("harness", "methods", "tasks", "conf")
+SCRIPTS = ("results", "benchmarks")  # top-level scripts: may import anything, but no cycles
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_files() -> dict[str, Path]:
+    files = {}
+    for top in (*PACKAGES, *SCRIPTS):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            files[module_name(path)] = path
+    return files
+
+
+FILES = project_files()
+
+
+def is_project(name: str) -> bool:
+    return name.split(".")[0] in (*PACKAGES, *SCRIPTS)
+
+
+def imports_of(module: str, path: Path) -> list[tuple[str, str | None, int]]:
+    """(imported module, imported name or None, line) for every import in the file."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, None, node.lineno) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                if sub in FILES:  # `from pkg import module`
+                    found.append((sub, None, node.lineno))
+                else:
+                    found.append((base, alias.name, node.lineno))
+    return [f for f in found if is_project(f[0])]
+
+
+def import_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {m: set() for m in FILES}
+    for module, path in FILES.items():
+        for target, _, _ in imports_of(module, path):
+            if target in FILES and target != module:
+                graph[module].add(target)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_scan_sees_the_project():
+    assert {"harness.pipeline", "harness.cli", "methods.l1", "tasks.sr.task"} <= set(FILES)
+    assert ("harness.errors", "ConfigError") in {
+        (m, n) for m, n, _ in imports_of("harness.config", FILES["harness.config"])
+    }
+
+
+@pytest.mark.parametrize("module", [m for m in FILES if m.startswith("harness")])
+def test_harness_never_imports_methods_or_tasks(module):
+    upward = [
+        f"{FILES[module].relative_to(ROOT)}:{line} imports {target}"
+        for target, _, line in imports_of(module, FILES[module])
+        if target.split(".")[0] in ("methods", "tasks")
+    ]
+    assert not upward, "harness/ reaches plugins only through registries: " + "; ".join(upward)
+
+
+def test_no_import_cycles():
+    found = cycles(import_graph())
+    assert not found, "import cycles (move the shared part into its own module): " + "; ".join(
+        " <-> ".join(c) for c in found
+    )
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_no_private_names_imported_across_modules():
+    private = [
+        f"{FILES[module].relative_to(ROOT)}:{line} imports {name} from {target}"
+        for module, path in FILES.items()
+        for target, name, line in imports_of(module, path)
+        if name and name.startswith("_") and not name.startswith("__") and target != module
+    ]
+    assert not private, "make the name public or keep it in its module: " + "; ".join(private)
