@@ -19,7 +19,7 @@ from pathlib import Path
 
 from harness.processes import is_alive, process_token
 
-__all__ = ["atomic_write", "clean_stale_temps", "temp_path"]
+__all__ = ["atomic_write", "atomic_write_text", "clean_stale_temps", "temp_path"]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """`atomic_write` of a text file."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def clean_stale_temps(directory: str | Path) -> list[Path]:

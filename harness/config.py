@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["CONFIG_GROUPS", "compose", "config_dir"]
+__all__ = ["CONFIG_GROUPS", "compose", "config_dir", "to_plain"]
 
 #: config groups whose values are file names under conf/<group>/
 CONFIG_GROUPS = ("task", "data", "model", "method", "study")
@@ -21,6 +22,14 @@ def config_dir() -> Path:
     import conf
 
     return Path(conf.__file__).parent
+
+
+def to_plain(value: Any) -> Any:
+    """OmegaConf containers → Python dicts/lists (resolved), so constructors see ordinary values;
+    anything else is returned as is."""
+    if isinstance(value, DictConfig) or OmegaConf.is_list(value):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:

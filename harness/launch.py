@@ -29,6 +29,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from harness.atomic import atomic_write_text
 from harness.errors import ConfigError, PruneBenchError, UnknownNameError
 from harness.tracking import mask_secrets
 
@@ -390,13 +391,12 @@ def _stdout_to_stderr() -> Iterator[None]:
 
 
 def _write_manifest(sweep_dir: Path, command: str, launcher: str, lines: list[dict]) -> None:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    tmp = sweep_dir / ".jobs.jsonl.tmp"
-    with open(tmp, "w") as f:
-        for record in lines:
-            f.write(mask_secrets(json.dumps({"command": command, "launcher": launcher,
-                                             **record}, default=str)) + "\n")  # fmt: skip
-    os.replace(tmp, sweep_dir / "jobs.jsonl")
+    text = "".join(
+        mask_secrets(json.dumps({"command": command, "launcher": launcher, **record}, default=str))
+        + "\n"
+        for record in lines
+    )
+    atomic_write_text(sweep_dir / "jobs.jsonl", text)
 
 
 # ---------------------------------------------------------------------------- compare a sweep

@@ -8,7 +8,6 @@ same plan whatever order the layers are scored in, and different seeds give diff
 
 from __future__ import annotations
 
-import zlib
 from typing import TYPE_CHECKING
 
 import torch
@@ -16,6 +15,7 @@ from torch import Tensor
 
 from harness.method import Needs, OneShotMethod
 from harness.registry import METHODS
+from harness.seeds import derive_seed
 
 if TYPE_CHECKING:
     from harness.method import PruneContext
@@ -45,5 +45,5 @@ class RandomPrune(OneShotMethod):
         if self._seed is None:
             raise RuntimeError("method 'random' scores before prepare(ctx) set its seed")
         # one generator per (seed, layer): independent of scoring order, same draw on re-scoring
-        g = torch.Generator().manual_seed(self._seed * 1_000_003 + zlib.crc32(view.name.encode()))
+        g = torch.Generator().manual_seed(derive_seed(self._seed, view.name))
         return torch.rand(_layer_width(view), generator=g)[view.channels]

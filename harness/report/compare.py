@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from harness.atomic import atomic_write_text
 from harness.errors import ConfigError, DataNotFoundError
 from harness.report.pareto import Point, Trained, at_target, coverage, hypervolume_2d, pareto_front
 from harness.report.significance import MARKS, TEST_NAME, Mark, rank
@@ -376,11 +377,11 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
     }
     stamp = {f"prov_{k}": v for k, v in prov.items()}  # each CSV names where it came from
     summary_csv = tables["summary"].assign(**stamp)
-    _write_atomic(files["points_csv"], tables["points"].assign(**stamp).to_csv(index=False))
-    _write_atomic(files["summary_csv"], summary_csv.to_csv(index=False))
+    atomic_write_text(files["points_csv"], tables["points"].assign(**stamp).to_csv(index=False))
+    atomic_write_text(files["summary_csv"], summary_csv.to_csv(index=False))
     md = _markdown(tables, title=title, split=split, targets=targets, granularity=granularity,
                    alpha=alpha, provenance=provenance_lines(prov))  # fmt: skip
-    _write_atomic(files["table_md"], md)
+    atomic_write_text(files["table_md"], md)
     metric = TASKS.get(cfg.task.name).metric
     _plot(studies, split, targets, title, metric, files["plot"])
     result: dict[str, Any] = {k: str(v) for k, v in files.items()}
@@ -438,9 +439,3 @@ def _drop_previous_runs(tracker: Any, run_name: str, tags: Mapping[str, str]) ->
         if all(run.data.tags.get(k) == tags[k] for k in ("kind", "methods", "seeds")):
             client.delete_run(run.info.run_id)
             log.info("replaced the previous comparison run %s", run.info.run_id)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

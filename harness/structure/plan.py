@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from harness.atomic import atomic_write
 from harness.errors import CheckpointError
 from harness.structure.groups import Structure
 from harness.structure.layers import PRUNABLE_TYPES, channel_sizes
@@ -209,32 +208,20 @@ def resize_to(model: nn.Module, config: Mapping[str, Mapping[str, int]]) -> nn.M
     return model
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_pruned(
     directory: str | Path, model: nn.Module, plan: Plan, meta: Mapping[str, Any]
 ) -> Path:
     """Write `model.pt` (state_dict) and `plan.json` (plan, channel config, meta) atomically."""
     directory = Path(directory)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    _atomic_write(directory / "model.pt", lambda p: torch.save(state, p))
+    atomic_write(directory / "model.pt", lambda p: torch.save(state, p))
     doc = {"meta": dict(meta), "plan": plan.to_dict(), "channels": channel_config(model)}
 
     def write_json(p: str) -> None:
         with open(p, "w") as f:
             json.dump(doc, f, indent=1, sort_keys=True)
 
-    _atomic_write(directory / "plan.json", write_json)
+    atomic_write(directory / "plan.json", write_json)
     return directory
 
 

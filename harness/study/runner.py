@@ -590,7 +590,8 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
     """Create or resume the study of `cfg`, run its workers, log the front; return a summary."""
     import optuna
 
-    from harness.pipeline import build_method, ensure_baseline, git_sha
+    from harness.pipeline import build_method, ensure_baseline
+    from harness.provenance import git_label
 
     load_configured(cfg)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -631,7 +632,7 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
             "optuna_study": settings.name,
             "optuna_storage": spec.masked,
             "sampler": settings.sampler,
-            "git_sha": git_sha(),
+            "git_sha": git_label(),
             **{k: str(OmegaConf.select(cfg, k)) for k in VOLATILE},
         }
         parent = ParentRun.open(

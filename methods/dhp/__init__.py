@@ -28,7 +28,6 @@ import heapq
 import logging
 import math
 import time
-import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -41,6 +40,7 @@ from omegaconf import OmegaConf
 from harness.errors import ConfigError
 from harness.method import Needs, PruneContext, SearchMethod, SearchResult
 from harness.registry import METHODS
+from harness.seeds import derive_seed
 from harness.structure import CostModel, Plan, Structure
 from harness.train import FitResult, LoopState, build_optimizer, build_scheduler, fit
 from methods.dhp.compact import SearchNet, compact, generate_sliced, materialise
@@ -494,4 +494,4 @@ def _stage_batches(ctx: PruneContext, train: TensorBatches) -> TensorBatches:
     stage, so a resumed search sees the same batches."""
     if not hasattr(train, "fork"):
         return train
-    return train.fork(ctx.seed * 1_000_003 + zlib.crc32(SEARCH_NAME.encode()))
+    return train.fork(derive_seed(ctx.seed, SEARCH_NAME))

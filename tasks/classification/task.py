@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import inspect
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from harness.config import to_plain
 from harness.errors import ConfigError
 from harness.registry import MODELS, TASKS
 from harness.task import DataSplits, Task
@@ -23,13 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["ClassificationTask"]
 
 log = logging.getLogger(__name__)
-
-
-def _plain(value: Any) -> Any:
-    """OmegaConf containers → Python lists/dicts, so model constructors see ordinary values."""
-    if isinstance(value, DictConfig) or OmegaConf.is_list(value):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 @TASKS.register("classification")
@@ -64,7 +58,7 @@ class ClassificationTask(Task):
         factory = MODELS.get(name)
         c, h, w = declared_shape(data_cfg)
         params = inspect.signature(factory).parameters
-        kwargs = {k: _plain(v) for k, v in model_cfg.items() if k != "name"}
+        kwargs = {k: to_plain(v) for k, v in model_cfg.items() if k != "name"}
         unknown = sorted(set(kwargs) - set(params) - {"in_chans", "num_classes", "input_size"})
         if unknown:
             options = sorted(set(params) - {"in_chans", "num_classes", "input_size"})
