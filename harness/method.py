@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor, nn
@@ -35,6 +35,7 @@ __all__ = [
     "SearchMethod",
     "SearchResult",
     "TrainTimeMethod",
+    "within_needs",
 ]
 
 
@@ -42,9 +43,9 @@ __all__ = [
 class Needs:
     """What a method requires; the harness refuses impossible combinations before any work."""
 
-    data: bool = False  # reads training batches (Taylor, DHP)
-    grads: bool = False  # needs gradients of the task loss
-    training: bool = False  # trains the network itself
+    data: bool = False  # reads training batches, ctx.data (Taylor, DHP); else ctx.data raises
+    grads: bool = False  # uses loss gradients; only then does `LayerView.grad` carry them
+    training: bool = False  # trains (ctx.fit, a TrainTimeMethod's hooks); else ctx.fit raises
     batchnorm: bool = False  # scores BatchNorm γ (network slimming)
     pretrained: bool = True  # starts from the trained baseline (DHP searches from scratch)
     tasks: tuple[str, ...] | None = None  # None: every task
@@ -66,7 +67,6 @@ class PruneContext:
     # `fit(model, epochs=..., hooks=..., optimizer_cfg=...)` runs the harness training loop
     fit: Callable[..., FitResult]
     log_metrics: Callable[[dict[str, float], int | None], None] = lambda m, step=None: None
-    extra: dict[str, Any] = field(default_factory=dict)
     # what a search method needs of the run, so it does not read the whole config
     model_name: str | None = None  # the registered model (cfg.model.name)
     task_name: str | None = None  # the registered task (cfg.task.name)
@@ -119,6 +119,36 @@ class Method(ABC):  # noqa: B024 - abstract in intent: use one of the three kind
             )
 
 
+class _Undeclared:
+    """Stands in for a `PruneContext` field the method's `needs` does not declare; use raises."""
+
+    def __init__(self, method: str, field: str, need: str) -> None:
+        self.message = (
+            f"method '{method}' uses ctx.{field}, but its `needs` does not declare {need}=True; "
+            f"declare it (needs = Needs({need}=True, ...)) or do not use ctx.{field}"
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy/pickle probes: behave like a plain object
+            raise AttributeError(name)
+        raise IncompatibleMethodError(self.message)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise IncompatibleMethodError(self.message)
+
+
+def within_needs(ctx: PruneContext, method: Method) -> PruneContext:
+    """`ctx` as `method` may see it: the training batches only with `needs.data`, the training
+    loop only with `needs.training` (what it does not declare raises IncompatibleMethodError)."""
+    name = getattr(method, "registry_name", type(method).__name__)
+    undeclared: dict[str, Any] = {}
+    if not method.needs.data:
+        undeclared["data"] = _Undeclared(name, "data", "data")
+    if not method.needs.training:
+        undeclared["fit"] = _Undeclared(name, "fit", "training")
+    return replace(ctx, **undeclared) if undeclared else ctx
+
+
 class OneShotMethod(Method):
     """Scores channels of a (trained) model; the harness allocates and removes."""
 
@@ -134,6 +164,11 @@ class TrainTimeMethod(OneShotMethod):
     """A scorer that first trains the baseline further with its own hooks."""
 
     epochs: int = 0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.needs.training:
+            raise TypeError(f"{cls.__name__} trains, so its `needs` must declare training=True")
 
     @abstractmethod
     def hooks(self, ctx: PruneContext) -> list[Hook]:

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import inspect
 import logging
-import random
 import time
-import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -33,11 +29,14 @@ from harness.method import (
     PruneContext,
     SearchMethod,
     TrainTimeMethod,
+    within_needs,
 )
 from harness.plugins import load_configured
 from harness.preflight import preflight
+from harness.provenance import git_label
 from harness.registry import METHODS, TASKS
 from harness.secrets import mask_tree, remember_secrets
+from harness.seeds import derive_seed, seed_everything
 from harness.structure import (
     CostModel,
     Plan,
@@ -72,19 +71,6 @@ class RunObserver:
 
     def pruned(self, metrics: Mapping[str, float]) -> None:
         """The compact model exists: `macs_ratio`, `params_ratio`, `val_metric_pruned`."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def git_sha() -> str:
-    """Short SHA of the code, with " (dirty)" when tracked files differ from it."""
-    from harness.provenance import git_label
-
-    return git_label()
 
 
 def method_arguments(
@@ -143,7 +129,7 @@ def make_fit(task: Task, data: DataSplits, runtime: Runtime, seed: int):
         )
         # each stage gets its own batch stream, seeded by (run seed, stage): what ran before
         # (a method's calibration or search) never changes the order fine-tuning sees
-        train = data.train.fork(seed * 1_000_003 + zlib.crc32(name.encode()))
+        train = data.train.fork(derive_seed(seed, name))
         return fit(
             model,
             task,
@@ -162,7 +148,7 @@ def make_fit(task: Task, data: DataSplits, runtime: Runtime, seed: int):
 
 
 def _prune_one_shot(
-    method: OneShotMethod, ctx: PruneContext, cfg: DictConfig
+    method: OneShotMethod, ctx: PruneContext, cfg: DictConfig, fit: Callable[..., FitResult]
 ) -> tuple[nn.Module, Plan]:
     """Score → allocate → remove, in `prune.steps` progressive steps (geometric targets)."""
     allocation = cfg.prune.allocation or method.default_allocation
@@ -175,7 +161,7 @@ def _prune_one_shot(
         step_target = cfg.target ** (k / steps) * base_macs / cost.base_macs
         ctx.model, ctx.structure, ctx.cost = model, structure, cost
         method.prepare(ctx)
-        scores = score_groups(model, structure, method.score)
+        scores = score_groups(model, structure, method.score, grads=method.needs.grads)
         plan = allocate(
             cost,
             scores,
@@ -188,7 +174,7 @@ def _prune_one_shot(
         apply_plan(model, structure, plan)
         if k < steps:
             if cfg.prune.finetune_between > 0:
-                ctx.fit(
+                fit(
                     model,
                     epochs=cfg.prune.finetune_between,
                     optim=cfg.finetune,
@@ -292,7 +278,7 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
         "data": cfg.data.name,
         "seed": str(cfg.seed),
         "target": str(cfg.target),
-        "git_sha": git_sha(),
+        "git_sha": git_label(),
         **{str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()},
     }
     run_name = cfg.tracking.get("run_name") or (
@@ -349,6 +335,7 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
             data_name=cfg.data.name,
             train=OmegaConf.to_container(cfg.train, resolve=True) if "train" in cfg else {},
         )
+        ctx = within_needs(ctx, method)  # what `method.needs` does not declare raises on use
         search_stats: dict[str, float] = {}
         if isinstance(method, SearchMethod):
             result = method.search(ctx)
@@ -363,7 +350,7 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
                     name=f"{cfg.method.name}-train",
                 )
                 search_stats = {"epochs": r.epochs_run, "iterations": r.steps, "wall_s": r.wall_s}
-            model, plan = _prune_one_shot(method, ctx, cfg)
+            model, plan = _prune_one_shot(method, ctx, cfg, run_fit)
         model = runtime.prepare(model)
         wall["prune_s"] = time.perf_counter() - t
         pruned_val = evaluate(task, model, data.val, runtime)[task.metric]

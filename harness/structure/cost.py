@@ -1,4 +1,4 @@
-"""Analytic MAC and parameter cost of any plan, in microseconds, without touching the model.
+"""Analytic MAC count of the network any plan leaves, computed without touching the model.
 
 Convention: multiply-accumulates of conv, transposed conv and linear layers (fvcore's "flop"
 count of those ops); BatchNorm, activations, pooling and adds are excluded. Tests pin it to fvcore
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import torch
 from torch import Tensor
 
 from harness.structure.groups import LayerGeometry, Structure
@@ -30,8 +29,8 @@ class CostModel:
         for g in structure.groups.values():
             for s in g.slots:
                 if s.module in self.layers:
-                    cpu = s.channels_per_unit(g.size)
-                    self._sides.setdefault((s.module, s.side), []).append((g.name, cpu))
+                    per_unit = s.channels_per_unit(g.size)
+                    self._sides.setdefault((s.module, s.side), []).append((g.name, per_unit))
         self.base_macs = self.macs()
         self._touch: dict[str, list[tuple[str, int, list[int]]]] | None = None
 
@@ -40,8 +39,8 @@ class CostModel:
         if self._touch is None:
             self._touch = {}
             for (layer, side), owners in self._sides.items():
-                for group, cpu in owners:
-                    entry = (layer, 0 if side == "in" else 1, cpu.tolist())
+                for group, per_unit in owners:
+                    entry = (layer, 0 if side == "in" else 1, per_unit.tolist())
                     self._touch.setdefault(group, []).append(entry)
         return self._touch
 
@@ -57,10 +56,10 @@ class CostModel:
             for side, base in (("in", geo.in_channels), ("out", geo.out_channels)):
                 gone = 0
                 if removed:
-                    for group, cpu in self._sides.get((name, side), ()):
+                    for group, per_unit in self._sides.get((name, side), ()):
                         mask = removed.get(group)
                         if mask is not None:
-                            gone += int(cpu[mask].sum())
+                            gone += int(per_unit[mask].sum())
                 counts.append(base - gone)
             out[name] = (counts[0], counts[1])
         return out
@@ -85,14 +84,6 @@ class CostModel:
 
     def ratio(self, removed: Removed | None = None) -> float:
         return self.macs(removed) / self.base_macs
-
-    def removal_cost(self, group: str) -> int:
-        """MACs saved by removing one average unit of `group` from the full network (a ranking
-        aid for allocation, not an exact delta)."""
-        g = self.structure.groups[group]
-        mask = torch.zeros(g.size, dtype=torch.bool)
-        mask[0] = True
-        return self.base_macs - self.macs({group: mask})
 
 
 class MacTracker:

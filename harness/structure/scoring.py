@@ -23,7 +23,8 @@ class LayerView:
     """One producer layer's output channels that belong to one group.
 
     `weight` is out-channel-first ([n, ...] rows of this slot's channels, also for transposed
-    convs); `grad` is its gradient when the method needs gradients; for BatchNorm layers `weight`
+    convs); `grad` is its gradient, given only to a method whose `needs` declares grads (None
+    otherwise, also when the weight has none); for BatchNorm layers `weight`
     and `bias` are γ and β. Criteria that compare a channel with the whole layer (FPGM) use
     `out_first(view.module)` and index the result with `view.channels`.
     """
@@ -52,7 +53,7 @@ def out_first(m: nn.Module, tensor: Tensor | None = None) -> Tensor | None:
     return t.reshape(g * c_out_g, c_in // g, kh, kw)
 
 
-def _view(name: str, m: nn.Module, channels: Tensor) -> LayerView:
+def _view(name: str, m: nn.Module, channels: Tensor, grads: bool) -> LayerView:
     if isinstance(m, nn.Conv2d | nn.ConvTranspose2d):
         kind = "conv"
     elif isinstance(m, nn.Linear):
@@ -61,7 +62,8 @@ def _view(name: str, m: nn.Module, channels: Tensor) -> LayerView:
         kind = "bn"
     else:
         kind = "prelu"
-    w, g = out_first(m), out_first(m, m.weight.grad)
+    w = out_first(m)
+    g = out_first(m, m.weight.grad) if grads else None
     idx = channels.to(w.device)
     bias = getattr(m, "bias", None)
     return LayerView(
@@ -77,9 +79,14 @@ def _view(name: str, m: nn.Module, channels: Tensor) -> LayerView:
 
 @torch.no_grad()
 def score_groups(
-    model: nn.Module, structure: Structure, score: Callable[[LayerView], Tensor | None]
+    model: nn.Module,
+    structure: Structure,
+    score: Callable[[LayerView], Tensor | None],
+    *,
+    grads: bool = False,
 ) -> dict[str, Tensor]:
-    """Group name → [size] unit scores (higher = keep) for every prunable group.
+    """Group name → [size] unit scores (higher = keep) for every prunable group; `grads`: the
+    views carry the weights' gradients (for methods whose `needs` declares grads).
 
     Groups where no layer gave a score are left out (so never pruned by this method).
     """
@@ -89,7 +96,7 @@ def score_groups(
         total = torch.zeros(g.size, dtype=torch.float64)
         layers = 0
         for slot in g.producers:
-            s = score(_view(slot.module, modules[slot.module], slot.channels))
+            s = score(_view(slot.module, modules[slot.module], slot.channels, grads))
             if s is None:
                 continue
             s = s.detach().double().cpu().flatten()

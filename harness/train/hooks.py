@@ -27,7 +27,6 @@ class LoopState:
     loss: Tensor | None = None  # last step's loss, on the device: do not .item() it per step
     metrics: dict[str, float] = field(default_factory=dict)  # last epoch's summary
     stop_reason: str | None = None  # set by a hook to end training after the current step
-    extra: dict[str, Any] = field(default_factory=dict)  # per-run scratch space for hooks
 
     @property
     def lr(self) -> float:

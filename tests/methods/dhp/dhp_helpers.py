@@ -173,7 +173,13 @@ def dhp(epochs: int, **kwargs) -> DHP:
 def unit_share(cost: CostModel) -> float:
     """The largest MAC share of one unit of a prunable group: on tiny nets one proximal step can
     cross several units' thresholds at once, so landing precision is a few of these."""
-    return max(cost.removal_cost(g.name) for g in cost.structure.prunable) / cost.base_macs
+
+    def saved(group: str, size: int) -> int:  # MACs saved by removing the group's first unit
+        mask = torch.zeros(size, dtype=torch.bool)
+        mask[0] = True
+        return cost.base_macs - cost.macs({group: mask})
+
+    return max(saved(g.name, g.size) for g in cost.structure.prunable) / cost.base_macs
 
 
 def build(name: str, seed: int = 0) -> nn.Module:
