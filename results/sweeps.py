@@ -7,15 +7,19 @@ skipped, so an interrupted sweep resumes) and the markdown table is printed on s
 
     .venv/bin/python results/sweeps.py measure
     .venv/bin/python results/sweeps.py matrix
-    .venv/bin/python results/sweeps.py dncnn70 --data-root /work/shared/data
+    .venv/bin/python results/sweeps.py dncnn70 --data-root ../shared/data
     .venv/bin/python results/sweeps.py dhp_targets
     .venv/bin/python results/sweeps.py dhp_gamma
+
+The runs' outputs go to `--outputs` (default `$PRUNEBENCH_SWEEPS`, else outputs/sweeps in the
+repo); the BSD68/DnCNN data root is `--data-root` (default `$PRUNEBENCH_DATA_ROOT`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -414,13 +418,25 @@ def main() -> None:
         "dhp_targets": cmd_dhp_targets, "dhp_gamma": cmd_dhp_gamma,
     }  # fmt: skip
     parser.add_argument("what", choices=list(commands))
-    parser.add_argument("--outputs", default="/tmp/pb_restore")
-    parser.add_argument("--data-root", default="/work/shared/data")
+    parser.add_argument(
+        "--outputs",
+        default=os.environ.get("PRUNEBENCH_SWEEPS", str(REPO / "outputs" / "sweeps")),
+        help="runs, logs and <sweep>.jsonl (default: $PRUNEBENCH_SWEEPS, else outputs/sweeps)",
+    )
+    parser.add_argument(
+        "--data-root",
+        default=os.environ.get("PRUNEBENCH_DATA_ROOT"),
+        help="dncnn70: the folder holding the BSD68 data (default: $PRUNEBENCH_DATA_ROOT)",
+    )
     parser.add_argument("--report-only", action="store_true", help="print the stored runs")
     parser.add_argument("--epochs", type=int, default=2, help="dncnn70: baseline/search epochs")
     parser.add_argument("--finetune-epochs", type=int, default=1, help="dncnn70: fine-tuning")
     parser.add_argument("--only", nargs="*", default=[""], help="run-key prefixes")
     args = parser.parse_args()
+    if args.what == "dncnn70" and not args.data_root:
+        parser.error(
+            "dncnn70 needs the BSD68 data: pass --data-root DIR or set PRUNEBENCH_DATA_ROOT"
+        )
     print(f"{time.strftime('%Y-%m-%d %H:%M %Z')}; seeds: each row's `seed=` (default 0)")
     print("\n".join(provenance_lines(provenance(argv=[sys.executable, *sys.argv]))) + "\n")
     commands[args.what](args)

@@ -8,7 +8,7 @@ from dhp_helpers import build, make_ctx
 
 import methods  # noqa: F401
 import tasks  # noqa: F401
-from harness.cli import compose
+from harness.config import compose
 from harness.data import TensorBatches
 from harness.errors import ConfigError
 from harness.pipeline import build_method

@@ -16,7 +16,8 @@ from test_dhp_config import cifar_sized_loader
 
 import methods  # noqa: F401
 import tasks  # noqa: F401
-from harness.cli import compose, main
+from harness.cli import main
+from harness.config import compose
 from harness.pipeline import build_method
 
 SCRIPT = Path(__file__).resolve().parents[3] / "results" / "recipes" / "dhp_paper.py"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from dhp_helpers import build, conv_bn, dhp, make_ctx
+from dhp_helpers import build, conv_bn, dhp, make_ctx, unit_share
 from omegaconf import OmegaConf
 from torch import nn
 from torch.nn.utils import parametrize
@@ -225,7 +225,7 @@ def test_search_lands_at_or_below_the_target_and_returns_a_plain_compact_cnn(nam
     # on top of the stop band, or by one unit's share when trimming crossed the target
     assert stats["macs_ratio"] <= target
     overshoot = max(0.0, ratios[-2] - ratios[-1] - 0.01) if len(ratios) > 1 else 0.0
-    unit = max(ctx.cost.removal_cost(g.name) for g in ctx.structure.prunable) / ctx.cost.base_macs
+    unit = unit_share(ctx.cost)
     assert stats["macs_ratio"] >= target - max(overshoot, unit) - 1e-9
     if name == "wide_proj":
         assert target - 0.02 <= stats["macs_ratio"]

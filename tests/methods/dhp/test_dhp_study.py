@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from harness.cli import compose
+from harness.config import compose
 from harness.study import resolve_storage, run_study
 
 
