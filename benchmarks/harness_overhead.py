@@ -42,6 +42,7 @@ from torch import nn
 
 from harness.device import Runtime, pick_runtime
 from harness.measure import count_macs, count_params, measure_latency
+from harness.plugins import load_configured
 from harness.registry import METHODS, TASKS
 from harness.structure import CostModel, allocate, apply_plan, build_structure, score_groups
 from harness.task import DataSplits, Task
@@ -54,11 +55,6 @@ def load_cfg(overrides: Sequence[str]) -> DictConfig:
     """The run config the CLI would compose (conf/ + overrides), without importing the CLI."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
-
-
-def register_all() -> None:
-    import methods  # noqa: F401  (registers every method)
-    import tasks  # noqa: F401  (registers every task, model and dataset)
 
 
 # ---------------------------------------------------------------- (a) throughput
@@ -216,7 +212,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    register_all()
+    load_configured(load_cfg([]))  # builtin_plugins (methods, tasks) + plug-ins, as the CLI
     runtime = pick_runtime(args.device)
     dev = torch.cuda.get_device_name() if runtime.device.type == "cuda" else "cpu"
     print(f"device {dev}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
