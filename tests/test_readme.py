@@ -54,4 +54,13 @@ def test_readme_prunebench_command_composes(line):
     if command in {"list", "demo"}:
         return
     overrides = [w for w in words[2:] if "=" in w]  # `…` elides others; flags are not overrides
+    if "-m" in words or "--multirun" in words:  # a sweep: every job's values must compose
+        overrides = [o for o in overrides if not o.startswith("hydra")]  # launcher settings
+        swept = [o for o in overrides if "," in o.split("=", 1)[1]]
+        fixed = [o for o in overrides if o not in swept]
+        for o in swept:
+            key, values = o.split("=", 1)
+            for value in values.split(","):
+                compose([*fixed, f"{key}={value}"])
+        return
     compose(overrides)  # raises ConfigError on an unknown key, group or value
