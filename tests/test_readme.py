@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 from harness.cli import compose
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+TIMED = re.compile(r"^(prunebench (run|study|demo)\b|make (demo|test)\b)")
+DURATION = re.compile(r"\d+(\.\d+)?\s*(s|min|minutes?|h|hours?)\b|\bhours?\b|\bdays?\b")
+NOT_RUNNABLE = re.compile(r"…|\[[a-z ]+\]")  # elided fragments and synopses
 
 
 def shell_lines(text: str) -> list[str]:
@@ -64,3 +68,14 @@ def test_readme_prunebench_command_composes(line):
                 compose([*fixed, f"{key}={value}"])
         return
     compose(overrides)  # raises ConfigError on an unknown key, group or value
+
+
+@pytest.mark.parametrize("line", [c for c in readme_commands() if TIMED.match(c)])
+def test_readme_training_command_states_its_time(line):
+    if NOT_RUNNABLE.search(line):
+        return
+    _, comment = split_comment(line)
+    assert DURATION.search(comment), (
+        f"README command without its expected time: {line!r}; end it with a comment such as"
+        " '# ~40 s on 2 cores' (measure it) or make it CPU-sized"
+    )
