@@ -14,9 +14,7 @@ machine are inflated by the load; the ratio measured within one run is what comp
 from __future__ import annotations
 
 import argparse
-import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 import torchvision
 
 from benchmarks.reference_allocate import allocate as reference_allocate
+from harness.provenance import git_state, hardware
 from harness.structure import CostModel, allocate, build_structure, score_groups
 
 MODELS = (
@@ -44,13 +43,11 @@ FIXED_SIZE = {"vit_b_16": 224, "vit_b_32": 224, "vit_l_16": 224, "vit_l_32": 224
 
 
 def provenance() -> str:
-    root = Path(__file__).resolve().parent.parent
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True)
-    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True)
-    state = "dirty" if dirty.stdout.strip() else "clean"
-    cpu = platform.processor() or platform.machine()
+    sha, dirty = git_state()
+    state = {True: "dirty", False: "clean", None: "state unknown"}[dirty]
+    hw = hardware()
     return (
-        f"git {sha.stdout.decode().strip()} ({state}), {os.cpu_count()} CPUs ({cpu}), "
+        f"git {sha} ({state}), {hw['cores']} CPUs ({hw['cpu']}), "
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"torchvision {torchvision.__version__}, python {platform.python_version()}"
     )
