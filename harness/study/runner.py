@@ -296,6 +296,14 @@ class TrialObjective:
         self.space = SearchSpace.from_config(cfg)
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
+        try:
+            return self._run_trial(trial)
+        except KeyboardInterrupt:  # anywhere in the trial, its bookkeeping after the run included
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            raise
+
+    def _run_trial(self, trial: optuna.Trial) -> list[float]:
         from harness.pipeline import run
 
         self._claim(trial)
@@ -318,10 +326,6 @@ class TrialObjective:
             record = run(cfg, observer=_TrialObserver(trial, self.settings.constraints))
         except (RunStopped, ImpossibleTargetError) as e:
             self._prune(trial, str(e))
-        except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)
-            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
-            raise
         except Exception as e:
             trial.set_user_attr("fail_reason", mask_secrets(f"{type(e).__name__}: {e}")[:2000])
             raise
