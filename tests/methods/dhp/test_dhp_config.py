@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from dhp_helpers import build, make_ctx
@@ -147,3 +149,10 @@ def test_bad_input_through_the_cli_is_one_line(tmp_path, capsys):
     assert code != 0 and out.out == ""
     lines = [line for line in out.err.splitlines() if "search_batch" in line]
     assert len(lines) == 1 and "positive integer" in lines[0]
+
+
+def test_every_per_model_entry_names_a_configured_model():
+    # a key no `model=` choice resolves to is a paper value that silently never applies
+    models = {p.stem for p in (Path(__file__).parents[3] / "conf" / "model").glob("*.yaml")}
+    names = {compose([f"model={m}"]).model.name for m in models}
+    assert set(compose(["method=dhp"]).method.by_model) - names == set()
