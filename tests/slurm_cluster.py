@@ -18,12 +18,13 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-__all__ = ["SlurmCluster", "slurm_cluster"]
+__all__ = ["SlurmCluster", "local_slurm", "slurm_cluster"]
 
 
 @dataclass
@@ -115,6 +116,16 @@ def slurm_cluster() -> Iterator[SlurmCluster]:
             pytest.fail(why)
         warnings.warn(why, stacklevel=1)
         pytest.skip(why)
+    with local_slurm() as cluster:
+        yield cluster
+
+
+@contextmanager
+def local_slurm() -> Iterator[SlurmCluster]:
+    """Start the cluster, yield it, stop it (also for benchmarks/launch_grid.py)."""
+    why = _missing()
+    if why:
+        raise RuntimeError(why)
     t0 = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="prunebench-slurm-"))
     os.chmod(root, 0o755)

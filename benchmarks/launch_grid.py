@@ -1,0 +1,140 @@
+"""The acceptance grid of issue 16 through each Hydra launcher: 2 methods × 2 seeds = 4 studies of
+3 trials each, then `prunebench compare compare.sweep=latest` over the seeds.
+
+    PYTHONPATH=. python benchmarks/launch_grid.py [--launchers basic joblib submitit_local
+        submitit_slurm] [--out results/benchmarks/launch_grid_cpu.txt]
+
+Each launcher gets a fresh outputs folder (so each trains its own two baselines) and the same
+command; only `hydra/launcher=…` and its settings differ. Checked per launcher: 4 JSON lines
+without errors, 4 studies in the Optuna store with exactly 3 finished trials each, 4 parent runs
+in MLflow, and a compare table with mean ± std over seeds [0, 1]. `submitit_slurm` runs against a
+one-node Slurm started on loopback (tests/slurm_cluster.py; needs root, slurm-wlm and munge).
+The table's wall time is the whole `prunebench study -m …` command, baselines included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import optuna
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from harness.provenance import git_label, hardware, versions
+
+REPO = Path(__file__).resolve().parents[1]
+GRID = [
+    "method=l1,random", "seed=0,1", "data=digits", "model=resnet20", "study.n_trials=3",
+    "train.epochs=1", "finetune.epochs=1", "measure.latency=false", "study.target.low=0.3",
+]  # fmt: skip
+LAUNCHERS = {
+    "basic": [],  # Hydra's default: the jobs one after another in this process
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
+    "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=60"],
+    "submitit_slurm": [
+        "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
+        "hydra.launcher.mem_gb=1", "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.timeout_min=60",
+    ],
+}  # fmt: skip
+TRIALS, STUDIES = 3, 4
+
+
+def _prunebench(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "harness.cli", *args]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=3600)
+
+
+def check_grid(outputs: Path, jobs: list[dict]) -> list[str]:
+    """What is wrong with a finished grid (empty when it is what the issue asks for)."""
+    problems = []
+    if len(jobs) != STUDIES or any("error" in j for j in jobs):
+        problems.append(f"{len(jobs)} job lines, errors: {[j.get('error') for j in jobs]}")
+    storage = f"sqlite:///{outputs / 'optuna.db'}"
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    for name in names:
+        n = len(optuna.load_study(study_name=name, storage=storage).get_trials(states=finished))
+        if n != TRIALS:
+            problems.append(f"{name}: {n} finished trials, not {TRIALS}")
+    if len(names) != STUDIES:
+        problems.append(f"{len(names)} studies, not {STUDIES}")
+    client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("prunebench")
+    parents = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'study'")
+    if len(parents) != STUDIES:
+        problems.append(f"{len(parents)} parent runs, not {STUDIES}")
+    return problems
+
+
+def run_launcher(name: str, root: Path, env: dict[str, str]) -> dict:
+    cwd = root / name
+    cwd.mkdir()
+    t0 = time.perf_counter()
+    grid = _prunebench(["study", "-m", *GRID, *LAUNCHERS[name], "outputs=out"], cwd, env)
+    wall = time.perf_counter() - t0
+    row = {"launcher": name, "wall_s": wall, "rc": grid.returncode}
+    if grid.returncode != 0:
+        return {**row, "problems": [grid.stderr.strip().splitlines()[-1:]]}
+    jobs = [json.loads(line) for line in grid.stdout.strip().splitlines()]
+    problems = check_grid(cwd / "out", jobs)
+    compare = _prunebench(["compare", "compare.sweep=latest", "outputs=out"], cwd, env)
+    if compare.returncode != 0:
+        problems.append(f"compare: {compare.stderr.strip().splitlines()[-1:]}")
+    else:
+        md = Path(json.loads(compare.stdout)["table_md"]).read_text()
+        if "±" not in md or "seeds [0, 1]" not in md:
+            problems.append("compare table lacks mean ± std over seeds [0, 1]")
+    return {**row, "problems": problems}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--launchers", nargs="+", default=list(LAUNCHERS), choices=list(LAUNCHERS))
+    p.add_argument("--out", type=Path, default=None)
+    args = p.parse_args()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="prunebench-grid-") as tmp, ExitStack() as stack:
+        for name in args.launchers:
+            if name == "submitit_slurm":
+                sys.path.insert(0, str(REPO))
+                from tests.slurm_cluster import local_slurm
+
+                env["SLURM_CONF"] = str(stack.enter_context(local_slurm()).conf)
+            rows.append(run_launcher(name, Path(tmp), env))
+            print(rows[-1], file=sys.stderr, flush=True)
+    hw = hardware()
+    lines = [
+        f"# PYTHONPATH=. python {shlex.join(['benchmarks/launch_grid.py', *sys.argv[1:]])}",
+        f"# git {git_label()}, {hw['cpu']}, {hw['cores']} cores, GPU: {hw['gpu']}, "
+        + ", ".join(f"{k} {v}" for k, v in versions().items()),
+        f"# grid: prunebench study -m {' '.join(GRID)} hydra/launcher=<launcher> outputs=out",
+        "# seeds 0, 1 (the grid's); OMP_NUM_THREADS=1 per process; wall s = the whole grid, "
+        "the two baselines included",
+        f"{'launcher':16} {'wall s':>8}  result",
+    ]
+    for r in rows:
+        verdict = "ok (4 studies × 3 trials, compare mean ± std over 2 seeds)"
+        lines.append(f"{r['launcher']:16} {r['wall_s']:8.1f}  " + (
+            verdict if not r["problems"] else "FAILED: " + "; ".join(map(str, r["problems"])))
+        )  # fmt: skip
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if args.out:
+        args.out.write_text(text)
+    if any(r["problems"] for r in rows):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()
