@@ -39,7 +39,9 @@ MODELS = (
     "regnet_x_400mf",
     "shufflenet_v2_x1_0",
 )
-FIXED_SIZE = {"vit_b_16": 224, "vit_b_32": 224, "vit_l_16": 224, "vit_l_32": 224, "vit_h_14": 224}
+#: models that cannot run at --size: torchvision's smallest input for each
+FIXED_SIZE = {"inception_v3": 75, **dict.fromkeys(("vit_b_16", "vit_b_32", "vit_l_16", "vit_l_32",
+                                                  "vit_h_14"), 224)}  # fmt: skip
 
 
 def provenance() -> str:
