@@ -45,8 +45,12 @@ def study_outcome(
     deadline_passed: bool,
     dead_workers: Sequence[str] = (),
     first_fail_reason: str | None = None,
+    n_running_elsewhere: int = 0,
 ) -> StudyOutcome:
-    """The exit code and reason of one invocation (see harness/exit_codes.py)."""
+    """The exit code and reason of one invocation (see harness/exit_codes.py).
+
+    `n_running_elsewhere`: trials still running in other launcher jobs of the study when this
+    one's workers stopped; they hold the rest of the budget, so this job met its share."""
     rerun = "rerun the same command to retry them"
     if dead_workers:
         return StudyOutcome(
@@ -61,7 +65,8 @@ def study_outcome(
             f"every trial failed: {n_failed_now} failed, 0 complete{why}; fix the cause, then "
             "rerun",
         )
-    if n_trials is not None and n_done < n_trials and not deadline_passed:
+    in_flight = n_running_elsewhere if n_failed_now < max_failures else 0
+    if n_trials is not None and n_done + in_flight < n_trials and not deadline_passed:
         cause = (
             f"study.max_failures={max_failures} trials failed{why}"
             if n_failed_now >= max_failures

@@ -731,6 +731,7 @@ def _outcome(
         and time.time() >= started + settings.timeout_s,
         dead_workers=dead_workers,
         first_fail_reason=first_fail,
+        n_running_elsewhere=c["running"],  # this job's workers have stopped: others' trials
     )
     if outcome.code:
         log.error("study %s: %s", settings.name, outcome.reason)
