@@ -11,18 +11,18 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from harness.baseline import load_or_train_baseline
+from harness.baseline import Baseline, load_or_train_baseline
 from harness.cost import run_cost
 from harness.device import Runtime, pick_runtime
 from harness.errors import ConfigError
-from harness.measure import count_macs, count_params, measure_latency
+from harness.measure import MacReport, count_macs, count_params, measure_latency
 from harness.method import (
     Method,
     OneShotMethod,
@@ -250,11 +250,90 @@ def measure(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+@dataclass
+class RunParts:
+    """What every stage of one run reads: built once by `_setup`, before any training.
+
+    The model is not here: each stage takes one and returns the one the next stage gets.
+    """
+
+    cfg: DictConfig
+    task: Task
+    method: Method
+    runtime: Runtime
+    data: DataSplits
+    shape: tuple[int, ...]
+    base_report: MacReport
+    params_base: int
+    tracker: Tracker | None = None  # set when the MLflow run is open
+    run_fit: Callable[..., FitResult] | None = None  # `make_fit` of this run
+    wall: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+
 def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
     """Run one (task, model, method, target, seed) and return the result record."""
+    observer = observer or RunObserver()
+    parts, model = _setup(cfg)
+    task, data, runtime = parts.task, parts.data, parts.runtime
+    tracker = _open_tracker(cfg)
+    with tracker:
+        tracker.log_params(OmegaConf.to_container(cfg, resolve=True))
+        observer.started(tracker.run_id)
+        parts.tracker = tracker
+        parts.run_fit = make_fit(task, data, runtime, cfg.seed)
+
+        # 1. baseline (shared, cached)
+        model, baseline = _baseline_stage(parts, model)
+
+        # 2. prune
+        model, plan, search_stats = _prune_stage(parts, model)
+        pruned_val = evaluate(task, model, data.val, runtime)[task.metric]
+        report = count_macs(model, parts.shape)  # the shapes are final: fine-tuning keeps them
+        params = count_params(model)
+        observer.pruned(
+            {
+                "macs_ratio": report.macs / parts.base_report.macs,
+                "params_ratio": params / parts.params_base,
+                "val_metric_pruned": pruned_val,
+            }
+        )
+
+        # 3. fine-tune (same budget and optimizer for every method)
+        ft = _finetune_stage(parts, model)
+
+        # 4. evaluate: validation for selection, test once
+        val = evaluate(task, model, data.val, runtime)
+        test = evaluate(task, model, data.test, runtime)
+
+        # 5. measure the physically pruned model (MACs and params were counted after pruning)
+        latency = _measure_latency(parts, model)
+        record = _record(
+            parts,
+            baseline=baseline,
+            report=report,
+            params=params,
+            pruned_val=pruned_val,
+            val=val,
+            test=test,
+            latency=latency,
+            search_stats=search_stats,
+            ft=ft,
+        )
+        _log_record(tracker, record, val, test, report)
+
+        # 6. artifacts: state_dict + plan/channel config, reloadable without pruning code
+        art = _save_artifacts(parts, model, plan, record)
+        record["run_id"] = tracker.run_id
+        record["artifacts"] = str(art)
+        record["tracking_uri"] = tracker.uri
+    return record
+
+
+def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
+    """Everything a run needs before its MLflow run opens; bad input fails here, before any data
+    or training. Returns the parts and the freshly built (unprepared) model."""
     load_configured(cfg)
     remember_secrets(OmegaConf.to_container(cfg, resolve=True))
-    observer = observer or RunObserver()
     check_target(cfg.target)
     preflight(cfg)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
@@ -267,10 +346,21 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
     check_prunable(model, task.example_input(cfg.data), frozen=cfg.prune.frozen)
     shape = task.input_shape(cfg.data)
     data = task.build_data(cfg.data, seed=cfg.seed).to(runtime.device)
-    base_report = count_macs(model, shape)
-    params_base = count_params(model)
+    parts = RunParts(
+        cfg=cfg,
+        task=task,
+        method=method,
+        runtime=runtime,
+        data=data,
+        shape=shape,
+        base_report=count_macs(model, shape),
+        params_base=count_params(model),
+    )
+    return parts, model
 
-    outputs = Path(cfg.outputs)
+
+def _open_tracker(cfg: DictConfig) -> Tracker:
+    """The run's MLflow tracker (not yet entered): its name and tags, `git_sha` included."""
     tags = {
         "method": cfg.method.name,
         "task": cfg.task.name,
@@ -284,173 +374,208 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
     run_name = cfg.tracking.get("run_name") or (
         f"{cfg.method.name}-{cfg.model.name}-{cfg.data.name}-t{cfg.target}-s{cfg.seed}"
     )
-    tracker = Tracker(
+    return Tracker(
         cfg.tracking.uri,
         cfg.tracking.experiment,
-        outputs=outputs,
+        outputs=Path(cfg.outputs),
         run_name=run_name,
         tags=tags,
         parent_run_id=cfg.tracking.get("parent_run_id"),
         enabled=cfg.tracking.enabled,
     )
-    wall: dict[str, float] = {}
-    with tracker:
-        tracker.log_params(OmegaConf.to_container(cfg, resolve=True))
-        observer.started(tracker.run_id)
-        run_fit = make_fit(task, data, runtime, cfg.seed)
 
-        # 1. baseline (shared, cached)
-        t = time.perf_counter()
-        model = runtime.prepare(model)
-        baseline = load_or_train_baseline(
-            cfg,
-            model,
-            _baseline_train(task, data, runtime, cfg),
-            _baseline_check(task, data, runtime),
-        )
-        wall["baseline_s"] = time.perf_counter() - t
-        if not method.needs.pretrained:  # e.g. DHP searches from scratch, same seed
-            seed_everything(cfg.seed)
-            model = runtime.prepare(task.build_model(cfg.model, cfg.data))
 
-        # 2. prune
-        t = time.perf_counter()
-        example = task.example_input(cfg.data).to(runtime.device)
-        structure = build_structure(model, example, frozen=cfg.prune.frozen)
-        cost = CostModel(structure)
-        ctx = PruneContext(
-            model=model,
-            structure=structure,
-            cost=cost,
-            task=task,
-            data=replace(data, train=data.train.fork(cfg.seed + 7919)),  # method's own stream
-            runtime=runtime,
-            target=cfg.target,
-            seed=cfg.seed,
-            cfg=cfg,
-            fit=run_fit,
-            log_metrics=lambda m, step=None: tracker.log_metrics(m, step),
-            model_name=cfg.model.name,
-            task_name=cfg.task.name,
-            data_name=cfg.data.name,
-            train=OmegaConf.to_container(cfg.train, resolve=True) if "train" in cfg else {},
-        )
-        ctx = within_needs(ctx, method)  # what `method.needs` does not declare raises on use
-        search_stats: dict[str, float] = {}
-        if isinstance(method, SearchMethod):
-            result = method.search(ctx)
-            model, plan, search_stats = result.model, result.plan, dict(result.stats)
-        else:
-            if isinstance(method, TrainTimeMethod) and method.epochs > 0:
-                r = run_fit(
-                    model,
-                    epochs=method.epochs,
-                    optim=cfg.finetune,
-                    hooks=method.hooks(ctx),
-                    name=f"{cfg.method.name}-train",
-                )
-                search_stats = {"epochs": r.epochs_run, "iterations": r.steps, "wall_s": r.wall_s}
-            model, plan = _prune_one_shot(method, ctx, cfg, run_fit)
-        model = runtime.prepare(model)
-        wall["prune_s"] = time.perf_counter() - t
-        pruned_val = evaluate(task, model, data.val, runtime)[task.metric]
-        report = count_macs(model, shape)  # the shapes are final: fine-tuning keeps them
-        params = count_params(model)
-        observer.pruned(
-            {
-                "macs_ratio": report.macs / base_report.macs,
-                "params_ratio": params / params_base,
-                "val_metric_pruned": pruned_val,
-            }
-        )
+def _baseline_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Baseline]:
+    """The shared, cached baseline (trained once per config); the model the prune stage starts
+    from: the baseline's, or a fresh one (same seed) for a method that needs no pretraining."""
+    cfg, task, data, runtime = parts.cfg, parts.task, parts.data, parts.runtime
+    t = time.perf_counter()
+    model = runtime.prepare(model)
+    baseline = load_or_train_baseline(
+        cfg,
+        model,
+        _baseline_train(task, data, runtime, cfg),
+        _baseline_check(task, data, runtime),
+    )
+    parts.wall["baseline_s"] = time.perf_counter() - t
+    if not parts.method.needs.pretrained:  # e.g. DHP searches from scratch, same seed
+        seed_everything(cfg.seed)
+        model = runtime.prepare(task.build_model(cfg.model, cfg.data))
+    return model, baseline
 
-        # 3. fine-tune (same budget and optimizer for every method)
-        t = time.perf_counter()
-        ft = None
-        if cfg.finetune.epochs > 0:
-            ft = run_fit(
+
+def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, dict[str, float]]:
+    """The method's prune: a search, or (train-time training, then) one-shot score → allocate →
+    remove. Returns the compact model, its plan and the search/training stats."""
+    cfg, task, data, runtime, method = (
+        parts.cfg,
+        parts.task,
+        parts.data,
+        parts.runtime,
+        parts.method,
+    )
+    tracker, run_fit = parts.tracker, parts.run_fit
+    t = time.perf_counter()
+    example = task.example_input(cfg.data).to(runtime.device)
+    structure = build_structure(model, example, frozen=cfg.prune.frozen)
+    cost = CostModel(structure)
+    ctx = PruneContext(
+        model=model,
+        structure=structure,
+        cost=cost,
+        task=task,
+        data=replace(data, train=data.train.fork(cfg.seed + 7919)),  # method's own stream
+        runtime=runtime,
+        target=cfg.target,
+        seed=cfg.seed,
+        cfg=cfg,
+        fit=run_fit,
+        log_metrics=lambda m, step=None: tracker.log_metrics(m, step),
+        model_name=cfg.model.name,
+        task_name=cfg.task.name,
+        data_name=cfg.data.name,
+        train=OmegaConf.to_container(cfg.train, resolve=True) if "train" in cfg else {},
+    )
+    ctx = within_needs(ctx, method)  # what `method.needs` does not declare raises on use
+    search_stats: dict[str, float] = {}
+    if isinstance(method, SearchMethod):
+        result = method.search(ctx)
+        model, plan, search_stats = result.model, result.plan, dict(result.stats)
+    else:
+        if isinstance(method, TrainTimeMethod) and method.epochs > 0:
+            r = run_fit(
                 model,
-                epochs=cfg.finetune.epochs,
+                epochs=method.epochs,
                 optim=cfg.finetune,
-                select_best=True,
-                name="finetune",
+                hooks=method.hooks(ctx),
+                name=f"{cfg.method.name}-train",
             )
-        wall["finetune_s"] = time.perf_counter() - t
+            search_stats = {"epochs": r.epochs_run, "iterations": r.steps, "wall_s": r.wall_s}
+        model, plan = _prune_one_shot(method, ctx, cfg, run_fit)
+    model = runtime.prepare(model)
+    parts.wall["prune_s"] = time.perf_counter() - t
+    return model, plan, search_stats
 
-        # 4. evaluate: validation for selection, test once
-        val = evaluate(task, model, data.val, runtime)
-        test = evaluate(task, model, data.test, runtime)
 
-        # 5. measure the physically pruned model (MACs and params were counted after pruning)
-        latency = {}
-        if cfg.measure.latency:
-            latency = measure_latency(
-                model,
-                shape,
-                runtime,
-                batch_sizes=(1, int(cfg.measure.latency_batch)),
-                repeats=int(cfg.measure.latency_repeats),
-            )
-        record: dict[str, Any] = {
-            "method": cfg.method.name,
-            "task": cfg.task.name,
-            "model": cfg.model.name,
-            "data": cfg.data.name,
-            "seed": int(cfg.seed),
-            "target": float(cfg.target),
-            "metric": task.metric,
-            "macs": report.macs,
-            "macs_base": base_report.macs,
-            "macs_ratio": report.macs / base_report.macs,
-            "macs_total": report.macs_total,
-            "params": params,
-            "params_base": params_base,
-            "params_ratio": params / params_base,
-            "val_metric": val[task.metric],
-            "test_metric": test[task.metric],
-            "val_metric_pruned": pruned_val,
-            "base_val_metric": baseline.val[task.metric],
-            "base_test_metric": baseline.test[task.metric],
-            "latency_ms": latency.get(1),
-            "latency_ms_batch": latency.get(int(cfg.measure.latency_batch)),
-            "latency_batch": int(cfg.measure.latency_batch),
-            "device": str(runtime.device),
-            **{f"wall_{k}": v for k, v in wall.items()},
-            **{f"search_{k}": v for k, v in search_stats.items()},
-            "finetune_epochs": ft.epochs_run if ft else 0,
-            **run_cost(
-                search_epochs=float(search_stats.get("epochs", 0.0)),
-                finetune_epochs=(ft.epochs_run if ft else 0)
-                + int(cfg.prune.finetune_between) * (int(cfg.prune.steps) - 1),
-                train_images=data.train.num_samples,
-                wall_s=wall["prune_s"] + wall["finetune_s"],
-                baseline_epochs=int(cfg.train.epochs),
-                baseline_wall_s=baseline.wall_s,
-                on_gpu=runtime.device.type == "cuda",
-            ),
-        }
-        metrics = {k: v for k, v in record.items() if isinstance(v, int | float)}
-        metrics.update({f"val_{k}": v for k, v in val.items()})
-        metrics.update({f"test_{k}": v for k, v in test.items()})
-        tracker.log_metrics(metrics)
-        tracker.set_tags({"unsupported_ops": ",".join(sorted(report.unsupported)) or "none"})
-
-        # 6. artifacts: state_dict + plan/channel config, reloadable without pruning code
-        art = outputs / "runs" / (tracker.run_id or run_name)
-        save_pruned(
-            art,
+def _finetune_stage(parts: RunParts, model: nn.Module) -> FitResult | None:
+    """`finetune.epochs` of fine-tuning in place, best validation state kept; None when 0."""
+    cfg = parts.cfg
+    t = time.perf_counter()
+    ft = None
+    if cfg.finetune.epochs > 0:
+        ft = parts.run_fit(
             model,
-            plan,
-            meta={
-                "model": cfg.model.name,
-                "task": cfg.task.name,
-                "config": mask_tree(OmegaConf.to_container(cfg, resolve=True)),
-                "git_sha": tags["git_sha"],
-                "record": {k: v for k, v in record.items() if not isinstance(v, dict)},
-            },
+            epochs=cfg.finetune.epochs,
+            optim=cfg.finetune,
+            select_best=True,
+            name="finetune",
         )
-        tracker.log_artifacts(art, "pruned")
-        record["run_id"] = tracker.run_id
-        record["artifacts"] = str(art)
-        record["tracking_uri"] = tracker.uri
-    return record
+    parts.wall["finetune_s"] = time.perf_counter() - t
+    return ft
+
+
+def _measure_latency(parts: RunParts, model: nn.Module) -> dict[int, float]:
+    """Latency (ms) per batch size, at 1 and `measure.latency_batch`; empty when switched off."""
+    cfg = parts.cfg
+    if not cfg.measure.latency:
+        return {}
+    return measure_latency(
+        model,
+        parts.shape,
+        parts.runtime,
+        batch_sizes=(1, int(cfg.measure.latency_batch)),
+        repeats=int(cfg.measure.latency_repeats),
+    )
+
+
+def _record(
+    parts: RunParts,
+    *,
+    baseline: Baseline,
+    report: MacReport,
+    params: int,
+    pruned_val: float,
+    val: Mapping[str, float],
+    test: Mapping[str, float],
+    latency: Mapping[int, float],
+    search_stats: Mapping[str, float],
+    ft: FitResult | None,
+) -> dict[str, Any]:
+    """The run's result record (the JSON line `prunebench run` prints, less the tracking keys)."""
+    cfg, task, base_report, wall = parts.cfg, parts.task, parts.base_report, parts.wall
+    return {
+        "method": cfg.method.name,
+        "task": cfg.task.name,
+        "model": cfg.model.name,
+        "data": cfg.data.name,
+        "seed": int(cfg.seed),
+        "target": float(cfg.target),
+        "metric": task.metric,
+        "macs": report.macs,
+        "macs_base": base_report.macs,
+        "macs_ratio": report.macs / base_report.macs,
+        "macs_total": report.macs_total,
+        "params": params,
+        "params_base": parts.params_base,
+        "params_ratio": params / parts.params_base,
+        "val_metric": val[task.metric],
+        "test_metric": test[task.metric],
+        "val_metric_pruned": pruned_val,
+        "base_val_metric": baseline.val[task.metric],
+        "base_test_metric": baseline.test[task.metric],
+        "latency_ms": latency.get(1),
+        "latency_ms_batch": latency.get(int(cfg.measure.latency_batch)),
+        "latency_batch": int(cfg.measure.latency_batch),
+        "device": str(parts.runtime.device),
+        **{f"wall_{k}": v for k, v in wall.items()},
+        **{f"search_{k}": v for k, v in search_stats.items()},
+        "finetune_epochs": ft.epochs_run if ft else 0,
+        **run_cost(
+            search_epochs=float(search_stats.get("epochs", 0.0)),
+            finetune_epochs=(ft.epochs_run if ft else 0)
+            + int(cfg.prune.finetune_between) * (int(cfg.prune.steps) - 1),
+            train_images=parts.data.train.num_samples,
+            wall_s=wall["prune_s"] + wall["finetune_s"],
+            baseline_epochs=int(cfg.train.epochs),
+            baseline_wall_s=baseline.wall_s,
+            on_gpu=parts.runtime.device.type == "cuda",
+        ),
+    }
+
+
+def _log_record(
+    tracker: Tracker,
+    record: Mapping[str, Any],
+    val: Mapping[str, float],
+    test: Mapping[str, float],
+    report: MacReport,
+) -> None:
+    """The record's numbers and every val/test score as MLflow metrics; unsupported ops as a tag."""
+    metrics = {k: v for k, v in record.items() if isinstance(v, int | float)}
+    metrics.update({f"val_{k}": v for k, v in val.items()})
+    metrics.update({f"test_{k}": v for k, v in test.items()})
+    tracker.log_metrics(metrics)
+    tracker.set_tags({"unsupported_ops": ",".join(sorted(report.unsupported)) or "none"})
+
+
+def _save_artifacts(
+    parts: RunParts, model: nn.Module, plan: Plan, record: Mapping[str, Any]
+) -> Path:
+    """state_dict + plan/channel config under outputs/runs/<run id or name>, reloadable without
+    pruning code, also logged to MLflow as `pruned`; returns the folder."""
+    cfg, tracker = parts.cfg, parts.tracker
+    art = Path(cfg.outputs) / "runs" / (tracker.run_id or tracker.run_name)
+    save_pruned(
+        art,
+        model,
+        plan,
+        meta={
+            "model": cfg.model.name,
+            "task": cfg.task.name,
+            "config": mask_tree(OmegaConf.to_container(cfg, resolve=True)),
+            "git_sha": tracker.tags["git_sha"],
+            "record": {k: v for k, v in record.items() if not isinstance(v, dict)},
+        },
+    )
+    tracker.log_artifacts(art, "pruned")
+    return art
