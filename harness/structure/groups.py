@@ -15,13 +15,16 @@ import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import Tensor, nn
 
 from harness.errors import UnsupportedModelError
 from harness.structure.layers import PRUNABLE_TYPES, channel_sizes
+
+if TYPE_CHECKING:
+    import torch_pruning as tp
 
 __all__ = [
     "PRUNABLE_TYPES",
@@ -252,46 +255,75 @@ def build_structure(
     groups: dict[str, ChannelGroup] = {}
     roots = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
     for tp_group in dg.get_all_groups(root_module_types=roots):
-        pairs: dict[tuple[str, Side], tuple[list[int], list[int]]] = {}
-        unsupported: list[str] = []
-        for item in tp_group.items:
-            module = item.dep.target.module
-            if not isinstance(module, nn.Module) or module not in names:
-                continue  # tp's virtual ops (elementwise, concat, reshape)
-            name = names[module]
-            if not isinstance(module, PRUNABLE_TYPES):
-                if any(True for _ in module.parameters(recurse=False)):
-                    unsupported.append(name)
-                continue
-            if isinstance(module, nn.PReLU) and module.num_parameters == 1:
-                continue
-            side: Side = "out" if dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
-            units, chans = pairs.setdefault((name, side), ([], []))
-            for c, u in zip(item.idxs, item.root_idxs, strict=True):
-                if c not in chans:
-                    units.append(int(u))
-                    chans.append(int(c))
-        slots = [
-            Slot(n, side, torch.tensor(u, dtype=torch.long), torch.tensor(c, dtype=torch.long))
-            for (n, side), (u, c) in pairs.items()
-        ]
-        size = len(tp_group[0].idxs)
-        for s in slots:
-            if s.side == "out" and s.module in shuffles:  # PixelShuffle couples r² channels
-                size, slots = _through_pixel_shuffle(size, slots, shuffles[s.module], modules)
-                break
-        # named after its first producer layer in definition order: stable across tp versions
-        root = min(
-            (s.module for s in slots if s.side == "out" and s.module in geometry),
-            key=order.__getitem__,
-            default=names[tp_group[0].dep.target.module],
+        group = _group_from_tp(
+            tp_group,
+            dg,
+            model,
+            names=names,
+            modules=modules,
+            geometry=geometry,
+            shuffles=shuffles,
+            order=order,
+            frozen=frozen,
         )
-        group = ChannelGroup(root, size, slots)
-        _freeze_if_needed(group, geometry, model, unsupported, frozen)
-        groups[root] = group
+        groups[group.name] = group
     groups = _merge_grouped_convs(groups, geometry, modules, order)
     _freeze_inconsistent(groups, model)
     return Structure(groups, geometry, tuple(example.shape[1:]))
+
+
+def _group_from_tp(
+    tp_group: tp.dependency.Group,
+    dg: tp.DependencyGraph,
+    model: nn.Module,
+    *,
+    names: dict[nn.Module, str],
+    modules: dict[str, nn.Module],
+    geometry: dict[str, LayerGeometry],
+    shuffles: dict[str, int],
+    order: dict[str, int],
+    frozen: list[str],
+) -> ChannelGroup:
+    """One Torch-Pruning group as our ChannelGroup: its (layer, side) slots with the channels each
+    unit maps to, its size (PixelShuffle couples r² channels), its name and whether it is frozen.
+    """
+    pairs: dict[tuple[str, Side], tuple[list[int], list[int]]] = {}
+    unsupported: list[str] = []
+    for item in tp_group.items:
+        module = item.dep.target.module
+        if not isinstance(module, nn.Module) or module not in names:
+            continue  # tp's virtual ops (elementwise, concat, reshape)
+        name = names[module]
+        if not isinstance(module, PRUNABLE_TYPES):
+            if any(True for _ in module.parameters(recurse=False)):
+                unsupported.append(name)
+            continue
+        if isinstance(module, nn.PReLU) and module.num_parameters == 1:
+            continue
+        side: Side = "out" if dg.is_out_channel_pruning_fn(item.dep.handler) else "in"
+        units, chans = pairs.setdefault((name, side), ([], []))
+        for c, u in zip(item.idxs, item.root_idxs, strict=True):
+            if c not in chans:
+                units.append(int(u))
+                chans.append(int(c))
+    slots = [
+        Slot(n, side, torch.tensor(u, dtype=torch.long), torch.tensor(c, dtype=torch.long))
+        for (n, side), (u, c) in pairs.items()
+    ]
+    size = len(tp_group[0].idxs)
+    for s in slots:
+        if s.side == "out" and s.module in shuffles:  # PixelShuffle couples r² channels
+            size, slots = _through_pixel_shuffle(size, slots, shuffles[s.module], modules)
+            break
+    # named after its first producer layer in definition order: stable across tp versions
+    root = min(
+        (s.module for s in slots if s.side == "out" and s.module in geometry),
+        key=order.__getitem__,
+        default=names[tp_group[0].dep.target.module],
+    )
+    group = ChannelGroup(root, size, slots)
+    _freeze_if_needed(group, geometry, model, unsupported, frozen)
+    return group
 
 
 #: Torch-Pruning functions that fail on a construct, and the construct in words

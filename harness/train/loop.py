@@ -82,27 +82,9 @@ def fit(
         while s.epoch < epochs and s.stop_reason is None:
             te = time.perf_counter()
             lr = s.lr  # what this epoch's first step uses (after a one-epoch cosine, s.lr is 0)
-            model.train()
-            loss_sum = torch.zeros((), device=runtime.device)
-            n_steps = 0
-            for batch in track_steps(train, len(train), f"{name} epoch {s.epoch + 1}"):
-                with runtime.autocast():
-                    loss = task.loss(model, batch)["loss"]
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                s.loss = loss.detach()
-                for h in hooks:
-                    h.after_backward(s)
-                optimizer.step()
-                if scheduler is not None:
-                    scheduler.step()
-                s.step += 1
-                n_steps += 1
-                loss_sum += s.loss
-                for h in hooks:
-                    h.after_step(s)
-                if s.stop_reason is not None:
-                    break
+            loss_sum, n_steps = _train_epoch(
+                model, task, train, optimizer, scheduler, runtime, hooks, s, name
+            )
             s.epoch += 1
             mean_loss = (loss_sum / max(1, n_steps)).item()  # sync: once per epoch
             if not math.isfinite(mean_loss):
@@ -118,14 +100,7 @@ def fit(
                 h.after_epoch(s)
             s.metrics["epoch_s"] = time.perf_counter() - te
             result.history.append({"epoch": s.epoch, **s.metrics})
-            log.info(
-                "%6d %10.4f %10.4f %10.2e %9.2f",
-                s.epoch,
-                mean_loss,
-                s.metrics.get(f"val_{task.metric}", float("nan")),
-                lr,
-                s.metrics["epoch_s"],
-            )
+            _log_epoch(s, task, mean_loss, lr)
     finally:
         for h in hooks:
             h.after_fit(s)
@@ -137,3 +112,54 @@ def fit(
     result.steps, result.epochs_run = s.step, s.epoch
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+def _train_epoch(
+    model: nn.Module,
+    task: Task,
+    train: TensorBatches,
+    optimizer: Optimizer,
+    scheduler: LRScheduler | None,
+    runtime: Runtime,
+    hooks: Sequence[Hook],
+    s: LoopState,
+    name: str,
+) -> tuple[torch.Tensor, int]:
+    """One pass over `train` (or up to a hook's stop): the hot path, so no host sync here.
+
+    Returns the summed loss, still on the device, and the number of steps taken.
+    """
+    model.train()
+    loss_sum = torch.zeros((), device=runtime.device)
+    n_steps = 0
+    for batch in track_steps(train, len(train), f"{name} epoch {s.epoch + 1}"):
+        with runtime.autocast():
+            loss = task.loss(model, batch)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        s.loss = loss.detach()
+        for h in hooks:
+            h.after_backward(s)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        s.step += 1
+        n_steps += 1
+        loss_sum += s.loss
+        for h in hooks:
+            h.after_step(s)
+        if s.stop_reason is not None:
+            break
+    return loss_sum, n_steps
+
+
+def _log_epoch(s: LoopState, task: Task, mean_loss: float, lr: float) -> None:
+    """The epoch's line of the table whose header `fit` logs."""
+    log.info(
+        "%6d %10.4f %10.4f %10.2e %9.2f",
+        s.epoch,
+        mean_loss,
+        s.metrics.get(f"val_{task.metric}", float("nan")),
+        lr,
+        s.metrics["epoch_s"],
+    )
