@@ -112,6 +112,7 @@ for _name, _cls in (
     ("test_resnet", TinyResNet),
     ("test_depthwise", TinyDepthwise),
     ("test_concat", TinyConcat),
+    ("test_grouped", TinyGrouped),
 ):
     if _name not in MODELS:
         MODELS.register(_name, task="test")(_cls)

@@ -28,7 +28,7 @@ from harness.train import evaluate
 load_plugins()  # installed plug-ins' methods are held to the same contract
 # search methods own their search loop (covered by tests/methods/dhp); the rest score one-shot
 ONE_SHOT = [m for m in METHODS.names() if issubclass(METHODS.get(m), OneShotMethod)]
-TINY = ["test_resnet", "test_depthwise"]
+TINY = ["test_resnet", "test_depthwise", "test_grouped"]
 FLOOR = 0.25
 
 

@@ -23,6 +23,11 @@ from methods.dhp import DHP
 TARGET = 0.5
 
 
+#: test_grouped's grouped conv is one group of 4 units (its channel groups): under the default
+#: 4-unit floor DHP could never thin it, so that net runs with a floor of 1
+MIN_UNITS = {"test_grouped": 1}
+
+
 def run_dhp(model: str, outputs: Path, monkeypatch) -> tuple[dict, dict]:
     """One pipeline run; also returns the search result and the final in-memory model."""
     seen: dict = {}
@@ -37,15 +42,15 @@ def run_dhp(model: str, outputs: Path, monkeypatch) -> tuple[dict, dict]:
     cfg = compose([
         "data=digits", f"model.name={model}", "~model.shortcut", "method=dhp",
         f"target={TARGET}", "train.epochs=0", "finetune.epochs=1", "method.epochs=10",
-        "measure.latency=false", "tracking.enabled=false",
-        f"outputs={outputs}",
+        "measure.latency=false", "tracking.enabled=false", f"outputs={outputs}",
+        f"method.min_channels={MIN_UNITS.get(model, 4)}",
     ])  # fmt: skip
     record = run(cfg)
     seen["cfg"] = cfg
     return record, seen
 
 
-@pytest.mark.parametrize("model", ["test_resnet", "test_depthwise"])
+@pytest.mark.parametrize("model", ["test_resnet", "test_depthwise", "test_grouped"])
 def test_dhp_pipeline_artifact_is_the_measured_compact_model(model, tmp_path, monkeypatch):
     if model not in MODELS:
         pytest.skip(f"{model} is registered by tests/conftest.py")
@@ -59,6 +64,9 @@ def test_dhp_pipeline_artifact_is_the_measured_compact_model(model, tmp_path, mo
     # on a wider net in test_dhp_search.py and on real nets in results/dhp_digits_targets.md)
     assert TARGET - 0.06 <= record["macs_ratio"] <= TARGET + 1e-9
     assert record["search_macs_ratio_at_stop"] <= TARGET + 0.01
+    if model == "test_grouped":  # whole channel groups left the grouped conv, `groups` follows
+        conv = compact.grouped[0]
+        assert conv.groups < 4 and conv.out_channels == 6 * conv.groups, conv
     assert record["macs_ratio"] == pytest.approx(record["search_macs_ratio"])
     assert record["macs_ratio"] == pytest.approx(
         CostModel(structure).ratio(result.plan.removed(structure))
@@ -79,9 +87,9 @@ def test_dhp_pipeline_artifact_is_the_measured_compact_model(model, tmp_path, mo
     runtime = pick_runtime("cpu")
     assert evaluate(task, reloaded, data.test, runtime)[task.metric] == record["test_metric"]
     assert evaluate(task, reloaded, data.val, runtime)[task.metric] == record["val_metric"]
-    # no group is removed entirely: every pruned group keeps ≥ min(4, size) units
+    # no group is removed entirely: every pruned group keeps ≥ min(floor, size) units
     for group, kept in doc["plan"].items():
-        assert len(kept) >= min(4, structure.groups[group].size), group
+        assert len(kept) >= min(MIN_UNITS.get(model, 4), structure.groups[group].size), group
     # the same seed gives the same plan
     again, _ = run_dhp(model, tmp_path / "again", monkeypatch)
     assert json.loads((Path(again["artifacts"]) / "plan.json").read_text())["plan"] == doc["plan"]
