@@ -103,7 +103,7 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
     import optuna
     from optuna.trial import TrialState
 
-    from harness.study.runner import StudySettings
+    from harness.study.settings import StudySettings
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = []

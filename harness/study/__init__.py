@@ -1,7 +1,8 @@
 """AutoML studies: Optuna-tuned, multi-objective (quality vs MACs) studies of one method each,
 with their Pareto fronts in MLflow (harness/study/runner.py is the entry point)."""
 
-from harness.study.runner import OBJECTIVES, StudySettings, run_study, study_name
+from harness.study.runner import run_study
+from harness.study.settings import OBJECTIVES, StudySettings, study_name
 from harness.study.space import Param, SearchSpace
 from harness.study.storage import StorageSpec, resolve_storage
 

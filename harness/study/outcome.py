@@ -11,12 +11,28 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from harness.exit_codes import BUDGET_NOT_MET, OK, WORKER_DIED
 
-__all__ = ["OptunaFailureFilter", "StudyOutcome", "quiet_optuna_failures", "study_outcome"]
+if TYPE_CHECKING:
+    import optuna
+
+    from harness.study.settings import StudySettings
+
+__all__ = [
+    "OptunaFailureFilter",
+    "StudyOutcome",
+    "count_trials",
+    "outcome_of",
+    "quiet_optuna_failures",
+    "study_outcome",
+]
+
+log = logging.getLogger(__name__)
 
 _FAILED_WITH_PARAMS = re.compile(
     r"^Trial (?P<n>\d+) failed with parameters: .*? because of the following error: "
@@ -77,6 +93,60 @@ def study_outcome(
             f"budget not met: {n_done} of study.n_trials={n_trials} trials finished; {cause}",
         )
     return StudyOutcome(OK, "")
+
+
+def count_trials(study: optuna.Study, since: float) -> dict[str, int]:
+    """Finished (COMPLETE + PRUNED), running, and failed-since-`since` trials (surplus ones
+    are not failures): what the workers' budget and the outcome are judged on."""
+    from optuna.trial import TrialState
+
+    c = {"done": 0, "running": 0, "failed": 0}
+    for t in study.get_trials(deepcopy=False):
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            c["done"] += 1
+        elif t.state == TrialState.RUNNING:
+            c["running"] += 1
+        elif t.state == TrialState.FAIL and not t.user_attrs.get("surplus"):
+            started = t.datetime_start.timestamp() if t.datetime_start else 0.0
+            c["failed"] += started >= since
+    return c
+
+
+def outcome_of(
+    study: optuna.Study, settings: StudySettings, started: float, dead_workers: list[str]
+) -> StudyOutcome:
+    """How this invocation (started at `started`) ended; a non-zero code is logged."""
+    from optuna.trial import TrialState
+
+    c = count_trials(study, started)
+    trials = study.get_trials(deepcopy=False)
+    first_fail = next(
+        (
+            t.user_attrs["fail_reason"]
+            for t in trials
+            if t.state == TrialState.FAIL
+            and not t.user_attrs.get("surplus")
+            and t.datetime_start is not None
+            and t.datetime_start.timestamp() >= started
+            and t.user_attrs.get("fail_reason")
+        ),
+        None,
+    )
+    outcome = study_outcome(
+        n_trials=settings.n_trials,
+        n_done=c["done"],
+        n_complete=sum(t.state == TrialState.COMPLETE for t in trials),
+        n_failed_now=c["failed"],
+        max_failures=settings.max_failures,
+        deadline_passed=settings.timeout_s is not None
+        and time.time() >= started + settings.timeout_s,
+        dead_workers=dead_workers,
+        first_fail_reason=first_fail,
+        n_running_elsewhere=c["running"],  # this job's workers have stopped: others' trials
+    )
+    if outcome.code:
+        log.error("study %s: %s", settings.name, outcome.reason)
+    return outcome
 
 
 class OptunaFailureFilter(logging.Filter):

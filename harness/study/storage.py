@@ -5,7 +5,7 @@ processes on one machine) or PostgreSQL (many machines).
 `<outputs>/optuna.journal`) and `postgresql://user@host/db`. Relational storages (SQLite and
 PostgreSQL) run with a heartbeat, so a trial whose worker died is failed after the grace period
 and retried; the study runner also fails RUNNING trials whose process on this host is gone
-(harness/study/runner.py), which covers the Journal file.
+(harness/study/recovery.py), which covers the Journal file.
 """
 
 from __future__ import annotations

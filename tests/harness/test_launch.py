@@ -151,14 +151,15 @@ def test_study_names_its_objectives_for_optuna_dashboard(tmp_path):
     from harness.cli import compose
     from harness.study import SearchSpace
     from harness.study.fingerprint import trial_settings
-    from harness.study.runner import StudySettings, _open_study, identity
+    from harness.study.opening import open_study
+    from harness.study.settings import StudySettings, identity
     from harness.study.storage import resolve_storage
 
     cfg = compose(["data=digits", "method=l1", f"outputs={tmp_path}"])
     settings = StudySettings.from_cfg(cfg)
     spec = resolve_storage(None, outputs=str(tmp_path), workers=1)
     meaning = trial_settings(cfg, SearchSpace.from_config(cfg).names)
-    study = _open_study(settings, spec, spec.open(), identity(cfg, settings), meaning)
+    study = open_study(settings, spec, spec.open(), identity(cfg, settings), meaning)
     study.add_trial(optuna.create_trial(values=[90.0, 0.5]))
     reloaded = optuna.load_study(study_name=settings.name, storage=spec.url)
     assert reloaded.metric_names == ["quality", "macs_ratio"]

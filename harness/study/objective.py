@@ -1,0 +1,173 @@
+"""One trial: claim a place in the budget, sample, write the values into the config, run the
+pipeline, and hand Optuna the objectives; constraints and measurements go on the trial (user
+attributes) and on its MLflow run. An interrupt anywhere in a trial marks it `interrupted`, so
+recovery retries its parameters (harness/study/recovery.py)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from omegaconf import DictConfig, OmegaConf
+
+from harness.cost import COST_PREFIX
+from harness.errors import ConfigError, ImpossibleTargetError, PruneBenchError, RunStopped
+from harness.processes import process_token
+from harness.study.settings import CONSTRAINTS, OBJECTIVES, StudySettings
+from harness.study.space import SearchSpace
+from harness.tracking import mask_secrets
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["EARLY_TOL", "SurplusTrial", "TrialObjective"]
+
+#: tolerance of the early infeasibility checks (the cut undershoots the target by ≤ one unit)
+EARLY_TOL = 0.02
+#: record keys kept on the trial as user attributes (besides the cost_* keys)
+RECORD_ATTRS = ("test_metric", "val_metric", "macs", "macs_ratio", "params", "params_ratio",
+                "latency_ms", "val_metric_pruned", "artifacts")  # fmt: skip
+
+
+class SurplusTrial(PruneBenchError):
+    """Concurrent workers started one trial more than the budget; recorded, not counted."""
+
+
+class _TrialObserver:
+    """Records the child run's id on the trial and stops clearly infeasible trials early."""
+
+    def __init__(self, trial: optuna.Trial, constraints: Mapping[str, float]) -> None:
+        self.trial, self.constraints = trial, constraints
+
+    def started(self, run_id: str | None) -> None:
+        if run_id:
+            self.trial.set_user_attr("mlflow_run_id", run_id)
+
+    def pruned(self, metrics: Mapping[str, float]) -> None:
+        for name in ("macs_ratio_max", "params_ratio_max"):
+            bound = self.constraints.get(name)
+            key = CONSTRAINTS[name][0]
+            if bound is not None and metrics[key] > bound + EARLY_TOL:
+                raise RunStopped(
+                    f"infeasible before fine-tuning: {key}={metrics[key]:.3f} > {name}={bound:g}"
+                )
+
+
+class TrialObjective:
+    """Optuna objective: sample, write into the config, run the pipeline, return objectives."""
+
+    def __init__(self, cfg: DictConfig, settings: StudySettings, parent_run_id: str | None):
+        self.cfg, self.settings, self.parent_run_id = cfg, settings, parent_run_id
+        self.space = SearchSpace.from_config(cfg)
+
+    def __call__(self, trial: optuna.Trial) -> list[float]:
+        try:
+            return self._run_trial(trial)
+        except KeyboardInterrupt:  # anywhere in the trial, its bookkeeping after the run included
+            trial.set_user_attr("interrupted", True)
+            trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            raise
+
+    def _run_trial(self, trial: optuna.Trial) -> list[float]:
+        self._claim(trial)
+        trial.set_user_attr("owner", process_token())
+        cfg = self._configure(trial)
+        bound = self.settings.constraints.get("macs_ratio_max")
+        if bound is not None and float(cfg.target) > bound + EARLY_TOL:
+            self._prune(trial, f"target={cfg.target:.3f} cannot meet macs_ratio_max={bound:g}")
+        record = self._run_pipeline(trial, cfg)
+        objectives = self._objectives(trial, record)
+        constraint_values = self._record_constraints(trial, record)
+        for key in (*RECORD_ATTRS, *(k for k in record if k.startswith(COST_PREFIX))):
+            if record.get(key) is not None:
+                trial.set_user_attr(key, record[key])
+        if record.get("run_id") and constraint_values:
+            _log_constraints(record["tracking_uri"], record["run_id"], constraint_values)
+        return objectives
+
+    def _configure(self, trial: optuna.Trial) -> DictConfig:
+        """The study's config with the trial's sampled values and its tracking fields."""
+        values = self.space.suggest(trial, self.cfg)
+        cfg = copy.deepcopy(self.cfg)
+        for path, value in values.items():
+            OmegaConf.update(cfg, path, value, merge=False)
+        cfg.tracking.parent_run_id = self.parent_run_id
+        cfg.tracking.run_name = f"{self.settings.name}-trial{trial.number}"
+        cfg.tracking.tags = {
+            "optuna_study": self.settings.name,
+            "optuna_trial": str(trial.number),
+            "pareto": "false",
+        }
+        return cfg
+
+    def _run_pipeline(self, trial: optuna.Trial, cfg: DictConfig) -> dict[str, Any]:
+        """One pipeline run; a stopped run or an impossible target prunes the trial, any other
+        error fails it with its (masked) reason."""
+        from harness.pipeline import run
+
+        try:
+            return run(cfg, observer=_TrialObserver(trial, self.settings.constraints))
+        except (RunStopped, ImpossibleTargetError) as e:
+            self._prune(trial, str(e))
+        except Exception as e:
+            trial.set_user_attr("fail_reason", mask_secrets(f"{type(e).__name__}: {e}")[:2000])
+            raise
+
+    def _objectives(self, trial: optuna.Trial, record: Mapping[str, Any]) -> list[float]:
+        """The objective values, in `study.objectives` order; a missing one fails the trial."""
+        objectives = []
+        for name in self.settings.objectives:
+            value = record.get(OBJECTIVES[name][0])
+            if value is None or not math.isfinite(float(value)):
+                reason = f"objective {name} is {value} (enable what measures it, e.g. latency)"
+                trial.set_user_attr("fail_reason", reason)
+                raise ConfigError(reason)
+            objectives.append(float(value))
+        return objectives
+
+    def _record_constraints(
+        self, trial: optuna.Trial, record: Mapping[str, Any]
+    ) -> dict[str, float]:
+        """Each constraint's violation (≤ 0: feasible) on the trial; returns them by name."""
+        values = {}
+        for name, bound in self.settings.constraints.items():
+            key, sign = CONSTRAINTS[name]
+            values[name] = sign * (float(record[key]) - bound)
+            trial.set_constraint(name, values[name])
+            trial.set_user_attr(f"constraint.{name}", values[name])
+        return values
+
+    def _claim(self, trial: optuna.Trial) -> None:
+        """Refuse a trial that concurrent workers started beyond the budget (budget semantics:
+        harness/study/runner.py)."""
+        from optuna.trial import TrialState
+
+        if self.settings.n_trials is None:
+            return
+        counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        ahead = sum(
+            1
+            for t in trial.study.get_trials(deepcopy=False, states=counted)
+            if t.number < trial.number and not t.user_attrs.get("surplus")
+        )
+        if ahead >= self.settings.n_trials:
+            trial.set_user_attr("surplus", True)
+            trial.set_user_attr("fail_reason", "surplus: the budget was met by other workers")
+            raise SurplusTrial(f"trial {trial.number} is beyond study.n_trials")
+
+    @staticmethod
+    def _prune(trial: optuna.Trial, reason: str) -> NoReturn:
+        import optuna
+
+        trial.set_user_attr("pruned_reason", reason)
+        raise optuna.TrialPruned(reason)
+
+
+def _log_constraints(uri: str, run_id: str, values: Mapping[str, float]) -> None:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    for name, value in values.items():
+        client.log_metric(run_id, f"constraint.{name}", float(value))

@@ -1,0 +1,158 @@
+"""Worker processes: each loads the study, gets its own sampler, and runs one trial at a time
+until the budget is met, the deadline passes or too many trials failed. Several workers run as
+spawned processes (`run_processes`); `worker_main` stays a top-level function so spawn can
+import it in the child."""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import time
+import warnings
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from omegaconf import OmegaConf
+
+from harness.plugins import load_configured
+from harness.secrets import install_log_filter, remember_secrets
+from harness.signals import install_sigterm_handler
+from harness.study.mlflow_link import ParetoTagger
+from harness.study.objective import TrialObjective
+from harness.study.outcome import count_trials, quiet_optuna_failures
+from harness.study.progress import StudyProgress
+from harness.study.recovery import on_stale, recover_dead_trials
+from harness.study.settings import StudySettings
+from harness.study.storage import StorageSpec
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["WorkerSpec", "make_sampler", "run_processes", "worker_main"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker process needs (picklable: spawned workers share no memory)."""
+
+    cfg: dict[str, Any]
+    storage: StorageSpec
+    parent_run_id: str | None
+    tracking_uri: str | None
+    index: int
+    started_at: float
+    deadline: float | None
+    threads: int | None = None
+    log_level: str = "INFO"
+    device: str | None = None  # CUDA_VISIBLE_DEVICES of this worker (harness/study/placement.py)
+
+
+def make_sampler(settings: StudySettings, index: int) -> optuna.samplers.BaseSampler:
+    """The configured sampler; each worker gets its own seed so workers do not propose twins."""
+    import optuna
+
+    seed = None if settings.seed is None else settings.seed + 10_007 * index
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if settings.sampler == "tpe":
+            return optuna.samplers.TPESampler(
+                seed=seed,
+                n_startup_trials=settings.n_startup_trials,
+                multivariate=True,
+                group=True,  # conditional (`when`) parameters
+                constant_liar=True,  # workers avoid proposing what another is running
+            )
+        if settings.sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(
+                population_size=settings.population_size, seed=seed
+            )
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def worker_main(spec: WorkerSpec, *, child: bool = False) -> None:
+    """Run trials until the budget is met, the deadline passes or too many trials failed."""
+    import optuna
+
+    if child and spec.device is not None:  # before anything initialises CUDA in this process
+        os.environ["CUDA_VISIBLE_DEVICES"] = spec.device
+    if child:
+        logging.basicConfig(
+            level=spec.log_level,
+            format=f"%(asctime)s %(levelname)s w{spec.index} %(name)s: %(message)s",
+            datefmt="%H:%M:%S",
+        )
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+    if spec.threads:
+        import torch
+
+        torch.set_num_threads(spec.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if child:
+        install_sigterm_handler()  # a terminated worker records its trial as interrupted
+    remember_secrets(spec.cfg)
+    install_log_filter()
+    quiet_optuna_failures()
+    cfg = OmegaConf.create(spec.cfg)
+    load_configured(cfg)  # a spawned worker starts with empty registries
+    settings = StudySettings.from_cfg(cfg)
+    stale = partial(on_stale, max_retry=settings.max_retry, uri=spec.tracking_uri)
+    storage = spec.storage.open(heartbeat_s=settings.heartbeat_s, on_stale=stale)
+    study = optuna.load_study(
+        study_name=settings.name, storage=storage, sampler=make_sampler(settings, spec.index)
+    )
+    objective = TrialObjective(cfg, settings, spec.parent_run_id)
+    progress = StudyProgress(settings.name, settings.n_trials)
+    callbacks = [ParetoTagger(spec.tracking_uri)] if spec.tracking_uri else []
+    callbacks.append(progress)
+    try:
+        while spec.deadline is None or time.time() < spec.deadline:
+            recover_dead_trials(study, storage, settings, spec.tracking_uri)  # a sibling died
+            c = count_trials(study, spec.started_at)
+            if settings.n_trials is not None and c["done"] + c["running"] >= settings.n_trials:
+                break
+            if c["failed"] >= settings.max_failures:
+                log.error("%d trials failed in this run (study.max_failures); stopping",
+                          c["failed"])  # fmt: skip
+                break
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+    finally:
+        progress.close()
+
+
+def run_processes(specs: list[WorkerSpec]) -> list[str]:
+    """Run one spawned process per worker; return the workers that died (`w1: SIGKILL`)."""
+    ctx = mp.get_context("spawn")  # fork after torch/MLflow threads exist is unsafe
+    procs = [ctx.Process(target=worker_main, args=(s,), kwargs={"child": True}) for s in specs]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except BaseException:  # Ctrl-C reached them too; SIGTERM (Kubernetes) may not have: pass it on
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        raise
+    finally:
+        for p in procs:  # give them a moment to record the interruption
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+    dead = [f"w{i}: {_describe_exit(p.exitcode)}" for i, p in enumerate(procs) if p.exitcode]
+    if dead:
+        log.error("%d of %d workers died: %s", len(dead), len(procs), ", ".join(dead))
+    return dead
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
