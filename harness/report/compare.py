@@ -32,6 +32,8 @@ from harness.report.significance import MARKS, TEST_NAME, Mark, rank
 if TYPE_CHECKING:
     import pandas as pd
 
+    from harness.tracking import Tracker
+
 __all__ = [
     "COST_KEYS",
     "StudyPoints",
@@ -188,17 +190,7 @@ def compare_tables(
     if granularity < 0:
         raise ConfigError(f"compare.granularity={granularity}; use 0 or a small positive slack")
     pick = 2 if split == "test" else 1
-    rows = []
-    for sp in studies:
-        on_front = set(sp.front_index())
-        for i, trial in enumerate(sp.trials):
-            rows.append({
-                "method": sp.method, "seed": sp.seed, "trial": trial, "macs_ratio": sp.macs[i],
-                "val_quality": sp.val[i], "test_quality": sp.test[i], "on_front": i in on_front,
-                **{k: (sp.costs[i] if i < len(sp.costs) else {}).get(k, math.nan)
-                   for k in COST_KEYS},
-            })  # fmt: skip
-    points = pd.DataFrame(rows)
+    points = pd.DataFrame(_point_rows(studies))
     methods = list(dict.fromkeys(sp.method for sp in studies))
     seeds = sorted({sp.seed for sp in studies})
     by = {(sp.method, sp.seed): sp for sp in studies}
@@ -218,29 +210,7 @@ def compare_tables(
             }
             picked_macs.setdefault(col, {})[m] = [p[0] for p in got.values() if p is not None]
     marks = {col: rank(vals, seeds, alpha) for col, vals in columns.items()}
-    summary = []
-    for m in methods:
-        mine = [sp for sp in studies if sp.method == m]
-        costs = [c for sp in mine for c in sp.costs]
-        row: dict[str, Any] = {
-            "method": m,
-            "seeds": len(mine),
-            "trials": sum(len(sp.trials) for sp in mine),
-            "front_mean": _mean([float(len(sp.front_index())) for sp in mine]),
-        }
-        for col, vals in columns.items():
-            v = list(vals[m].values())
-            mark: Mark = marks[col][m]
-            row[f"{col}_mean"] = _mean(v)
-            row[f"{col}_std"] = _std(v)
-            row[f"{col}_reached"] = sum(not math.isnan(x) for x in v)
-            if col in picked_macs:
-                row[f"{col}_macs"] = _mean(picked_macs[col][m]) if picked_macs[col][m] else math.nan
-            row[f"{col}_mark"] = mark.kind
-            row[f"{col}_p"] = mark.p
-        for key in COST_KEYS:  # per trial, mean over the method's trials
-            row[key] = _mean([c[key] for c in costs if key in c]) if costs else math.nan
-        summary.append(row)
+    summary = [_summary_row(m, studies, columns, marks, picked_macs) for m in methods]
     pooled = {m: pareto_front(p for sp in studies if sp.method == m for p in sp.front(split))
               for m in methods}  # fmt: skip
     dominance = pd.DataFrame(
@@ -257,6 +227,56 @@ def compare_tables(
         "dominance": dominance,
         "reference": pd.DataFrame([{"macs_ratio": reference[0], "quality": reference[1]}]),
     }
+
+
+def _point_rows(studies: Sequence[StudyPoints]) -> list[dict[str, Any]]:
+    """One row per trial: where it landed, on both splits, whether it is on its study's front,
+    and what it cost."""
+    rows = []
+    for sp in studies:
+        on_front = set(sp.front_index())
+        for i, trial in enumerate(sp.trials):
+            rows.append({
+                "method": sp.method, "seed": sp.seed, "trial": trial, "macs_ratio": sp.macs[i],
+                "val_quality": sp.val[i], "test_quality": sp.test[i], "on_front": i in on_front,
+                **{k: (sp.costs[i] if i < len(sp.costs) else {}).get(k, math.nan)
+                   for k in COST_KEYS},
+            })  # fmt: skip
+    return rows
+
+
+def _summary_row(
+    method: str,
+    studies: Sequence[StudyPoints],
+    columns: Mapping[str, Mapping[str, Mapping[int, float]]],
+    marks: Mapping[str, Mapping[str, Mark]],
+    picked_macs: Mapping[str, Mapping[str, list[float]]],
+) -> dict[str, Any]:
+    """One method's summary row: per compared column its mean, std, seeds reached, mean MAC
+    ratio of the picked trials, significance mark and p; then its mean cost per trial."""
+    mine = [sp for sp in studies if sp.method == method]
+    costs = [c for sp in mine for c in sp.costs]
+    row: dict[str, Any] = {
+        "method": method,
+        "seeds": len(mine),
+        "trials": sum(len(sp.trials) for sp in mine),
+        "front_mean": _mean([float(len(sp.front_index())) for sp in mine]),
+    }
+    for col, vals in columns.items():
+        v = list(vals[method].values())
+        mark: Mark = marks[col][method]
+        row[f"{col}_mean"] = _mean(v)
+        row[f"{col}_std"] = _std(v)
+        row[f"{col}_reached"] = sum(not math.isnan(x) for x in v)
+        if col in picked_macs:
+            row[f"{col}_macs"] = (
+                _mean(picked_macs[col][method]) if picked_macs[col][method] else math.nan
+            )
+        row[f"{col}_mark"] = mark.kind
+        row[f"{col}_p"] = mark.p
+    for key in COST_KEYS:  # per trial, mean over the method's trials
+        row[key] = _mean([c[key] for c in costs if key in c]) if costs else math.nan
+    return row
 
 
 def format_cell(row: Mapping[str, Any], col: str, digits: int = 2) -> str:
@@ -348,9 +368,7 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
 
 def run_compare(cfg: DictConfig) -> dict[str, Any]:
     """Collect, tabulate, plot, write and log the comparison; returns where everything went."""
-    from harness.provenance import provenance, provenance_lines
-    from harness.registry import TASKS
-    from harness.tracking import Tracker
+    from harness.provenance import provenance
 
     c = cfg.compare
     split = str(c.get("quality", "test"))
@@ -368,6 +386,40 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
     stem = f"{cfg.task.name}-{cfg.data.name}-{cfg.model.name}"
     title = f"{stem}: {', '.join(c.methods)} (seeds {seeds})"
     out = Path(cfg.outputs) / "compare" / stem
+    result, md = _write_report(cfg, tables, studies, out=out, title=title, split=split,
+                               targets=targets, granularity=granularity, alpha=alpha,
+                               prov=prov)  # fmt: skip
+    tracker, hv = _log_compare(cfg, studies, out, stem=stem, split=split, reference=reference,
+                               prov=prov)  # fmt: skip
+    log.info("comparison written to %s (Pareto plot %s)\n%s", out, result["plot"], md)
+    result.update(
+        hypervolume=hv,
+        run_id=tracker.run_id,
+        tracking_uri=tracker.uri if tracker.enabled else None,
+        studies=[sp.study for sp in studies],
+    )
+    return result
+
+
+def _write_report(
+    cfg: DictConfig,
+    tables: dict[str, pd.DataFrame],
+    studies: Sequence[StudyPoints],
+    *,
+    out: Path,
+    title: str,
+    split: str,
+    targets: Sequence[float],
+    granularity: float,
+    alpha: float,
+    prov: dict[str, Any],
+) -> tuple[dict[str, Any], str]:
+    """The CSVs (each stamped with its provenance), the Markdown and the Pareto plot under
+    `out`, copied to `compare.results_dir` when set; returns where each went, and the
+    Markdown."""
+    from harness.provenance import provenance_lines
+    from harness.registry import TASKS
+
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "points_csv": out / "pareto_points.csv",
@@ -385,12 +437,30 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
     metric = TASKS.get(cfg.task.name).metric
     _plot(studies, split, targets, title, metric, files["plot"])
     result: dict[str, Any] = {k: str(v) for k, v in files.items()}
-    if c.get("results_dir"):
-        dest = Path(c.results_dir)
+    if cfg.compare.get("results_dir"):
+        dest = Path(cfg.compare.results_dir)
         dest.mkdir(parents=True, exist_ok=True)
         for path in files.values():
             shutil.copyfile(path, dest / path.name)
         result["results_dir"] = str(dest)
+    return result, md
+
+
+def _log_compare(
+    cfg: DictConfig,
+    studies: Sequence[StudyPoints],
+    out: Path,
+    *,
+    stem: str,
+    split: str,
+    reference: tuple[float, float],
+    prov: dict[str, Any],
+) -> tuple[Tracker, dict[str, float]]:
+    """One MLflow run per comparison (a rerun replaces it): the settings, the report files and
+    each study's hypervolume; returns the tracker and the mean hypervolume per method."""
+    from harness.tracking import Tracker
+
+    c = cfg.compare
     run_name = f"compare-{stem}"
     tracker = Tracker(
         cfg.tracking.uri, cfg.tracking.experiment, outputs=cfg.outputs, run_name=run_name,
@@ -413,14 +483,7 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
         tracker.log_params({"compare": OmegaConf.to_container(c, resolve=True)})
         tracker.log_artifacts(out, "compare")
         tracker.log_metrics({f"hypervolume.{m}.s{s}": v for (m, s), v in hv_by_study.items()})
-    log.info("comparison written to %s (Pareto plot %s)\n%s", out, files["plot"], md)
-    result.update(
-        hypervolume=hv,
-        run_id=tracker.run_id,
-        tracking_uri=tracker.uri if tracker.enabled else None,
-        studies=[sp.study for sp in studies],
-    )
-    return result
+    return tracker, hv
 
 
 def _drop_previous_runs(tracker: Any, run_name: str, tags: Mapping[str, str]) -> None:
