@@ -5,13 +5,13 @@ Its own module so the CLI, the demo and scripts share one composer without impor
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["CONFIG_GROUPS", "compose", "config_dir", "to_plain"]
+__all__ = ["CONFIG_GROUPS", "compose", "config_dir", "model_label", "to_plain"]
 
 #: config groups whose values are file names under conf/<group>/
 CONFIG_GROUPS = ("task", "data", "model", "method", "study")
@@ -53,3 +53,11 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
             return hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(f"bad configuration: {' '.join(str(e).split())}") from e
+
+
+def model_label(model: Mapping[str, Any]) -> str:
+    """The model as run, study and report names show it: `resnet20`, `torchvision.resnet18`,
+    `python.mylab.nets.build_net`, so two outside models never share a default study name."""
+    name = str(model["name"])
+    chosen = model.get("arch") or model.get("factory")
+    return f"{name}.{str(chosen).replace(':', '.')}" if chosen else name

@@ -30,6 +30,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness.atomic import atomic_write_text
+from harness.config import model_label
 from harness.errors import ConfigError, PruneBenchError, UnknownNameError
 from harness.tracking import mask_secrets
 
@@ -125,6 +126,8 @@ TASK_FUNCTIONS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {
 
 def _name(cfg: DictConfig, key: str) -> Any:
     node = OmegaConf.select(cfg, key)
+    if key == "model":  # torchvision.resnet18 and torchvision.resnet50 are two models
+        return model_label(node)
     return node.get("name") if isinstance(node, DictConfig) else node
 
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from harness.baseline import Baseline, load_or_train_baseline
+from harness.config import model_label
 from harness.cost import run_cost
 from harness.device import Runtime, pick_runtime
 from harness.errors import ConfigError
@@ -240,7 +241,7 @@ def measure(cfg: DictConfig) -> dict[str, Any]:
     shape = task.input_shape(cfg.data)
     report = count_macs(model, shape)
     return {
-        "model": cfg.model.name,
+        "model": model_label(cfg.model),
         "task": cfg.task.name,
         "macs": report.macs,
         "macs_total": report.macs_total,
@@ -364,7 +365,7 @@ def _open_tracker(cfg: DictConfig) -> Tracker:
     tags = {
         "method": cfg.method.name,
         "task": cfg.task.name,
-        "model": cfg.model.name,
+        "model": model_label(cfg.model),
         "data": cfg.data.name,
         "seed": str(cfg.seed),
         "target": str(cfg.target),
@@ -372,7 +373,7 @@ def _open_tracker(cfg: DictConfig) -> Tracker:
         **{str(k): str(v) for k, v in (cfg.tracking.get("tags") or {}).items()},
     }
     run_name = cfg.tracking.get("run_name") or (
-        f"{cfg.method.name}-{cfg.model.name}-{cfg.data.name}-t{cfg.target}-s{cfg.seed}"
+        f"{cfg.method.name}-{model_label(cfg.model)}-{cfg.data.name}-t{cfg.target}-s{cfg.seed}"
     )
     return Tracker(
         cfg.tracking.uri,
@@ -506,7 +507,7 @@ def _record(
     return {
         "method": cfg.method.name,
         "task": cfg.task.name,
-        "model": cfg.model.name,
+        "model": model_label(cfg.model),
         "data": cfg.data.name,
         "seed": int(cfg.seed),
         "target": float(cfg.target),

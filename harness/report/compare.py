@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness.atomic import atomic_write_text
+from harness.config import model_label
 from harness.errors import ConfigError, DataNotFoundError
 from harness.report.pareto import Point, Trained, at_target, coverage, hypervolume_2d, pareto_front
 from harness.report.significance import MARKS, TEST_NAME, Mark, rank
@@ -383,7 +384,7 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
                             granularity=granularity, alpha=alpha)  # fmt: skip
     seeds = sorted({sp.seed for sp in studies})
     prov = provenance(seeds)
-    stem = f"{cfg.task.name}-{cfg.data.name}-{cfg.model.name}"
+    stem = f"{cfg.task.name}-{cfg.data.name}-{model_label(cfg.model)}"
     title = f"{stem}: {', '.join(c.methods)} (seeds {seeds})"
     out = Path(cfg.outputs) / "compare" / stem
     result, md = _write_report(cfg, tables, studies, out=out, title=title, split=split,
@@ -465,7 +466,7 @@ def _log_compare(
     tracker = Tracker(
         cfg.tracking.uri, cfg.tracking.experiment, outputs=cfg.outputs, run_name=run_name,
         enabled=cfg.tracking.enabled,
-        tags={"kind": "compare", "task": str(cfg.task.name), "model": str(cfg.model.name),
+        tags={"kind": "compare", "task": str(cfg.task.name), "model": model_label(cfg.model),
               "data": str(cfg.data.name), "methods": ",".join(c.methods),
               "seeds": prov["seeds"], "git_sha": prov["git_sha"],
               "git_dirty": str(prov["git_dirty"])},

@@ -9,6 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from harness.config import model_label
 from harness.errors import ConfigError
 from harness.study.storage import StorageSpec, find_storage
 
@@ -143,7 +144,8 @@ def study_name(cfg: DictConfig) -> str:
     datasets of one task never share a study)."""
     if cfg.study.get("name"):
         return str(cfg.study.name)
-    return f"{cfg.task.name}-{cfg.data.name}-{cfg.model.name}-{cfg.method.name}-s{cfg.seed}"
+    model = model_label(cfg.model)
+    return f"{cfg.task.name}-{cfg.data.name}-{model}-{cfg.method.name}-s{cfg.seed}"
 
 
 def identity(cfg: DictConfig, settings: StudySettings) -> dict[str, Any]:
@@ -152,7 +154,7 @@ def identity(cfg: DictConfig, settings: StudySettings) -> dict[str, Any]:
         "objectives": list(settings.objectives),
         "task": str(cfg.task.name),
         "data": str(cfg.data.name),
-        "model": str(cfg.model.name),
+        "model": model_label(cfg.model),
         "method": str(cfg.method.name),
         "seed": int(cfg.seed),
     }

@@ -126,3 +126,17 @@ def test_zoo_subset_prunes_to_half(arch):
     assert model(x).shape == (1, 10)
     if grouped:  # ResNeXt/RegNet: their grouped convs lost whole channel groups
         assert any(convs[n].groups < g for n, g in grouped.items())
+
+
+def test_outside_models_get_their_arch_into_study_and_report_names():
+    # two torchvision archs must not share a default study (the resume guard would refuse the
+    # second), nor one compare stem or sweep group
+    from harness.study import study_name
+
+    tv18, tv50 = (compose(["method=l1", "model=torchvision", f"model.arch={a}"])
+                  for a in ("resnet18", "resnet50"))  # fmt: skip
+    assert "-torchvision.resnet18-l1-" in study_name(tv18)
+    assert study_name(tv18) != study_name(tv50)
+    factory = compose(["method=l1", "model=python", "model.factory=mylab.nets:build_net"])
+    assert "-python.mylab.nets.build_net-l1-" in study_name(factory)  # no ':' in file stems
+    assert "-resnet20-l1-" in study_name(compose(["method=l1", "model=resnet20"]))
