@@ -81,11 +81,13 @@ def test_two_machines_share_one_study_and_one_tracking_server(tmp_path, postgres
                                                              mlflow_server):  # fmt: skip
     storage = _with_password(postgres_url)
     # trials long enough (6 fine-tuning epochs) that machine 0 cannot finish the budget before
-    # machine 1, which trains its own baseline first, joins
+    # machine 1, which trains its own baseline first, joins; a study name of its own, since the
+    # session's PostgreSQL holds other tests' studies
     args = ["data=digits", "model=resnet20", "train.epochs=1", "finetune.epochs=6",
             "measure.latency=false", "study.n_startup_trials=1", "study.target.low=0.3",
             "method=random", "study.n_trials=4", f"study.storage={storage}",
-            f"tracking.uri={mlflow_server}", "study.heartbeat_s=10"]  # fmt: skip
+            f"tracking.uri={mlflow_server}", "study.heartbeat_s=10",
+            "study.name=two-machines"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     machines = []
     for job in (0, 1):
