@@ -86,6 +86,7 @@ def run_launcher(name: str, root: Path, env: dict[str, str]) -> dict:
     if grid.returncode != 0:
         return {**row, "problems": [grid.stderr.strip().splitlines()[-1:]]}
     jobs = [json.loads(line) for line in grid.stdout.strip().splitlines()]
+    row["jobs"] = len(jobs)
     problems = check_grid(cwd / "out", jobs)
     compare = _prunebench(["compare", "compare.sweep=latest", "outputs=out"], cwd, env)
     if compare.returncode != 0:
@@ -110,8 +111,11 @@ def main() -> None:
                 sys.path.insert(0, str(REPO))
                 from tests.slurm_cluster import local_slurm
 
-                env["SLURM_CONF"] = str(stack.enter_context(local_slurm()).conf)
+                cluster = stack.enter_context(local_slurm())
+                env["SLURM_CONF"] = str(cluster.conf)
             rows.append(run_launcher(name, Path(tmp), env))
+            if name == "submitit_slurm":
+                rows[-1]["note"] = f"one-node Slurm started in {cluster.startup_s:.1f} s"
             print(rows[-1], file=sys.stderr, flush=True)
     hw = hardware()
     lines = [
@@ -121,13 +125,13 @@ def main() -> None:
         f"# grid: prunebench study -m {' '.join(GRID)} hydra/launcher=<launcher> outputs=out",
         "# seeds 0, 1 (the grid's); OMP_NUM_THREADS=1 per process; wall s = the whole grid, "
         "the two baselines included",
-        f"{'launcher':16} {'wall s':>8}  result",
+        f"{'launcher':16} {'jobs':>4} {'wall s':>8}  result",
     ]
     for r in rows:
         verdict = "ok (4 studies × 3 trials, compare mean ± std over 2 seeds)"
-        lines.append(f"{r['launcher']:16} {r['wall_s']:8.1f}  " + (
-            verdict if not r["problems"] else "FAILED: " + "; ".join(map(str, r["problems"])))
-        )  # fmt: skip
+        result = verdict if not r["problems"] else "FAILED: " + "; ".join(map(str, r["problems"]))
+        note = f" ({r['note']})" if r.get("note") else ""
+        lines.append(f"{r['launcher']:16} {r.get('jobs', 0):4d} {r['wall_s']:8.1f}  {result}{note}")
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.out:
