@@ -16,6 +16,7 @@ before any work. The table is rewritten after every model, so an interrupted run
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import signal
 import sys
@@ -158,7 +159,8 @@ def main() -> None:
     header = [
         "# torchvision zoo: pruned to a MAC target, or refused",
         "",
-        f"Command: `PYTHONPATH=. nice -n 10 python {' '.join(sys.argv)}`  ",
+        f"Command: `PYTHONPATH=. {f'nice -n {os.nice(0)} ' if os.nice(0) else ''}python "
+        f"{' '.join(sys.argv)}`  ",
         f"Provenance: {provenance()}, {args.threads} thread(s), shared machine (times inflated "
         "by other jobs).  ",
         f"Setup: random weights (seed 0), {CLASSES} classes, input 3×{args.size}×{args.size} "
