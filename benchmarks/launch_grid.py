@@ -92,7 +92,7 @@ def run_launcher(name: str, root: Path, env: dict[str, str]) -> dict:
     if compare.returncode != 0:
         problems.append(f"compare: {compare.stderr.strip().splitlines()[-1:]}")
     else:
-        md = Path(json.loads(compare.stdout)["table_md"]).read_text()
+        md = (cwd / json.loads(compare.stdout)["table_md"]).read_text()  # relative to its cwd
         if "±" not in md or "seeds [0, 1]" not in md:
             problems.append("compare table lacks mean ± std over seeds [0, 1]")
     return {**row, "problems": problems}
