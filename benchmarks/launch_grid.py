@@ -2,7 +2,7 @@
 3 trials each, then `prunebench compare compare.sweep=latest` over the seeds.
 
     PYTHONPATH=. python benchmarks/launch_grid.py [--launchers basic joblib submitit_local
-        submitit_slurm] [--out results/benchmarks/launch_grid_cpu.txt]
+        submitit_slurm] [--epochs 1] [--out results/benchmarks/launch_grid_cpu.txt]
 
 Each launcher gets a fresh outputs folder (so each trains its own two baselines) and the same
 command; only `hydra/launcher=…` and its settings differ. Checked per launcher: 4 JSON lines
@@ -29,12 +29,12 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from harness.provenance import git_label, hardware, versions
+from harness.provenance import git_state, hardware, versions
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = [
     "method=l1,random", "seed=0,1", "data=digits", "model=resnet20", "study.n_trials=3",
-    "train.epochs=1", "finetune.epochs=1", "measure.latency=false", "study.target.low=0.3",
+    "measure.latency=false", "study.target.low=0.3",
 ]  # fmt: skip
 LAUNCHERS = {
     "basic": [],  # Hydra's default: the jobs one after another in this process
@@ -76,11 +76,12 @@ def check_grid(outputs: Path, jobs: list[dict]) -> list[str]:
     return problems
 
 
-def run_launcher(name: str, root: Path, env: dict[str, str]) -> dict:
+def run_launcher(name: str, root: Path, env: dict[str, str], epochs: int) -> dict:
     cwd = root / name
     cwd.mkdir()
     t0 = time.perf_counter()
-    grid = _prunebench(["study", "-m", *GRID, *LAUNCHERS[name], "outputs=out"], cwd, env)
+    budget = [f"train.epochs={epochs}", f"finetune.epochs={epochs}"]
+    grid = _prunebench(["study", "-m", *GRID, *budget, *LAUNCHERS[name], "outputs=out"], cwd, env)
     wall = time.perf_counter() - t0
     row = {"launcher": name, "wall_s": wall, "rc": grid.returncode}
     if grid.returncode != 0:
@@ -101,6 +102,7 @@ def run_launcher(name: str, root: Path, env: dict[str, str]) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--launchers", nargs="+", default=list(LAUNCHERS), choices=list(LAUNCHERS))
+    p.add_argument("--epochs", type=int, default=1, help="baseline and fine-tuning epochs")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -113,16 +115,19 @@ def main() -> None:
 
                 cluster = stack.enter_context(local_slurm())
                 env["SLURM_CONF"] = str(cluster.conf)
-            rows.append(run_launcher(name, Path(tmp), env))
+            rows.append(run_launcher(name, Path(tmp), env, args.epochs))
             if name == "submitit_slurm":
                 rows[-1]["note"] = f"one-node Slurm started in {cluster.startup_s:.1f} s"
             print(rows[-1], file=sys.stderr, flush=True)
     hw = hardware()
+    sha, dirty = git_state()
+    state = {True: "dirty", False: "clean", None: "dirty flag unknown"}[dirty]
     lines = [
         f"# PYTHONPATH=. python {shlex.join(['benchmarks/launch_grid.py', *sys.argv[1:]])}",
-        f"# git {git_label()}, {hw['cpu']}, {hw['cores']} cores, GPU: {hw['gpu']}, "
+        f"# git {sha} ({state}), {hw['cpu']}, {hw['cores']} cores, GPU: {hw['gpu']}, "
         + ", ".join(f"{k} {v}" for k, v in versions().items()),
-        f"# grid: prunebench study -m {' '.join(GRID)} hydra/launcher=<launcher> outputs=out",
+        f"# grid: prunebench study -m {' '.join(GRID)} train.epochs={args.epochs} "
+        f"finetune.epochs={args.epochs} hydra/launcher=<launcher> outputs=out",
         "# seeds 0, 1 (the grid's); OMP_NUM_THREADS=1 per process; wall s = the whole grid, "
         "the two baselines included",
         f"{'launcher':16} {'jobs':>4} {'wall s':>8}  result",
