@@ -1,8 +1,8 @@
 """Grids of studies through real launchers: joblib (parallel jobs on this machine), submitit_local
 (two launcher jobs as two workers of ONE study) and submitit_slurm against a real one-node Slurm
-(tests/slurm_cluster.py; a measure grid here, the study grid is a manual run in the issue-16
-notes). Budgets are tiny (1 epoch, 1-2 trials); the acceptance-size grid (4 studies × 3 trials
-per launcher) is a documented manual run (README, notes)."""
+(tests/slurm_cluster.py; a measure grid here). Budgets are tiny (1 epoch, 1-2 trials); the
+acceptance-size grid (4 studies × 3 trials) through every launcher, the Slurm one included, is
+benchmarks/launch_grid.py."""
 
 from __future__ import annotations
 
