@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     import optuna
     import pandas as pd
 
-__all__ = ["ParentRun", "ParetoTagger", "front_frame", "log_front", "mark_run"]
+__all__ = ["ParentRun", "ParetoTagger", "front_frame", "kill_finished_run", "log_front", "mark_run"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,19 @@ class ParentRun:
 
     def close(self, status: str = "FINISHED") -> None:
         _client(self.uri).set_terminated(self.run_id, status=status)
+
+
+def kill_finished_run(uri: str, run_id: str, reason: str) -> None:
+    """Mark KILLED a run that ended FINISHED although its trial then failed (an interrupt between
+    the run's end and Optuna's record of the trial), so the two stores agree; a run in any other
+    state is left as it is."""
+    try:
+        finished = _client(uri).get_run(run_id).info.status == "FINISHED"
+    except Exception as e:  # noqa: BLE001 - best effort on the way out of an interrupt
+        log.warning("could not read MLflow run %s: %s", run_id, e)
+        return
+    if finished:
+        mark_run(uri, run_id, "KILLED", reason)
 
 
 def mark_run(uri: str, run_id: str, status: str, reason: str) -> None:

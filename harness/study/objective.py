@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.cost import COST_PREFIX
 from harness.errors import ConfigError, ImpossibleTargetError, PruneBenchError, RunStopped
 from harness.processes import process_token
+from harness.study.mlflow_link import kill_finished_run
 from harness.study.settings import CONSTRAINTS, OBJECTIVES, StudySettings
 from harness.study.space import SearchSpace
 from harness.tracking import mask_secrets
@@ -58,8 +59,15 @@ class _TrialObserver:
 class TrialObjective:
     """Optuna objective: sample, write into the config, run the pipeline, return objectives."""
 
-    def __init__(self, cfg: DictConfig, settings: StudySettings, parent_run_id: str | None):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        settings: StudySettings,
+        parent_run_id: str | None,
+        tracking_uri: str | None = None,
+    ) -> None:
         self.cfg, self.settings, self.parent_run_id = cfg, settings, parent_run_id
+        self.tracking_uri = tracking_uri
         self.space = SearchSpace.from_config(cfg)
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
@@ -68,6 +76,10 @@ class TrialObjective:
         except KeyboardInterrupt:  # anywhere in the trial, its bookkeeping after the run included
             trial.set_user_attr("interrupted", True)
             trial.set_user_attr("fail_reason", "interrupted (Ctrl-C)")
+            run_id = trial.user_attrs.get("mlflow_run_id")
+            if self.tracking_uri and run_id:  # its run may have ended FINISHED just before
+                kill_finished_run(self.tracking_uri, run_id, "interrupted before its trial was "
+                                  "recorded; the trial is retried on resume")  # fmt: skip
             raise
 
     def _run_trial(self, trial: optuna.Trial) -> list[float]:

@@ -105,7 +105,7 @@ def worker_main(spec: WorkerSpec, *, child: bool = False) -> None:
     study = optuna.load_study(
         study_name=settings.name, storage=storage, sampler=make_sampler(settings, spec.index)
     )
-    objective = TrialObjective(cfg, settings, spec.parent_run_id)
+    objective = TrialObjective(cfg, settings, spec.parent_run_id, spec.tracking_uri)
     progress = StudyProgress(settings.name, settings.n_trials)
     callbacks = [ParetoTagger(spec.tracking_uri)] if spec.tracking_uri else []
     callbacks.append(progress)

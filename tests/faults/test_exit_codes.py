@@ -145,3 +145,30 @@ def test_sigterm_on_a_study_leaves_it_resumable(cli, tmp_path):
     retry = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
     assert len(retry) == 1 and retry[0].params == trial.params
     assert json.loads(again.stdout)["n_complete"] == 2
+
+
+def test_an_interrupt_after_the_run_finished_kills_that_run_and_marks_the_trial(tmp_path):
+    # the window between the pipeline's end (MLflow run FINISHED) and Optuna's record of the
+    # trial: the stores must agree (run KILLED, trial FAIL + interrupted, retried on resume)
+    from harness.config import compose
+    from harness.study.objective import TrialObjective
+    from harness.study.settings import StudySettings
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("e"))
+    client.set_terminated(run.info.run_id, status="FINISHED")
+    cfg = compose(["data=digits", "model=resnet20", "method=l1", f"outputs={tmp_path}"])
+    objective = TrialObjective(cfg, StudySettings.from_cfg(cfg), None, uri)
+
+    def finished_then_interrupted(trial):
+        trial.set_user_attr("mlflow_run_id", run.info.run_id)
+        raise KeyboardInterrupt
+
+    objective._run_trial = finished_then_interrupted
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.FAIL and trial.user_attrs["interrupted"] is True
+    assert client.get_run(run.info.run_id).info.status == "KILLED"
