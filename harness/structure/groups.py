@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from harness.errors import UnsupportedModelError
 from harness.structure.layers import PRUNABLE_TYPES, channel_sizes
+from harness.structure.tracing import Runaway, traced_groups
 
 if TYPE_CHECKING:
     import torch_pruning as tp
@@ -230,7 +231,8 @@ def build_structure(
 
     A group is frozen (never pruned) when it feeds the model output (no consumer layer), when its
     name matches a pattern in `frozen` (fnmatch, e.g. "layer3.*"), when it has < 2 units, or when
-    it touches a layer we cannot slice (e.g. a grouped, non-depthwise conv).
+    it touches a layer we cannot slice (e.g. a grouped, non-depthwise conv), or when Torch-Pruning's
+    traversal of it runs away (window attention: see `harness.structure.tracing`).
     """
     import torch_pruning as tp  # heavy import, only where the graph is built
 
@@ -254,7 +256,13 @@ def build_structure(
     frozen = list(frozen)
     groups: dict[str, ChannelGroup] = {}
     roots = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
-    for tp_group in dg.get_all_groups(root_module_types=roots):
+    runaways = []
+    for tp_group in traced_groups(dg, model, roots):
+        if isinstance(tp_group, Runaway):
+            group = _runaway_group(tp_group, names[tp_group.root])
+            runaways.append(group.name)
+            groups[group.name] = group
+            continue
         group = _group_from_tp(
             tp_group,
             dg,
@@ -267,9 +275,25 @@ def build_structure(
             frozen=frozen,
         )
         groups[group.name] = group
+    if runaways:
+        log.warning(
+            "%s: %d groups frozen, their channel mapping runs away in the dependency graph "
+            "(first: %s)",
+            type(model).__name__,
+            len(runaways),
+            groups[runaways[0]].reason,
+        )
     groups = _merge_grouped_convs(groups, geometry, modules, order)
     _freeze_inconsistent(groups, model)
     return Structure(groups, geometry, tuple(example.shape[1:]))
+
+
+def _runaway_group(runaway: Runaway, name: str) -> ChannelGroup:
+    """A frozen group holding only the root's outputs: the traversal that would have found its
+    coupled layers was stopped, so none of them may be pruned through it."""
+    channels = torch.arange(runaway.size)
+    slot = Slot(name, "out", channels, channels.clone())
+    return ChannelGroup(name, runaway.size, [slot], prunable=False, reason=runaway.reason)
 
 
 def _group_from_tp(
