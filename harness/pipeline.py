@@ -42,6 +42,7 @@ from harness.structure import (
     CostModel,
     Plan,
     allocate,
+    allocation_target,
     apply_plan,
     build_structure,
     check_prunable,
@@ -159,7 +160,7 @@ def _prune_one_shot(
     model, structure, cost = ctx.model, ctx.structure, ctx.cost
     plan = Plan()
     for k in range(1, steps + 1):
-        step_target = cfg.target ** (k / steps) * base_macs / cost.base_macs
+        step_target = ctx.target ** (k / steps) * base_macs / cost.base_macs
         ctx.model, ctx.structure, ctx.cost = model, structure, cost
         method.prepare(ctx)
         scores = score_groups(model, structure, method.score, grads=method.needs.grads)
@@ -343,9 +344,13 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
     seed_everything(cfg.seed)
     model = task.build_model(cfg.model, cfg.data)
     method.check(model, cfg.task.name)
-    # an unsupported model is refused here, in one line, before any data or training
-    check_prunable(model, task.example_input(cfg.data), frozen=cfg.prune.frozen)
+    # an unsupported model or an unreachable target is refused here, before any data or training
+    structure = check_prunable(model, task.example_input(cfg.data), frozen=cfg.prune.frozen)
     shape = task.input_shape(cfg.data)
+    base_report = count_macs(model, shape)
+    allocation_target(
+        cfg.target, measured=base_report.macs, analytic=CostModel(structure).base_macs
+    )
     data = task.build_data(cfg.data, seed=cfg.seed).to(runtime.device)
     parts = RunParts(
         cfg=cfg,
@@ -354,7 +359,7 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
         runtime=runtime,
         data=data,
         shape=shape,
-        base_report=count_macs(model, shape),
+        base_report=base_report,
         params_base=count_params(model),
     )
     return parts, model
@@ -420,6 +425,16 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
     example = task.example_input(cfg.data).to(runtime.device)
     structure = build_structure(model, example, frozen=cfg.prune.frozen)
     cost = CostModel(structure)
+    target = allocation_target(cfg.target, measured=parts.base_report.macs, analytic=cost.base_macs)
+    if target != cfg.target:
+        log.info(
+            "the cost model sees %.1f%% of the %s MACs fvcore counts; allocating to %.4f of them "
+            "for a measured ratio ≤ %s",
+            100 * cost.base_macs / parts.base_report.macs,
+            f"{parts.base_report.macs:,}",
+            target,
+            cfg.target,
+        )
     ctx = PruneContext(
         model=model,
         structure=structure,
@@ -427,7 +442,7 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
         task=task,
         data=replace(data, train=data.train.fork(cfg.seed + 7919)),  # method's own stream
         runtime=runtime,
-        target=cfg.target,
+        target=target,
         seed=cfg.seed,
         cfg=cfg,
         fit=run_fit,

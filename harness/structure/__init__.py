@@ -1,6 +1,6 @@
 """Structural pruning: channel groups, plans, the analytic cost model and MAC-target allocation."""
 
-from harness.structure.allocate import allocate, check_target, floor_of
+from harness.structure.allocate import allocate, allocation_target, check_target, floor_of
 from harness.structure.cost import CostModel
 from harness.structure.groups import (
     ChannelGroup,
@@ -28,6 +28,7 @@ __all__ = [
     "Slot",
     "Structure",
     "allocate",
+    "allocation_target",
     "apply_plan",
     "build_structure",
     "channel_config",

@@ -37,6 +37,29 @@ def check_target(target: float) -> None:
         )
 
 
+def allocation_target(target: float, *, measured: int, analytic: int) -> float:
+    """The cost-model ratio to allocate to so that the measured (fvcore) MAC ratio is ≤ `target`.
+
+    fvcore also counts what the cost model cannot see: attention matmuls, and layers called
+    through `F.linear` on their own weights (Swin's qkv and proj). Those `measured - analytic`
+    MACs are taken not to shrink, so the visible layers must make up the whole cut:
+    analytic·(1 - t') = measured·(1 - target). Pruning can only lower the hidden part, so the
+    measured ratio lands at or below `target`. Where nothing is hidden, `target` is returned as is.
+    """
+    hidden = measured - analytic
+    if hidden <= 0:
+        return target
+    visible = 1.0 - (1.0 - target) * measured / analytic
+    if visible <= 0.0:
+        raise ImpossibleTargetError(
+            f"target={target} is out of reach: {hidden / measured:.1%} of the model's "
+            f"{measured:,} MACs are in operations the pruner cannot shrink (attention matmuls, "
+            f"layers called functionally), so no plan measures below {hidden / measured:.3f}; "
+            "raise the target"
+        )
+    return visible
+
+
 def floor_of(size: int, floor: float, min_channels: int) -> int:
     """Units a group always keeps: at least `min_channels` and `floor` of its size."""
     return min(size, max(min_channels, math.ceil(floor * size)))
