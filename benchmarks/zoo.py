@@ -1,7 +1,7 @@
 """Zoo coverage: every torchvision classification model pruned to a MAC target, or refused.
 
     PYTHONPATH=. nice -n 10 python benchmarks/zoo.py [--size 64] [--target 0.5] [--threads 1]
-        [--models resnet18 ...] [--out results/zoo.md]
+        [--models resnet18 ...] [--out results/zoo.md] [--block "title of an appended rerun"]
 
 Per model of `torchvision.models.list_models(module=torchvision.models)`: built through
 `model=torchvision` (harness.external.torchvision_model: random weights, seed 0, 10 classes,
@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shlex
 import signal
 import sys
 import time
@@ -151,7 +152,7 @@ def write(rows: list[dict[str, object]], names: list[str], args, header: list[st
             f"Peak resident memory of the whole zoo process: {float(top['peak_rss_gib']):.2f} GiB "
             f"(the high-water mark rose most at {max(grew)[1]}, by {max(grew)[0]:.2f} GiB).",
         ]
-    args.out.write_text("\n".join(lines) + "\n")
+    args.out.write_text(args.before + "\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -163,16 +164,24 @@ def main() -> None:
     p.add_argument("--max-params", type=float, default=200.0, help="skip larger models (M)")
     p.add_argument("--models", nargs="+", default=None)
     p.add_argument("--out", type=Path, default=Path("results/zoo.md"))
+    p.add_argument(
+        "--block",
+        default=None,
+        help="append to --out as a section with this title (a rerun of some models, with its "
+        "own command and provenance) instead of rewriting it",
+    )
     args = p.parse_args()
+    args.before = ""
+    if args.block:
+        args.before = f"{args.out.read_text().rstrip()}\n\n## {args.block}\n\n"
     torch.set_num_threads(args.threads)
     names = args.models or sorted(
         torchvision.models.list_models(module=torchvision.models), key=num_params
     )  # smallest first
     header = [
-        "# torchvision zoo: pruned to a MAC target, or refused",
-        "",
+        *([] if args.block else ["# torchvision zoo: pruned to a MAC target, or refused", ""]),
         f"Command: `PYTHONPATH=. {f'nice -n {os.nice(0)} ' if os.nice(0) else ''}python "
-        f"{' '.join(sys.argv)}`  ",
+        f"{shlex.join(sys.argv)}`  ",
         f"Provenance: {provenance()}, {args.threads} thread(s), shared machine (times inflated "
         "by other jobs).  ",
         f"Setup: random weights (seed 0), {CLASSES} classes, input 3×{args.size}×{args.size} "
