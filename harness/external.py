@@ -186,6 +186,11 @@ def torchvision_model(
         model = builder(weights=None, num_classes=num_classes, **kw)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"torchvision model {arch} rejects model.kwargs {kw}: {e}") from e
+    except AssertionError as e:  # ViT: the image size is not a multiple of the patch size
+        raise ConfigError(
+            f"torchvision {arch} cannot run on {in_chans}×{input_size}×{input_size} inputs "
+            f"({e}); use data with another size or other model kwargs"
+        ) from e
     if weights:
         path = Path(weights).expanduser()
         load_weights(model, path if path.suffix else _cached_torchvision_weights(arch, weights))

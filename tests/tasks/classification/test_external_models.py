@@ -91,6 +91,7 @@ def test_local_weights_file_loads_what_fits(tmp_path):
         (lambda: python_model("nodots"), r"is not 'package.module:callable'"),
         (lambda: torchvision_model("resnet18", weights="DEFAULT_X"), r"not a weights enum"),
         (lambda: torchvision_model("inception_v3", input_size=8), r"cannot run on 3×8×8"),
+        (lambda: torchvision_model("vit_b_16", input_size=24), r"cannot run on 3×24×24"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line(call, message):
