@@ -118,6 +118,10 @@ class Method(ABC):  # noqa: B024 - abstract in intent: use one of the three kind
                 "has no BatchNorm layer; pick a method that scores weights (e.g. l1, fpgm, taylor)"
             )
 
+    def check_structure(self, model: nn.Module, structure: Structure) -> None:  # noqa: B027
+        """Raise IncompatibleMethodError when this method can prune none of `model`'s channel
+        groups. Called once the groups are derived, before any training. Default: any group."""
+
 
 class _Undeclared:
     """Stands in for a `PruneContext` field the method's `needs` does not declare; use raises."""

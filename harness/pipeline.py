@@ -346,6 +346,7 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
     method.check(model, cfg.task.name)
     # an unsupported model or an unreachable target is refused here, before any data or training
     structure = check_prunable(model, task.example_input(cfg.data), frozen=cfg.prune.frozen)
+    method.check_structure(model, structure)
     shape = task.input_shape(cfg.data)
     base_report = count_macs(model, shape)
     allocation_target(

@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import OmegaConf
+from torch import nn
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, IncompatibleMethodError
 from harness.method import Needs, PruneContext, SearchMethod, SearchResult
 from harness.registry import METHODS
 from harness.seeds import derive_seed
@@ -49,7 +50,7 @@ from methods.dhp.latents import Latents, build_latents, upsampler_ties, with_tie
 from methods.dhp.search import DHPSearch, GammaController, SearchCheckpoint
 
 if TYPE_CHECKING:
-    from torch import Tensor, nn
+    from torch import Tensor
 
     from harness.data import TensorBatches
 
@@ -319,6 +320,30 @@ class DHP(SearchMethod):
             freeze=self.freeze,
             freeze_last_stream=self.freeze_last_stream,
         )
+
+    def check_structure(self, model: nn.Module, structure: Structure) -> None:
+        """DHP generates conv weights: a model whose prunable groups touch no conv (a ViT,
+        Swin: only their Linear MLPs prune) is refused before any training."""
+        modules = dict(model.named_modules())
+        convs = (nn.Conv2d, nn.ConvTranspose2d)
+        linear_only = [
+            g.name
+            for g in structure.prunable
+            if not any(isinstance(modules[s.module], convs) for s in g.slots)
+        ]
+        if len(linear_only) == len(structure.prunable):
+            raise IncompatibleMethodError(
+                f"method 'dhp' prunes convolution channels (its hypernetworks generate conv "
+                f"weights), but every prunable group of {type(model).__name__} "
+                f"({len(linear_only)}, e.g. {linear_only[0]}) touches only Linear layers; pick a "
+                "method that scores weights (e.g. l1, fpgm, taylor)"
+            )
+        if linear_only:
+            log.info(
+                "dhp: %d of %d prunable groups touch only Linear layers and stay whole",
+                len(linear_only),
+                len(structure.prunable),
+            )
 
     def prunable(self, structure: Structure, latents: Latents, st: Settings) -> list[str]:
         """Groups whose latents the search soft-thresholds, in model order."""

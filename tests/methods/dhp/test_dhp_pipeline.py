@@ -97,3 +97,24 @@ def test_dhp_pipeline_artifact_is_the_measured_compact_model(model, tmp_path, mo
     full = MODELS.get(model)(in_chans=1, num_classes=10)
     assert count_macs(full, (1, 8, 8)).macs == record["macs_base"]
     assert build_structure(full, torch.randn(1, 1, 8, 8)).groups.keys() == structure.groups.keys()
+
+
+def linear_net(in_chans: int, num_classes: int) -> torch.nn.Module:
+    """Only Linear layers: its one prunable group (the hidden layer) has no conv to generate."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(in_chans * 64, 32), nn.ReLU(), nn.Linear(32, num_classes)
+    )
+
+
+def test_model_without_a_prunable_conv_is_refused_before_training(tmp_path):
+    from harness.errors import IncompatibleMethodError
+
+    cfg = compose([
+        "data=digits", "model=python", f"model.factory={__name__}:linear_net", "method=dhp",
+        "train.epochs=1", "tracking.enabled=false", f"outputs={tmp_path}",
+    ])  # fmt: skip
+    with pytest.raises(IncompatibleMethodError, match=r"method 'dhp' prunes convolution channels"):
+        run(cfg)
+    assert not list(tmp_path.rglob("*.pt"))  # no baseline was trained
