@@ -1,14 +1,9 @@
 """Structural pruning: channel groups, plans, the analytic cost model and MAC-target allocation."""
 
 from harness.structure.allocate import allocate, allocation_target, check_target, floor_of
+from harness.structure.build import build_structure, check_prunable
 from harness.structure.cost import CostModel
-from harness.structure.groups import (
-    ChannelGroup,
-    Slot,
-    Structure,
-    build_structure,
-    check_prunable,
-)
+from harness.structure.groups import ChannelGroup, Slot, Structure
 from harness.structure.plan import (
     Plan,
     apply_plan,

@@ -32,8 +32,7 @@ __all__ = [
     "ChannelGroup",
     "Slot",
     "Structure",
-    "build_structure",
-    "check_prunable",
+    "derive_structure",
 ]
 
 log = logging.getLogger(__name__)
@@ -221,7 +220,7 @@ def _through_pixel_shuffle(
     return post, remapped
 
 
-def build_structure(
+def derive_structure(
     model: nn.Module,
     example: Tensor,
     *,
@@ -366,18 +365,6 @@ def _construct(error: Exception) -> str:
         if name in _CONSTRUCTS:
             return _CONSTRUCTS[name]
     return f"an operation the dependency graph does not support (in {frames[-1]})"
-
-
-def check_prunable(model: nn.Module, example: Tensor, *, frozen: Iterable[str] = ()) -> Structure:
-    """`build_structure`, refusing a model with no prunable group in one line before any work."""
-    structure = build_structure(model, example, frozen=frozen)
-    if not structure.prunable:
-        reasons = sorted({g.reason for g in structure.groups.values()})
-        raise UnsupportedModelError(
-            f"{type(model).__name__} has no prunable channel group ({len(structure.groups)} "
-            f"groups, frozen because: {'; '.join(reasons)[:300]}); prune another model"
-        )
-    return structure
 
 
 def _grouped_convs(geometry: dict[str, LayerGeometry], modules: dict[str, nn.Module]) -> list[str]:
