@@ -2,6 +2,8 @@
 
     PYTHONPATH=. nice -n 10 python benchmarks/zoo.py [--size 64] [--target 0.5] [--threads 1]
         [--models resnet18 ...] [--out results/zoo.md] [--block "title of an appended rerun"]
+    PYTHONPATH=. python benchmarks/zoo.py --source timm --models vit_tiny_patch16_224 ...
+        --out results/zoo_timm.md
 
 Per model of `torchvision.models.list_models(module=torchvision.models)`: built through
 `model=torchvision` (harness.external.torchvision_model: random weights, seed 0, 10 classes,
@@ -13,6 +15,7 @@ model. As in a run, the allocation target is corrected for MACs the cost model c
 conv+linear+matmul MAC ratio of the compact model, the run's `macs_ratio`; `ok` means within
 ±0.03 of the target with output shape (1, 10). A refusal is the one-line error a run would give
 before any work. The table is rewritten after every model, so an interrupted run keeps its rows.
+With `--source timm` the models come from `model=timm` instead (named with --models).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import torchvision
 
 from benchmarks.allocation import l1_score, provenance
 from harness.errors import ConfigError, PruneBenchError
-from harness.external import torchvision_model
+from harness.external import timm_model, torchvision_model
 from harness.measure import count_macs
 from harness.structure import (
     CostModel,
@@ -56,17 +59,24 @@ def _alarm(signum, frame):
 FALLBACK_SIZE = 224
 
 
-def build(name: str, size: int) -> tuple[torch.nn.Module, int]:
+SOURCES = {"torchvision": torchvision_model, "timm": timm_model}
+
+
+def build(name: str, size: int, source: str = "torchvision") -> tuple[torch.nn.Module, int]:
+    make = SOURCES[source]
     try:
-        return torchvision_model(name, num_classes=CLASSES, input_size=size), size
+        return make(name, num_classes=CLASSES, input_size=size), size
     except ConfigError as e:
         if "cannot run on" not in str(e) or size == FALLBACK_SIZE:
             raise
-        return torchvision_model(name, num_classes=CLASSES, input_size=FALLBACK_SIZE), FALLBACK_SIZE
+        return make(name, num_classes=CLASSES, input_size=FALLBACK_SIZE), FALLBACK_SIZE
 
 
-def num_params(name: str) -> int:
-    """Parameter count from torchvision's weights metadata (1000 classes), without building."""
+def num_params(name: str, source: str = "torchvision") -> int:
+    """Parameter count from torchvision's weights metadata (1000 classes), without building;
+    0 (unknown) for timm, whose models are named one by one with --models."""
+    if source != "torchvision":
+        return 0
     return max(w.meta.get("num_params", 0) for w in torchvision.models.get_model_weights(name))
 
 
@@ -74,7 +84,7 @@ def prune_one(name: str, args: argparse.Namespace) -> dict[str, object]:
     torch.manual_seed(0)
     start = time.perf_counter()
     row: dict[str, object] = {"model": name}
-    params = num_params(name)
+    params = num_params(name, args.source)
     if params > args.max_params * 1e6:
         row["status"] = (
             f"not run here: {params / 1e6:.0f} M parameters > --max-params {args.max_params:g} M "
@@ -88,7 +98,7 @@ def prune_one(name: str, args: argparse.Namespace) -> dict[str, object]:
     signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(args.model_timeout)
     try:
-        model, size = build(name, args.size)
+        model, size = build(name, args.size, args.source)
         model.eval()
         row["size"] = size
         example = torch.randn(1, 3, size, size)
@@ -163,6 +173,7 @@ def main() -> None:
     p.add_argument("--model-timeout", type=int, default=300, help="seconds per model")
     p.add_argument("--max-params", type=float, default=200.0, help="skip larger models (M)")
     p.add_argument("--models", nargs="+", default=None)
+    p.add_argument("--source", choices=sorted(SOURCES), default="torchvision")
     p.add_argument("--out", type=Path, default=Path("results/zoo.md"))
     p.add_argument(
         "--block",
@@ -175,11 +186,13 @@ def main() -> None:
     if args.block:
         args.before = f"{args.out.read_text().rstrip()}\n\n## {args.block}\n\n"
     torch.set_num_threads(args.threads)
+    if args.source != "torchvision" and not args.models:
+        p.error(f"--source {args.source} needs --models")
     names = args.models or sorted(
         torchvision.models.list_models(module=torchvision.models), key=num_params
     )  # smallest first
     header = [
-        *([] if args.block else ["# torchvision zoo: pruned to a MAC target, or refused", ""]),
+        *([] if args.block else [f"# {args.source} zoo: pruned to a MAC target, or refused", ""]),
         f"Command: `PYTHONPATH=. {f'nice -n {os.nice(0)} ' if os.nice(0) else ''}python "
         f"{shlex.join(sys.argv)}`  ",
         f"Provenance: {provenance()}, {args.threads} thread(s), shared machine (times inflated "
