@@ -231,7 +231,7 @@ def derive_structure(
     A group is frozen (never pruned) when it feeds the model output (no consumer layer), when its
     name matches a pattern in `frozen` (fnmatch, e.g. "layer3.*"), when it has < 2 units, or when
     it touches a layer we cannot slice (e.g. a grouped, non-depthwise conv), or when Torch-Pruning's
-    traversal of it runs away (window attention: see `harness.structure.tracing`).
+    traversal of it runs away (window attention, ReXNet: see `harness.structure.tracing`).
     """
     import torch_pruning as tp  # heavy import, only where the graph is built
 
@@ -470,11 +470,11 @@ def _freeze_inconsistent(groups: dict[str, ChannelGroup], model: nn.Module) -> N
             elif s.side == "out" and covered[s.module] != width:
                 bad = f"covers {covered[s.module]} of the {width} outputs of {s.module}"
             if bad:
-                if g.prunable:
+                if g.prunable:  # a group frozen earlier keeps its first reason
                     log.warning(
                         "group %s frozen: inconsistent dependency mapping (%s)", g.name, bad
                     )
-                g.prunable, g.reason = False, f"inconsistent dependency mapping: {bad}"
+                    g.prunable, g.reason = False, f"inconsistent dependency mapping: {bad}"
                 break
 
 

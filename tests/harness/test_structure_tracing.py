@@ -88,3 +88,24 @@ def test_window_attention_freezes_runaway_groups_and_prunes_the_rest(v2):
     apply_plan(model, st, plan)
     assert model.features[1][0].mlp[0].out_features < 32  # 4 × 8 before
     torch.testing.assert_close(model(x), reference, atol=1e-5, rtol=1e-5)
+
+
+def test_rexnet_partial_residuals_stop_at_the_item_bound():
+    """ReXNet adds its shortcut to a slice of the channels; the unbounded traversal of those
+    groups splits into one-index items that never stop multiplying."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("rexnet_100", in_chans=1, num_classes=10).eval()
+    x = torch.randn(2, 1, 16, 16)
+    with deadline(60):
+        st = build_structure(model, x[:1])
+    stopped = [g for g in st.groups.values() if "its traversal passed" in g.reason]
+    assert stopped and all(not g.prunable for g in stopped)
+    assert len(st.prunable) >= 20  # the expansion and SE groups of every block still prune
+    rng = torch.Generator().manual_seed(0)
+    cost = CostModel(st)
+    plan = allocate(cost, {g.name: torch.rand(g.size, generator=rng) for g in st.prunable}, 0.6)
+    reference = masked_copy(model, st, plan)(x)
+    apply_plan(model, st, plan)
+    torch.testing.assert_close(model(x), reference, atol=1e-4, rtol=1e-4)
