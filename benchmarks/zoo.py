@@ -11,7 +11,8 @@ Per model of `torchvision.models.list_models(module=torchvision.models)`: built 
 listed), then check_prunable → l1 scores → uniform allocation to `--target` (floor 0.05,
 min_channels 1, the run defaults) → apply_plan (physical removal) → one forward of the compact
 model. As in a run, the allocation target is corrected for MACs the cost model cannot see
-(`allocation_target`: Swin's functional attention, MaxViT's einsum), and `ratio` is fvcore's
+(`allocation_target`, then `loosest_plan`: Swin's functional attention, MaxViT's einsum,
+MobileViT's attention matmuls), and `ratio` is fvcore's
 conv+linear+matmul MAC ratio of the compact model, the run's `macs_ratio`; `ok` means within
 ±0.03 of the target with output shape (1, 10). A refusal is the one-line error a run would give
 before any work. The table is rewritten after every model, so an interrupted run keeps its rows.
@@ -38,10 +39,12 @@ from harness.external import timm_model, torchvision_model
 from harness.measure import count_macs
 from harness.structure import (
     CostModel,
+    Plan,
     allocate,
     allocation_target,
     apply_plan,
     check_prunable,
+    loosest_plan,
     score_groups,
 )
 
@@ -107,7 +110,17 @@ def prune_one(name: str, args: argparse.Namespace) -> dict[str, object]:
         base = count_macs(model, (3, size, size)).macs
         target = allocation_target(args.target, measured=base, analytic=cost.base_macs)
         scores = score_groups(model, structure, l1_score)
-        plan = allocate(cost, scores, target, floor=0.05, min_channels=1)
+
+        def allocate_to(t: float) -> Plan:
+            return allocate(cost, scores, min(1.0, t), floor=0.05, min_channels=1)
+
+        if target == args.target:
+            plan = allocate_to(target)
+        else:  # as a run does where the cost model cannot see every MAC
+            plan = loosest_plan(
+                allocate_to, target, model, structure, target=args.target,
+                shape=(3, size, size), base=base,
+            )  # fmt: skip
         apply_plan(model, structure, plan)
         with torch.no_grad():
             shape = tuple(model(example).shape)

@@ -47,6 +47,7 @@ from harness.structure import (
     build_structure,
     check_prunable,
     check_target,
+    loosest_plan,
     save_pruned,
     score_groups,
 )
@@ -150,9 +151,15 @@ def make_fit(task: Task, data: DataSplits, runtime: Runtime, seed: int):
 
 
 def _prune_one_shot(
-    method: OneShotMethod, ctx: PruneContext, cfg: DictConfig, fit: Callable[..., FitResult]
+    method: OneShotMethod,
+    ctx: PruneContext,
+    cfg: DictConfig,
+    fit: Callable[..., FitResult],
+    measured_base: int,
 ) -> tuple[nn.Module, Plan]:
-    """Score → allocate → remove, in `prune.steps` progressive steps (geometric targets)."""
+    """Score → allocate → remove, in `prune.steps` progressive steps (geometric targets).
+    `measured_base`: fvcore MACs of the unpruned model, for the last step's check where the
+    cost model does not see every MAC."""
     allocation = cfg.prune.allocation or method.default_allocation
     normalize = method.normalize_scores if cfg.prune.normalize is None else cfg.prune.normalize
     steps = int(cfg.prune.steps)
@@ -164,15 +171,30 @@ def _prune_one_shot(
         ctx.model, ctx.structure, ctx.cost = model, structure, cost
         method.prepare(ctx)
         scores = score_groups(model, structure, method.score, grads=method.needs.grads)
-        plan = allocate(
-            cost,
-            scores,
-            min(1.0, step_target),
-            allocation=allocation,
-            normalize=normalize,
-            floor=cfg.prune.floor,
-            min_channels=cfg.prune.min_channels,
-        )
+
+        def allocate_to(t: float, cost: CostModel = cost, scores: dict = scores) -> Plan:
+            return allocate(
+                cost,
+                scores,
+                min(1.0, t),
+                allocation=allocation,
+                normalize=normalize,
+                floor=cfg.prune.floor,
+                min_channels=cfg.prune.min_channels,
+            )
+
+        if k == steps and ctx.target != cfg.target:  # hidden MACs: land at the measured target
+            plan = loosest_plan(
+                allocate_to,
+                step_target,
+                model,
+                structure,
+                target=cfg.target,
+                shape=ctx.task.input_shape(cfg.data),
+                base=measured_base,
+            )
+        else:
+            plan = allocate_to(step_target)
         apply_plan(model, structure, plan)
         if k < steps:
             if cfg.prune.finetune_between > 0:
@@ -468,7 +490,7 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
                 name=f"{cfg.method.name}-train",
             )
             search_stats = {"epochs": r.epochs_run, "iterations": r.steps, "wall_s": r.wall_s}
-        model, plan = _prune_one_shot(method, ctx, cfg, run_fit)
+        model, plan = _prune_one_shot(method, ctx, cfg, run_fit, parts.base_report.macs)
     model = runtime.prepare(model)
     parts.wall["prune_s"] = time.perf_counter() - t
     return model, plan, search_stats

@@ -4,6 +4,7 @@ from harness.structure.allocate import allocate, allocation_target, check_target
 from harness.structure.build import build_structure, check_prunable
 from harness.structure.cost import CostModel
 from harness.structure.groups import ChannelGroup, Slot, Structure
+from harness.structure.measured import loosest_plan
 from harness.structure.plan import (
     Plan,
     apply_plan,
@@ -31,6 +32,7 @@ __all__ = [
     "check_target",
     "floor_of",
     "load_pruned",
+    "loosest_plan",
     "masked_copy",
     "resize_to",
     "save_pruned",
