@@ -41,6 +41,7 @@ from harness.seeds import derive_seed, seed_everything
 from harness.structure import (
     CostModel,
     Plan,
+    Structure,
     allocate,
     allocation_target,
     apply_plan,
@@ -289,6 +290,10 @@ class RunParts:
     shape: tuple[int, ...]
     base_report: MacReport
     params_base: int
+    # the model's channel groups: training and re-seeding keep its architecture, so the prune
+    # stage uses the structure derived (and checked) here
+    structure: Structure
+    target: float  # the cost-model ratio to allocate to (`allocation_target`)
     tracker: Tracker | None = None  # set when the MLflow run is open
     run_fit: Callable[..., FitResult] | None = None  # `make_fit` of this run
     wall: dict[str, float] = field(default_factory=dict)  # seconds per stage
@@ -371,7 +376,7 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
     method.check_structure(model, structure)
     shape = task.input_shape(cfg.data)
     base_report = count_macs(model, shape)
-    allocation_target(
+    target = allocation_target(
         cfg.target, measured=base_report.macs, analytic=CostModel(structure).base_macs
     )
     data = task.build_data(cfg.data, seed=cfg.seed).to(runtime.device)
@@ -384,6 +389,8 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
         shape=shape,
         base_report=base_report,
         params_base=count_params(model),
+        structure=structure,
+        target=target,
     )
     return parts, model
 
@@ -445,10 +452,8 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
     )
     tracker, run_fit = parts.tracker, parts.run_fit
     t = time.perf_counter()
-    example = task.example_input(cfg.data).to(runtime.device)
-    structure = build_structure(model, example, frozen=cfg.prune.frozen)
+    structure, target = parts.structure, parts.target
     cost = CostModel(structure)
-    target = allocation_target(cfg.target, measured=parts.base_report.macs, analytic=cost.base_macs)
     if target != cfg.target:
         log.info(
             "the cost model sees %.1f%% of the %s MACs fvcore counts; allocating to %.4f of them "

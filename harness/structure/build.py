@@ -80,9 +80,11 @@ def _shapes(out: object) -> object:
 
 
 @torch.no_grad()
-def _breaks(model: nn.Module, structure: Structure, example: Tensor, names: list[str]) -> str:
+def _breaks(
+    model: nn.Module, structure: Structure, example: Tensor, names: list[str], want: object
+) -> str:
     """'' when removing the last unit of each group in `names` leaves a copy that runs and gives
-    outputs of the original's shapes; else what went wrong, in one line."""
+    outputs of the shapes `want` (the original's); else what went wrong, in one line."""
     trial = copy.deepcopy(model)
     plan = Plan({g: list(range(structure.groups[g].size - 1)) for g in names})
     try:
@@ -90,7 +92,6 @@ def _breaks(model: nn.Module, structure: Structure, example: Tensor, names: list
         got = _shapes(trial(example))
     except Exception as e:  # any failure of the compact copy is the finding
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
-    want = _shapes(model(example))
     return "" if got == want else f"output shapes {got} instead of {want}"
 
 
@@ -98,6 +99,11 @@ def _probe(model: nn.Module, structure: Structure, example: Tensor) -> dict[str,
     """Group → why, for the prunable groups that cannot lose a unit. One trial when none fails;
     otherwise bisection, repeated until the remaining groups pass together."""
     broken: dict[str, str] = {}
+    remaining = [g.name for g in structure.prunable]
+    if not remaining:
+        return broken
+    with torch.no_grad():
+        want = _shapes(model(example))
 
     def bisect(names: list[str], why: str) -> None:
         if len(names) == 1:
@@ -106,15 +112,14 @@ def _probe(model: nn.Module, structure: Structure, example: Tensor) -> dict[str,
         found = len(broken)
         half = len(names) // 2
         for part in (names[:half], names[half:]):
-            part_why = _breaks(model, structure, example, part)
+            part_why = _breaks(model, structure, example, part, want)
             if part_why:
                 bisect(part, part_why)
         if len(broken) == found:  # each half runs alone: they break only together
             broken.update(dict.fromkeys(names, f"together with {len(names) - 1} others: {why}"))
 
-    remaining = [g.name for g in structure.prunable]
     while remaining:
-        why = _breaks(model, structure, example, remaining)
+        why = _breaks(model, structure, example, remaining, want)
         if not why:
             break
         bisect(remaining, why)

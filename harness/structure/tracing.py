@@ -104,7 +104,7 @@ def traced_groups(
 ) -> list[tp.dependency.Group | Runaway]:
     """Every coupled group rooted at a layer of a `roots` type, as `get_all_groups` would give
     them (each root's whole output; a layer already pruned by an earlier group is skipped), with
-    a `Runaway` in place of a group whose index mapping blows up."""
+    a `Runaway` in place of a group whose traversal passes a bound."""
     items = ITEMS_PER_NODE * max(len(dg.module2node), 1)
     covered: set[nn.Module] = set(getattr(dg, "IGNORED_LAYERS_IN_TRACING", ()))
     found: list[tp.dependency.Group | Runaway] = []
