@@ -3,6 +3,7 @@ them too. Each covers one coupling case of the structure engine."""
 
 from __future__ import annotations
 
+import logging
 import os
 
 import pytest
@@ -136,6 +137,17 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
             m.weight.data.copy_(torch.randn(n, generator=g))
             m.bias.data.copy_(torch.randn(n, generator=g))
     return model
+
+
+@pytest.fixture(autouse=True)
+def _root_log_handlers():
+    """`prunebench` called in-process installs a root handler on the stderr of that moment
+    (logging.basicConfig), which pytest's capture closes when the test ends: a later test that
+    logs would write to a closed stream. Handlers a test adds are removed after it."""
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield
+    logging.root.handlers[:] = handlers
+    logging.root.setLevel(level)
 
 
 @pytest.fixture(params=sorted(TINY_MODELS))
