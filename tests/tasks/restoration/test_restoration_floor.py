@@ -255,3 +255,33 @@ def test_compare_shows_the_noop_as_a_control_row() -> None:
     md = _markdown(plain, title="x", split="test", targets=[0.5], granularity=0.0, alpha=0.05,
                    provenance=[])  # fmt: skip
     assert "no-op" not in md
+
+
+@pytest.mark.slow
+def test_a_restoration_run_records_its_floor_and_gain(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from harness.config import compose
+    from harness.pipeline import run
+
+    cfg = compose(
+        ["task=denoise", "model=dncnn", "model.depth=3", "model.n_feats=8", "method=l1",
+         "target=0.5", "train.epochs=1", "finetune.epochs=0", "measure.latency=false",
+         "data.patches_per_epoch=16", "data.batch_size=8", "data.patch_size=32",
+         "data.val_crop=48", "data.train_images=[coins,moon]", "data.test_images=[camera]",
+         f"outputs={tmp_path}"]
+    )  # fmt: skip
+    record = run(cfg)
+    task = TASKS.get("denoise")(cfg.task)
+    data = task.build_data(cfg.data, seed=0)
+    assert record["test_metric_noop"] == pytest.approx(
+        evaluate(task, task.noop_model(), data.test, CPU)["psnr"]
+    )
+    assert record["val_metric_noop"] == pytest.approx(
+        evaluate(task, task.noop_model(), data.val, CPU)["psnr"]
+    )
+    assert record["test_gain_db"] == pytest.approx(
+        record["test_metric"] - record["test_metric_noop"]
+    )
+    logged = MlflowClient(record["tracking_uri"]).get_run(record["run_id"]).data.metrics
+    assert logged["test_gain_db"] == pytest.approx(record["test_gain_db"])
