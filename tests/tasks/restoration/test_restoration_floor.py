@@ -285,3 +285,10 @@ def test_a_restoration_run_records_its_floor_and_gain(tmp_path: Path) -> None:
     )
     logged = MlflowClient(record["tracking_uri"]).get_run(record["run_id"]).data.metrics
     assert logged["test_gain_db"] == pytest.approx(record["test_gain_db"])
+
+
+def test_task_configs_decay_by_dhps_factor_and_default_to_the_tables_gray_choice() -> None:
+    sr, dn = (OmegaConf.load(CONF / "task" / f"{t}.yaml") for t in ("sr", "denoise"))
+    assert sr.finetune.gamma == dn.finetune.gamma == dn.train.gamma == 0.1  # DHP's option.py
+    assert sr.train.gamma == 0.5  # EDSR's own baseline schedule
+    assert sr.task.gray_images == "table"
