@@ -79,6 +79,7 @@ class SuperResolutionTask(Task):
         return (int(data_cfg.get("channels", 3)), size, size)
 
     def build_data(self, data_cfg: DictConfig, *, seed: int) -> DataSplits:
+        _ = self.gray_mode  # a bad task.gray_images is refused here, before any training
         name = str(data_cfg.name)
         if DATASETS.info(name).get("task") != "sr":
             sr_sets = [n for n in DATASETS.names() if DATASETS.info(n).get("task") == "sr"]

@@ -191,6 +191,8 @@ def test_sr_task_applies_the_gray_choice_per_image() -> None:
     task = TASKS.get("sr")(OmegaConf.create({"name": "sr", "scale": 2, "gray_images": "rgb"}))
     with pytest.raises(ConfigError, match="task.gray_images"):
         evaluate(task, task.noop_model(), items, CPU)
+    with pytest.raises(ConfigError, match="task.gray_images"):  # before any data or training
+        task.build_data(OmegaConf.load(CONF / "data" / "sr_embedded.yaml"), seed=0)
 
 
 @pytest.mark.skipif(not (SHARED / "Set14").is_dir(), reason=f"no Set14 under {SHARED}")
