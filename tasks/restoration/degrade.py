@@ -23,11 +23,11 @@ def bicubic_downscale(hr: Tensor, scale: int) -> Tensor:
     h, w = hr.shape[-2:]
     if h % scale or w % scale:
         raise ValueError(f"HR size {h}x{w} is not a multiple of scale {scale}; crop it first")
-    return imresize(hr, 1.0 / scale, size=(h // scale, w // scale))
+    return imresize(hr, size=(h // scale, w // scale))
 
 
 def bicubic_upscale(lr: Tensor, scale: int) -> Tensor:
     """uint8 [..., h, w] → uint8 [..., h·s, w·s] as MATLAB's `imresize(lr, s, 'bicubic')`: the
     bicubic (no-op) row of the SR tables."""
     h, w = lr.shape[-2:]
-    return imresize(lr, float(scale), size=(h * scale, w * scale))
+    return imresize(lr, size=(h * scale, w * scale))

@@ -68,26 +68,35 @@ def _round_uint8(x: Tensor) -> Tensor:
 
 def imresize(
     img: Tensor,
-    scale: float,
+    scale: float | None = None,
     size: tuple[int, int] | None = None,
     *,
     antialias: bool = True,
 ) -> Tensor:
-    """Bicubic resize of [..., H, W] by `scale` as MATLAB's `imresize(img, scale)` does.
+    """Bicubic resize of [..., H, W] as MATLAB's `imresize(img, scale)` or `imresize(img, size)`.
 
-    The output size is `size` or MATLAB's ceil(scale · (H, W)). A uint8 image comes back uint8,
-    rounded after each pass as MATLAB does; a floating image comes back float64 on its values,
-    unrounded. Computed in float64 on `img`'s device.
+    With `scale` the output is MATLAB's ceil(scale · (H, W)); with `size` each dimension's scale
+    is size / input, as MATLAB derives it. The dimension with the smaller scale is resized first
+    (rows on a tie). A uint8 image comes back uint8, rounded after each pass as MATLAB does; a
+    floating image comes back float64, unrounded. Computed in float64 on `img`'s device.
     """
-    if scale <= 0:
-        raise ValueError(f"imresize needs a positive scale, got {scale}")
     h, w = img.shape[-2:]
-    out_h, out_w = size if size is not None else (math.ceil(scale * h), math.ceil(scale * w))
+    if size is not None:
+        if min(size) < 1:
+            raise ValueError(f"imresize needs a positive output size, got {tuple(size)}")
+        sizes = (int(size[0]), int(size[1]))
+        scales = (sizes[0] / h, sizes[1] / w)
+    elif scale is not None and scale > 0:
+        sizes = (math.ceil(scale * h), math.ceil(scale * w))
+        scales = (float(scale), float(scale))
+    else:
+        raise ValueError(f"imresize needs a positive scale or an output size, got scale={scale}")
     is_uint8 = img.dtype == torch.uint8
     x = img.to(torch.float64)
-    for dim in (0, 1):  # MATLAB resizes the smaller scale first; one scale: rows first
-        n_in, n_out = (h, out_h) if dim == 0 else (w, out_w)
-        m = torch.from_numpy(resize_weights(n_in, n_out, scale, antialias)).to(x.device)
+    for dim in sorted((0, 1), key=lambda d: scales[d]):  # stable: rows first on a tie
+        n_in = (h, w)[dim]
+        m = resize_weights(n_in, sizes[dim], scales[dim], antialias)
+        m = torch.from_numpy(m).to(x.device)
         x = torch.matmul(m, x) if dim == 0 else torch.matmul(x, m.T)
         if is_uint8:
             x = _round_uint8(x)

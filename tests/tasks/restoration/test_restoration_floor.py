@@ -72,17 +72,19 @@ def test_imresize_weights_follow_matlabs_definition() -> None:
 def test_imresize_of_uint8_rounds_half_away_from_zero_and_saturates() -> None:
     # [10, 20, 30, 40] ×1/2: 14.609375 → 15 and 35.390625 → 35
     x = torch.tensor([[10, 20, 30, 40]], dtype=torch.uint8)
-    assert imresize(x, 0.5, size=(1, 2)).tolist() == [[15, 35]]
+    assert imresize(x, size=(1, 2)).tolist() == [[15, 35]]
     # [2, 18] ×2: 1.09375·2 − 0.09375·18 = 0.5 exactly → 1 (MATLAB), not 0 (round half even)
     x = torch.tensor([[2, 18]], dtype=torch.uint8)
-    out = imresize(x, 2.0, size=(1, 4))
+    out = imresize(x, size=(1, 4))
     assert out.dtype == torch.uint8 and out[0, 0].item() == 1
     # [0, 255] ×2: −23.9 → 0, 51.797 → 52, 203.203 → 203, 278.9 → 255
-    assert imresize(torch.tensor([[0, 255]], dtype=torch.uint8), 2.0, size=(1, 4)).tolist() == [
+    assert imresize(torch.tensor([[0, 255]], dtype=torch.uint8), size=(1, 4)).tolist() == [
         [0, 52, 203, 255]
     ]
+    with pytest.raises(ValueError, match="positive scale"):
+        imresize(x, -1.0)
     # float input: the same weights, nothing rounded
-    f = imresize(torch.tensor([[10.0, 20.0, 30.0, 40.0]]), 0.5, size=(1, 2))
+    f = imresize(torch.tensor([[10.0, 20.0, 30.0, 40.0]]), size=(1, 2))
     torch.testing.assert_close(f, torch.tensor([[14.609375, 35.390625]], dtype=torch.float64))
 
 
@@ -101,6 +103,20 @@ def test_imresize_resizes_rows_then_columns_rounding_in_between() -> None:
     assert out.tolist() == rows_then_cols.to(torch.uint8).tolist()
     assert not torch.equal(rows_then_cols, to_uint8(w @ x.double() @ w.T))
     assert not torch.equal(rows_then_cols, to_uint8(w @ to_uint8(x.double() @ w.T)))
+
+
+def test_imresize_to_a_size_resizes_the_smaller_scale_first() -> None:
+    """2×4 → 4×2: columns (×1/2) before rows (×2), as MATLAB orders the passes; rows first
+    would give other pixels on this image."""
+    x = torch.tensor([[172, 47, 117, 192], [67, 251, 195, 103]], dtype=torch.uint8)
+    rows, cols = (torch.tensor(m, dtype=torch.float64) for m in (DOUBLE_OF_2, HALF_OF_4))
+
+    def to_uint8(t: torch.Tensor) -> torch.Tensor:
+        return t.clamp(0, 255).add(0.5).floor()
+
+    cols_first = to_uint8(rows @ to_uint8(x.double() @ cols.T))
+    assert imresize(x, size=(4, 2)).tolist() == cols_first.to(torch.uint8).tolist()
+    assert not torch.equal(cols_first, to_uint8(to_uint8(rows @ x.double()) @ cols.T))
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -132,8 +148,8 @@ def _table_protocol_psnr(path: Path, scale: int) -> float:
     img = crop_to_multiple(load_image(path, 3), scale).double()[None]
     y = img[:, :1] if is_gray_file(path) else rgb_to_y(img).add(0.5).floor()
     h, w = y.shape[-2:]
-    lr = imresize(y / 255.0, 1.0 / scale, size=(h // scale, w // scale))
-    up = imresize(lr, float(scale), size=(h, w)).mul(255.0).clamp(0, 255).add(0.5).floor()
+    lr = imresize(y / 255.0, size=(h // scale, w // scale))
+    up = imresize(lr, size=(h, w)).mul(255.0).clamp(0, 255).add(0.5).floor()
     return psnr(shave(up, scale), shave(y, scale)).item()
 
 
