@@ -348,6 +348,7 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
             search_stats=search_stats,
             ft=ft,
         )
+        record.update(_noop_record(parts, record))
         _log_record(tracker, record, val, test, report)
 
         # 6. artifacts: state_dict + plan/channel config, reloadable without pruning code
@@ -584,6 +585,23 @@ def _record(
             baseline_wall_s=baseline.wall_s,
             on_gpu=parts.runtime.device.type == "cuda",
         ),
+    }
+
+
+def _noop_record(parts: RunParts, record: Mapping[str, Any]) -> dict[str, float]:
+    """The floor of a restoration result: the task's no-op (noisy input, bicubic upsampling)
+    scored on the same val/test images and metric, and the test gain over it; {} where the
+    task has no no-op (classification)."""
+    task, data, runtime = parts.task, parts.data, parts.runtime
+    noop = task.noop_model()
+    if noop is None:
+        return {}
+    val = evaluate(task, noop, data.val, runtime)[task.metric]
+    test = evaluate(task, noop, data.test, runtime)[task.metric]
+    return {
+        "val_metric_noop": val,
+        "test_metric_noop": test,
+        "test_gain_db": record["test_metric"] - test,
     }
 
 

@@ -73,5 +73,10 @@ class Task(ABC):
     def evaluate(self, model: nn.Module, batches: TensorBatches) -> dict[str, float]:
         """Score a split in eval mode; returns at least `self.metric`. Called under no_grad."""
 
+    def noop_model(self) -> nn.Module | None:
+        """The do-nothing restoration whose score is a result's floor (the noisy input, bicubic
+        upsampling), scored by `evaluate` on the same images; None where a task has none."""
+        return None
+
     def example_input(self, data_cfg: DictConfig, batch: int = 1) -> Tensor:
         return torch.randn(batch, *self.input_shape(data_cfg))

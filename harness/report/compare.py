@@ -71,6 +71,8 @@ class StudyPoints:
     val: list[float]
     test: list[float]
     costs: list[dict[str, float]] = field(default_factory=list)
+    #: split → the task's no-op score on that split (restoration: noisy input, bicubic)
+    noop: dict[str, float] = field(default_factory=dict)
 
     def points(self, split: str) -> list[Point]:
         return list(zip(self.macs, self.val if split == "val" else self.test, strict=True))
@@ -132,6 +134,8 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
                 sp.test.append(float(t.user_attrs.get("test_metric", math.nan)))
                 sp.costs.append({k: float(t.user_attrs[k]) for k in COST_KEYS
                                  if t.user_attrs.get(k) is not None})  # fmt: skip
+                sp.noop.update({s: float(t.user_attrs[f"{s}_metric_noop"]) for s in QUALITY_SPLITS
+                                if t.user_attrs.get(f"{s}_metric_noop") is not None})  # fmt: skip
             if not sp.trials:
                 log.warning("study %s has no complete feasible trial", settings.name)
             out.append(sp)
@@ -227,6 +231,9 @@ def compare_tables(
         "summary": pd.DataFrame(summary),
         "dominance": dominance,
         "reference": pd.DataFrame([{"macs_ratio": reference[0], "quality": reference[1]}]),
+        "noop": pd.DataFrame(
+            [{"quality": _mean([sp.noop[split] for sp in studies if split in sp.noop])}]
+        ),
     }
 
 
@@ -342,6 +349,10 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
                  *("—" if math.isnan(row[k]) else f"{row[k]:,.0f}" if row[k] >= 100
                    else f"{row[k]:.1f}" for k in COST_KEYS)]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    noop = float(tables["noop"].iloc[0].quality) if "noop" in tables else math.nan
+    if not math.isnan(noop):  # the restoration floor as a control row: gain = row − control
+        lines.append("| " + " | ".join(["no-op (control)", "—", "—", "—",
+                     *[f"{noop:.2f}"] * len(targets), *["—"] * len(COST_KEYS)]) + " |")  # fmt: skip
     dom = tables["dominance"].map(lambda v: "—" if math.isnan(v) else f"{v:.2f}")
     return "\n".join([
         f"# {title}", "",
@@ -352,7 +363,10 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
         + "; never interpolated, a trial above the target never counts. "
         f"Hypervolume: area of each study's validation-selected front ({split} quality) against "
         f"the fixed reference (MAC ratio {ref.macs_ratio:g}, quality {ref.quality:.4g}), set by "
-        "the task and data alone.", "",
+        "the task and data alone."
+        + (" no-op (control): the task's do-nothing output (noisy input; MATLAB-bicubic "
+           "upsampling) on the same images, the floor every method's gain is read against."
+           if not math.isnan(noop) else ""), "",
         f"Significance: {TEST_NAME} (n = {seeds} seeds; pairs share baseline, splits and batch "
         f"order), α = {alpha:g}. ★ best mean among methods that reached the target in every "
         "seed; ≈ not significantly different from ★ (or fewer than 2 pairs); no mark: "

@@ -2,8 +2,10 @@
 
 Noise is N(0, σ²) on the 0..255 scale (`data.sigma`, default 50), added on the fly to every
 training patch and NOT clipped, as DnCNN and DHP do. Validation and test noise is drawn once,
-on the CPU, from `data.noise_seed` (test) and `data.noise_seed + 1` (validation), independent of
-the run seed and the device, so every method and seed is scored on the same noisy images.
+on the CPU, per image from (`data.noise_seed`, image name) for test and (`data.noise_seed + 1`,
+name) for validation, independent of the run seed, the device and the other images loaded, so
+every method and seed is scored on the same noisy images and BSD68's noise is the same whether
+or not Set12 is tested beside it.
 
 Datasets (DATASETS, task="denoise"): `denoise_embedded` (scikit-image's bundled images, gray
 by default) and `denoise_folders` (Train400 for training, BSD68 / Set12 for testing under
@@ -12,6 +14,7 @@ by default) and `denoise_folders` (Train400 for training, BSD68 / Set12 for test
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +44,7 @@ __all__ = [
     "build_denoise_embedded",
     "build_denoise_folders",
     "fixed_noisy",
+    "image_noise_seed",
     "load_denoise_folder",
 ]
 
@@ -64,10 +68,21 @@ def add_noise(clean: Tensor, sigma: float, generator: torch.Generator) -> Tensor
     return clean + noise.to(clean.device) * (sigma / 255.0)
 
 
+def image_noise_seed(seed: int, name: str) -> int:
+    """A 63-bit generator seed from (seed, image name): stable across runs and machines (not
+    Python's salted `hash`), different for every image."""
+    digest = hashlib.sha256(f"{int(seed)}/{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 def fixed_noisy(images: list[Clean], sigma: float, seed: int) -> list[tuple[Tensor, Tensor]]:
-    """(noisy float [C, H, W], clean uint8) pairs with noise fixed by `seed` (CPU generator)."""
-    g = torch.Generator().manual_seed(seed)
-    return [(add_noise(im.float() / 255.0, sigma, g), im) for _, im, _ in images]
+    """(noisy float [C, H, W], clean uint8) pairs; each image's noise comes from its own CPU
+    generator seeded by (`seed`, its name), so it never depends on the other images loaded."""
+    out = []
+    for name, im, _ in images:
+        g = torch.Generator().manual_seed(image_noise_seed(seed, name))
+        out.append((add_noise(im.float() / 255.0, sigma, g), im))
+    return out
 
 
 def load_denoise_folder(root: Path, name: str, channels: int) -> list[Clean]:

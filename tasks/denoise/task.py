@@ -4,12 +4,15 @@ Loss L1 by default (DHP trains its restoration nets with L1; DnCNN used MSE: `ta
 Adam. MACs are measured at `task.measure_size` (128×128 in the DHP tables). `evaluate` quantises
 the output to 0..255 and returns the mean PSNR and SSIM over the split's images on all of the
 image's channels (the gray image for gray denoising), no border shaved; plus
-`psnr_<set>`/`ssim_<set>` per benchmark set when the split holds several.
+`psnr_<set>`/`ssim_<set>` per benchmark set when the split holds several. The no-op floor is
+the noisy input itself, scored the same way (so clamped to 0..255).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
+
+from torch import nn
 
 from harness.errors import ConfigError
 from harness.registry import DATASETS, TASKS
@@ -27,7 +30,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from omegaconf import DictConfig
-    from torch import Tensor, nn
+    from torch import Tensor
 
     from harness.data import Batch
 
@@ -46,6 +49,9 @@ class DenoiseTask(Task):
 
     metric = "psnr"
     optimizer = "adam"
+
+    def noop_model(self) -> nn.Module:
+        return nn.Identity()
 
     def input_shape(self, data_cfg: DictConfig) -> tuple[int, ...]:
         size = int(self.cfg.get("measure_size", 128))

@@ -62,7 +62,8 @@ def dihedral(x: Tensor, tf: Tensor) -> Tensor:
     """Apply one of the 8 flip/rot90 transforms per sample: tf [B] in 0..7.
 
     Bit 2 transposes, bit 0 flips rows, bit 1 flips columns. Each commutes with bicubic
-    downscaling, so applying the same `tf` to an LR and its HR patch keeps them aligned.
+    downscaling (up to MATLAB's uint8 rounding between its row and column passes, ≤ 2 grey
+    levels for a transpose), so the same `tf` on an LR and its HR patch keeps them aligned.
     """
     t = tf.view(-1, 1, 1, 1)
     x = torch.where(t & 4 > 0, x.transpose(-1, -2), x)
@@ -176,7 +177,8 @@ class ImageBatches:
 
     `items[k]` is a tuple of tensors [C, H, W]; uint8 ones are yielded as floats on 0..1, float
     ones as they are (noisy inputs are not clipped). `groups[k]` names the benchmark set of
-    item k (Set5, B100 …) so the task can report per-set scores.
+    item k (Set5, B100 …) so the task can report per-set scores; `gray[k]` says item k came
+    from a gray file (Set14's `bridge` in an RGB set), which the SR tables score differently.
     """
 
     batch_size = 1
@@ -186,14 +188,16 @@ class ImageBatches:
         items: Sequence[tuple[Tensor, ...]],
         names: Sequence[str],
         groups: Sequence[str] | None = None,
+        gray: Sequence[bool] | None = None,
     ) -> None:
         if not items:
             raise ValueError("ImageBatches got no images")
-        if len(names) != len(items) or (groups is not None and len(groups) != len(items)):
-            raise ValueError("items, names and groups must have the same length")
+        if any(x is not None and len(x) != len(items) for x in (names, groups, gray)):
+            raise ValueError("items, names, groups and gray must have the same length")
         self.items = [tuple(items_k) for items_k in items]
         self.names = list(names)
         self.groups = list(groups) if groups is not None else ["all"] * len(items)
+        self.gray = list(gray) if gray is not None else [False] * len(items)
 
     @property
     def num_samples(self) -> int:

@@ -1,10 +1,10 @@
-"""Degradation of the SR protocol: crop HR to a multiple of the scale, bicubic downscale."""
+"""Degradation of the SR protocol: crop HR to a multiple of the scale, MATLAB-bicubic downscale."""
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from tasks.restoration.imresize import imresize
 
 
 def crop_to_multiple(img: Tensor, scale: int) -> Tensor:
@@ -14,18 +14,20 @@ def crop_to_multiple(img: Tensor, scale: int) -> Tensor:
 
 
 def bicubic_downscale(hr: Tensor, scale: int) -> Tensor:
-    """uint8 [C, H, W] → uint8 [C, H/s, W/s] by antialiased bicubic (a = −0.5).
+    """uint8 [C, H, W] → uint8 [C, H/s, W/s] as MATLAB's `imresize(hr, 1/s, 'bicubic')`.
 
-    torch's antialiased bicubic widens the kernel by `scale` like MATLAB's `imresize`; it agrees
-    with Pillow's BICUBIC to ~0.1 grey levels on average and differs from MATLAB only near the
-    borders. `hr` must already be cropped to a multiple of `scale`. The result is rounded to
-    uint8, as the stored LR images of DIV2K are.
+    The LR images of the SR tables (and DIV2K's stored LR) were made by MATLAB, so this is its
+    antialiased a = −0.5 bicubic with its mirrored borders and its uint8 rounding (see
+    `tasks.restoration.imresize`). `hr` must already be cropped to a multiple of `scale`.
     """
     h, w = hr.shape[-2:]
     if h % scale or w % scale:
         raise ValueError(f"HR size {h}x{w} is not a multiple of scale {scale}; crop it first")
-    x = hr.unsqueeze(0).float()  # [1, C, H, W] on 0..255
-    lr = F.interpolate(
-        x, size=(h // scale, w // scale), mode="bicubic", align_corners=False, antialias=True
-    )
-    return lr.round().clamp(0, 255).to(torch.uint8)[0]
+    return imresize(hr, size=(h // scale, w // scale))
+
+
+def bicubic_upscale(lr: Tensor, scale: int) -> Tensor:
+    """uint8 [..., h, w] → uint8 [..., h·s, w·s] as MATLAB's `imresize(lr, s, 'bicubic')`: the
+    bicubic (no-op) row of the SR tables."""
+    h, w = lr.shape[-2:]
+    return imresize(lr, size=(h * scale, w * scale))

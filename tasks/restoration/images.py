@@ -56,6 +56,15 @@ def load_image(path: str | Path, channels: int) -> Tensor:
         raise DataNotFoundError(f"cannot read image {path}: {e}") from e
 
 
+def is_gray_file(path: str | Path) -> bool:
+    """Whether an image file stores one gray channel (read from its header, not its pixels)."""
+    try:
+        with Image.open(path) as img:
+            return img.mode in ("1", "L", "LA", "I", "I;16", "F")
+    except OSError as e:
+        raise DataNotFoundError(f"cannot read image {path}: {e}") from e
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files directly inside `folder`, sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS)

@@ -9,7 +9,7 @@ Two datasets (registered in DATASETS with task="sr"):
   `LR_bicubic/X{s}/`), or plain HR-only folders (T91, Set5, Set14, B100).
 
 HR images are cropped at the top-left to a multiple of the scale; missing LR images are made
-once at load time with `bicubic_downscale` (torch's antialiased bicubic) and kept as uint8.
+once at load time with `bicubic_downscale` (MATLAB's `imresize`, exact) and kept as uint8.
 Training draws random LR patches of `data.patch_size` pixels with flips/rot90 from the whole
 images on the device; an epoch is `data.patches_per_epoch` patches. Validation and test are
 whole images, batch 1 (validation optionally centre-cropped to `data.val_crop` LR pixels).
@@ -33,6 +33,7 @@ from tasks.restoration import (
     crop_to_multiple,
     epoch_batches,
     holdout_split,
+    is_gray_file,
     list_images,
     load_image,
 )
@@ -45,8 +46,8 @@ __all__ = ["build_sr_embedded", "build_sr_folders", "make_pair", "resolve_sr_fol
 
 log = logging.getLogger(__name__)
 
-# (name, LR uint8 [C, h, w], HR uint8 [C, h·s, w·s], benchmark set)
-Pair = tuple[str, "Tensor", "Tensor", str]
+# (name, LR uint8 [C, h, w], HR uint8 [C, h·s, w·s], benchmark set, HR file was gray)
+Pair = tuple[str, "Tensor", "Tensor", str, bool]
 
 _LAYOUT = (
     "expected under data.root one of: <name>/DIV2K_train_HR/*.png (DIV2K; LR from "
@@ -106,7 +107,8 @@ def load_sr_folder(root: Path, name: str, split: str, scale: int, channels: int)
     pairs = []
     for f in files:
         lr = load_image(_find_lr(lr_dir, f, scale), channels) if lr_dir is not None else None
-        pairs.append((f.stem, *make_pair(load_image(f, channels), scale, lr), name))
+        gray = channels == 3 and is_gray_file(f)
+        pairs.append((f.stem, *make_pair(load_image(f, channels), scale, lr), name, gray))
     log.info("%s/%s: %d images (LR %s)", name, split, len(pairs), "stored" if lr_dir else "bicubic")
     return pairs
 
@@ -138,7 +140,7 @@ def _splits(
     )
     val_crop = cfg.get("val_crop")
     val_items = []
-    for _, lr, hr, _ in val:
+    for _, lr, hr, *_ in val:
         lr_c, top, left = center_crop(lr, val_crop)
         h, w = lr_c.shape[-2:]
         val_items.append(
@@ -146,8 +148,13 @@ def _splits(
         )
     return DataSplits(
         train=train_batches,
-        val=ImageBatches(val_items, [p[0] for p in val], [p[3] for p in val]),
-        test=ImageBatches([(p[1], p[2]) for p in test], [p[0] for p in test], [p[3] for p in test]),
+        val=ImageBatches(val_items, [p[0] for p in val], [p[3] for p in val], [p[4] for p in val]),
+        test=ImageBatches(
+            [(p[1], p[2]) for p in test],
+            [p[0] for p in test],
+            [p[3] for p in test],
+            [p[4] for p in test],
+        ),
         info={
             "scale": scale,
             "channels": int(cfg.get("channels", 3)),
@@ -164,7 +171,7 @@ def build_sr_embedded(cfg: DictConfig, *, scale: int, seed: int) -> DataSplits:
     channels = int(cfg.get("channels", 3))
 
     def load(names: list[str], group: str) -> list[Pair]:
-        return [(n, *make_pair(bundled_image(n, channels), scale), group) for n in names]
+        return [(n, *make_pair(bundled_image(n, channels), scale), group, False) for n in names]
 
     return _splits(
         load(_as_list(cfg.train_images), "train"),

@@ -105,7 +105,9 @@ def test_patches_keep_lr_and_hr_aligned(scale: int, augment: bool) -> None:
         re = torch.stack([bicubic_downscale((h * 255).round().byte(), scale) for h in hr])
         inner = (slice(None), slice(None), slice(2, -2), slice(2, -2))
         diff = (re.float() - lr * 255)[inner].abs()
-        assert diff.max() <= 1.0
+        # MATLAB rounds to uint8 after the row pass, so a transposed patch (rows and columns
+        # swapped) may land 2 grey levels away; a misaligned patch would be far off
+        assert diff.max() <= (2.0 if augment else 0.0)
 
 
 def test_patch_stream_is_seeded() -> None:
