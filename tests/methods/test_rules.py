@@ -239,7 +239,7 @@ def test_taylor_importance_is_squared_sum_of_grad_times_weight_averaged_over_bat
     #   x = (1, 1): y = (3, −0.5, 3)  → (9, 0.25, 9)
     #   x = (2, 0): y = (2, −2, 0)    → (4, 4, 0)          mean: (6.5, 2.125, 4.5)
     xs = torch.tensor([[1.0, 1.0], [2.0, 0.0], [100.0, 100.0]])  # the third batch is not read
-    method = Taylor(batches=2)
+    method = Taylor(batches=2, variant="weight")
     method.prepare(make_ctx(net, xs))
     torch.testing.assert_close(method.score(view_of("0", lin)), torch.tensor([6.5, 2.125, 4.5]))
     torch.testing.assert_close(
@@ -254,7 +254,7 @@ def test_taylor_indexes_transposed_conv_importance_by_output_channel():
     convt = nn.ConvTranspose2d(2, 3, 2, stride=2, bias=False)
     net = nn.Sequential(convt)
     xs = torch.randn(2, 2, 3, 3)
-    method = Taylor(batches=2)
+    method = Taylor(batches=2, variant="weight")
     method.prepare(make_ctx(net, xs))
     with torch.no_grad():
         expected = torch.stack([convt(x[None]).sum(dim=(0, 2, 3)) ** 2 for x in xs]).mean(0)
@@ -288,7 +288,7 @@ def test_taylor_restores_mode_and_batchnorm_statistics():
 
 
 def test_taylor_rejects_unknown_variant():
-    with pytest.raises(ConfigError, match="known: weight, bn"):
+    with pytest.raises(ConfigError, match="known: auto, bn, weight_sq, weight"):
         Taylor(variant="gate")
 
 

@@ -1,0 +1,213 @@
+"""Every baseline against an independent implementation of its paper's rule (the authors'
+formula, written out here without the harness's scoring code) on a residual network WITH
+BatchNorm, and the allocation's invariance to the scale of the scores.
+
+The groups of `TinyResNet` are written out by hand below, so the checks do not lean on the
+structure engine they are checking through.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import Tensor, nn
+
+from harness.data import TensorBatches
+from harness.device import pick_runtime
+from harness.errors import IncompatibleMethodError
+from harness.method import OneShotMethod, PruneContext, SearchMethod
+from harness.registry import METHODS
+from harness.structure import CostModel, allocate, build_structure, score_groups
+from harness.task import DataSplits
+from methods.taylor import Taylor
+from tasks.classification.task import ClassificationTask
+from tests.conftest import TinyResNet, randomize_bn
+
+# TinyResNet's channel groups, by hand: the stem and b2 feed the same residual sum, as do proj
+# and c2; b1 and c1 are inner channels. Conv producers, then their BatchNorms.
+GROUPS = {
+    "res1": (["stem.0", "b2.0"], ["stem.1", "b2.1"]),
+    "b1": (["b1.0"], ["b1.1"]),
+    "c1": (["c1.0"], ["c1.1"]),
+    "res2": (["proj.0", "c2.0"], ["proj.1", "c2.1"]),
+}
+
+
+def _net(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return randomize_bn(TinyResNet(in_chans=3, num_classes=5), seed)
+
+
+def _batches(seed: int = 0, n: int = 24) -> TensorBatches:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 8, 8, generator=g)
+    y = torch.randint(0, 5, (n,), generator=g)
+    return TensorBatches((x, y), batch_size=8)
+
+
+def _ctx(model: nn.Module, structure=None, target: float = 0.5) -> PruneContext:
+    batches = _batches()
+    structure = structure or build_structure(model, torch.randn(1, 3, 8, 8))
+    return PruneContext(
+        model=model,
+        structure=structure,
+        cost=CostModel(structure),
+        task=ClassificationTask(OmegaConf.create({})),
+        data=DataSplits(batches, batches, batches),
+        runtime=pick_runtime("cpu"),
+        target=target,
+        seed=0,
+        cfg=OmegaConf.create({"prune": {}}),
+        fit=None,
+    )
+
+
+def _group_of(structure, conv: str) -> str:
+    """The harness group whose producers include `conv` (to compare with GROUPS by layer)."""
+    return next(g.name for g in structure.prunable if conv in [s.module for s in g.producers])
+
+
+def _harness_scores(method: OneShotMethod, model: nn.Module) -> tuple[dict[str, Tensor], object]:
+    ctx = _ctx(model)
+    method.prepare(ctx)
+    scores = score_groups(model, ctx.structure, method.score, grads=method.needs.grads)
+    return {k: scores[_group_of(ctx.structure, convs[0])] for k, (convs, _) in GROUPS.items()}, ctx
+
+
+def _assert_same(ours: dict[str, Tensor], reference: dict[str, Tensor]) -> None:
+    for k, ref in reference.items():
+        torch.testing.assert_close(ours[k].double(), ref.double(), rtol=1e-5, atol=0.0, msg=k)
+
+
+# --- allocation: the plan does not depend on the scale of the scores ---------------------------
+
+SCORED = sorted(n for n in METHODS.names() if not issubclass(METHODS.get(n), SearchMethod))
+
+
+def test_every_registered_scoring_method_is_checked():
+    # a new method must join the scale-invariance property below (DHP owns its search)
+    assert set(SCORED) >= {"l1", "l2", "fpgm", "random", "slimming", "taylor", "sfp", "depgraph"}
+
+
+@pytest.mark.parametrize("name", SCORED)
+@pytest.mark.parametrize("target", [0.6, 0.3])
+def test_plan_is_unchanged_when_every_score_is_multiplied_by_c(name, target):
+    model = _net()
+    method = METHODS.get(name)()
+    ctx = _ctx(model, target=target)
+    method.prepare(ctx)
+    scores = score_groups(model, ctx.structure, method.score, grads=method.needs.grads)
+    opts = dict(allocation=method.default_allocation, normalize=method.normalize_scores, floor=0.1)
+    base = allocate(ctx.cost, scores, target, **opts).kept
+    for c in (1e-6, 1e-3, 100.0, 1e6):
+        scaled = {g: s * c for g, s in scores.items()}
+        assert allocate(ctx.cost, scaled, target, **opts).kept == base, (name, c)
+    # also with normalisation switched on/off against the method's default
+    flipped = dict(opts, allocation="global", normalize=not method.normalize_scores)
+    base = allocate(ctx.cost, scores, target, **flipped).kept
+    tiny = {g: s * 1e-15 for g, s in scores.items()}  # Taylor-sized scores
+    assert allocate(ctx.cost, tiny, target, **flipped).kept == base, name
+
+
+def test_tiny_scores_are_normalised_per_group_like_large_ones():
+    # two groups whose scores differ in scale by 1e3: normalised ranking interleaves them, at
+    # 1e-17 as at 1 (the old absolute floor of 1e-12 left the tiny ones un-normalised)
+    model = _net()
+    structure = build_structure(model, torch.randn(1, 3, 8, 8))
+    cost = CostModel(structure)
+    gen = torch.Generator().manual_seed(0)
+    scores = {
+        g.name: torch.rand(g.size, generator=gen) * 10.0**i
+        for i, g in enumerate(structure.prunable)
+    }
+    base = allocate(cost, scores, 0.5, allocation="global").kept
+    tiny = {g: s * 1e-17 for g, s in scores.items()}
+    assert allocate(cost, tiny, 0.5, allocation="global").kept == base
+
+
+# --- Taylor: the gate after BatchNorm, on a residual net in train mode --------------------------
+
+
+def _gate_importance(model: nn.Module, batches: TensorBatches, n: int = 8) -> dict[str, Tensor]:
+    """The authors' "gate after BN" (method 22) written out: a gate of ones multiplies every
+    BatchNorm's output; the score of a channel is (∂L/∂gate)² averaged over minibatches."""
+    gates: dict[str, Tensor] = {}
+    handles = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.BatchNorm2d):
+            gate = torch.ones(m.num_features, dtype=m.weight.dtype, requires_grad=True)
+            gates[name] = gate
+            handles.append(
+                m.register_forward_hook(lambda _m, _i, y, g=gate: y * g.view(1, -1, 1, 1))
+            )
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    total = {k: torch.zeros_like(g) for k, g in gates.items()}
+    model.train()
+    count = 0
+    for x, y in list(batches)[:n]:
+        for g in gates.values():
+            g.grad = None
+        loss = nn.functional.cross_entropy(model(x.to(next(model.parameters()).dtype)), y)
+        loss.backward()
+        for k, g in gates.items():
+            total[k] += g.grad.detach() ** 2
+        count += 1
+    for h in handles:
+        h.remove()
+    model.load_state_dict(state)
+    model.zero_grad(set_to_none=True)
+    per_bn = {k: t / count for k, t in total.items()}
+    # a residual group's score is the mean over its BatchNorms (the authors' skip-gate fix divides
+    # the accumulated gate criterion by the number of blocks sharing it)
+    return {k: sum(per_bn[b] for b in bns) / len(bns) for k, (_, bns) in GROUPS.items()}
+
+
+def test_taylor_default_equals_the_gate_after_batchnorm_on_a_residual_net():
+    model = _net()
+    ours, _ = _harness_scores(Taylor(batches=3), model)
+    _assert_same(ours, _gate_importance(_net(), _batches(), n=3))
+
+
+def test_taylor_default_ranking_agrees_in_fp32_and_fp64():
+    # the plan (a ranking decision over all groups) is the same in both precisions
+    plans = []
+    structure = build_structure(_net(), torch.randn(1, 3, 8, 8))  # names only: dtype-free
+    for dtype in (torch.float32, torch.float64):
+        model = _net().to(dtype)
+        ctx = _ctx(model, structure)
+        ctx.data = DataSplits(*([_typed(_batches(), dtype)] * 3))
+        method = Taylor(batches=3)
+        method.prepare(ctx)
+        scores = score_groups(model, ctx.structure, method.score, grads=True)
+        plans.append(allocate(ctx.cost, scores, 0.5, allocation="global", normalize=False).kept)
+    assert plans[0] == plans[1]
+
+
+def _typed(batches: TensorBatches, dtype: torch.dtype) -> TensorBatches:
+    x, y = batches.tensors
+    return TensorBatches((x.to(dtype), y), batch_size=8)
+
+
+def test_taylor_weight_variant_is_refused_on_a_conv_feeding_batchnorm():
+    model = _net()
+    structure = build_structure(model, torch.randn(1, 3, 8, 8))
+    with pytest.raises(IncompatibleMethodError, match="variant=auto"):
+        Taylor(variant="weight").check_structure(model, structure)
+    Taylor().check_structure(model, structure)  # the default is accepted
+
+
+def test_taylor_weight_sq_is_the_authors_per_weight_estimate():
+    # method 0 of the authors' code: Σ_s (g_s·w_s)² over the filter, averaged over minibatches
+    model = _net()
+    ours, _ = _harness_scores(Taylor(batches=2, variant="weight_sq"), model)
+    ref_model = _net()
+    total: dict[str, Tensor] = {}
+    for x, y in list(_batches())[:2]:
+        ref_model.zero_grad()
+        nn.functional.cross_entropy(ref_model.train()(x), y).backward()
+        for k, (convs, _) in GROUPS.items():
+            mods = dict(ref_model.named_modules())
+            s = sum(((mods[c].weight * mods[c].weight.grad) ** 2).sum((1, 2, 3)) for c in convs)
+            total[k] = total.get(k, 0) + s.detach() / len(convs)
+    _assert_same(ours, {k: v / 2 for k, v in total.items()})
