@@ -13,7 +13,7 @@ from harness.data import TensorBatches
 from harness.device import pick_runtime
 from harness.errors import ConfigError, IncompatibleMethodError
 from harness.method import PruneContext
-from harness.pipeline import METHOD_META_KEYS
+from harness.pipeline import METHOD_META_KEYS, method_arguments
 from harness.registry import METHODS
 from harness.structure import LayerView
 from harness.task import DataSplits, Task
@@ -298,7 +298,9 @@ def test_taylor_rejects_unknown_variant():
 def test_config_builds_the_registered_method(name):
     cfg = OmegaConf.load(CONF / f"{name}.yaml")
     assert cfg.name == name
-    args = {k: v for k, v in cfg.items() if k not in METHOD_META_KEYS}
+    # as the pipeline builds it: meta keys dropped, per-model defaults resolved (slimming's λ)
+    args = method_arguments(cfg, model="resnet20", task="classification")
+    assert not set(args) & set(METHOD_META_KEYS)
     method = METHODS.get(cfg.name)(**args)
     for k, v in args.items():
         assert getattr(method, k) == v
