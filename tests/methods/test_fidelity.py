@@ -364,3 +364,83 @@ def test_depgraph_scores_equal_torch_pruning_group_magnitude_importance():
             ours[key].double(), pruner.importance(group).double(), rtol=1e-5, atol=1e-7, msg=key
         )
     assert seen == set(GROUPS)
+
+
+# --- magnitude criteria and FPGM: the authors' formulas on the residual net ---------------------
+
+
+def _per_conv(model: nn.Module, rule) -> dict[str, Tensor]:
+    """Group → mean over its producer convs of rule(weight [C_out, d]) (a residual group's convs
+    all score the same unit; the harness averages over the layers that score)."""
+    mods = dict(model.named_modules())
+    out = {}
+    for k, (convs, _) in GROUPS.items():
+        rows = [mods[c].weight.detach().double().flatten(1) for c in convs]
+        out[k] = sum(rule(w) for w in rows) / len(rows)
+    return out
+
+
+def _pairwise_distance_sum(w: Tensor) -> Tensor:
+    # the authors' get_filter_similar: Σ over the row of the euclidean distance matrix, by loops
+    return torch.stack(
+        [sum(torch.sqrt(((w[j] - w[k]) ** 2).sum()) for k in range(len(w))) for j in range(len(w))]
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("l1", lambda w: w.abs().sum(1)),  # Li et al.: Σ |W_j|
+        ("l2", lambda w: (w**2).sum(1).sqrt()),  # ‖W_j‖₂
+        ("sfp", lambda w: (w**2).sum(1).sqrt()),  # SFP's ℓ2 criterion
+        ("fpgm", _pairwise_distance_sum),  # He et al. (FPGM), p = 2
+    ],
+)
+def test_filter_criteria_equal_the_papers_formulas_on_a_residual_batchnorm_net(name, rule):
+    model = _net()
+    ours, _ = _harness_scores(METHODS.get(name)(), model)
+    _assert_same(ours, _per_conv(_net(), rule))
+
+
+def test_slimming_scores_equal_abs_gamma_averaged_over_the_groups_batchnorms():
+    model = _net()
+    ours, _ = _harness_scores(METHODS.get("slimming")(), model)
+    mods = dict(_net().named_modules())
+    ref = {
+        k: sum(mods[b].weight.detach().abs() for b in bns) / len(bns)
+        for k, (_, bns) in GROUPS.items()
+    }
+    _assert_same(ours, ref)
+
+
+def test_fpgm_default_is_the_soft_schedule_of_sfp():
+    from methods.fpgm import FPGM
+    from methods.sfp import SFP
+
+    assert FPGM().epochs == SFP().epochs > 0  # same soft schedule: the criteria differ only
+    assert FPGM.default_allocation == SFP.default_allocation == "uniform"
+
+
+def test_fpgm_soft_schedule_zeroes_the_geometric_median_filters_and_cuts_exactly_them():
+    from harness.train import LoopState
+
+    model = _net()
+    method = METHODS.get("fpgm")()
+    ctx = _ctx(model, target=0.5)
+    (hook,) = method.hooks(ctx)
+    ref = _per_conv(_net(), _pairwise_distance_sum)  # before zeroing
+    hook.after_epoch(LoopState(model, None, None, epochs=1, steps_per_epoch=1))
+    removed = hook.removed
+    for k, (convs, _) in GROUPS.items():
+        g = _group_of(ctx.structure, convs[0])
+        n = int(removed[g].sum())
+        # uniform allocation: each group's n lowest summed distances are the zeroed ones
+        assert set(ref[k].argsort()[:n].tolist()) == set(removed[g].nonzero().flatten().tolist())
+        for c in convs:
+            assert dict(model.named_modules())[c].weight[removed[g]].abs().sum() == 0
+    method.prepare(ctx)
+    scores = score_groups(model, ctx.structure, method.score)
+    plan = allocate(ctx.cost, scores, 0.5, allocation="uniform")
+    assert {g: m.tolist() for g, m in plan.removed(ctx.structure).items()} == {
+        g: m.tolist() for g, m in removed.items()
+    }
