@@ -143,23 +143,27 @@ class SoftFilterHook(Hook):
         self.removed = {g: m.clone() for g, m in state.get("removed", {}).items()}
 
 
+def prune_settings(method: TrainTimeMethod, ctx: PruneContext) -> dict[str, Any]:
+    """`allocate()`'s options as the pipeline's final cut resolves them for `method` (the run's
+    prune.allocation / normalize / floor / min_channels, else the method's defaults), so what a
+    train-time method zeroes during training is what the cut removes."""
+    cfg = ctx.cfg
+    normalize = OmegaConf.select(cfg, "prune.normalize", default=None)
+    return {
+        "allocation": OmegaConf.select(cfg, "prune.allocation", default=None)
+        or method.default_allocation,
+        "normalize": method.normalize_scores if normalize is None else bool(normalize),
+        "floor": float(OmegaConf.select(cfg, "prune.floor", default=0.0)),
+        "min_channels": int(OmegaConf.select(cfg, "prune.min_channels", default=1)),
+    }
+
+
 def soft_filter_hook(
     method: TrainTimeMethod, ctx: PruneContext, score: Callable[[LayerView], Tensor | None]
 ) -> SoftFilterHook:
-    """The soft-pruning hook for `method`, zeroing by `score` with the run's prune settings: the
-    same allocation the pipeline's final cut resolves, so the zeroed and the cut sets agree."""
-    cfg = ctx.cfg
-    normalize = OmegaConf.select(cfg, "prune.normalize", default=None)
+    """The soft-pruning hook for `method`, zeroing by `score` with the run's prune settings."""
     return SoftFilterHook(
-        ctx.structure,
-        ctx.cost,
-        ctx.target,
-        allocation=OmegaConf.select(cfg, "prune.allocation", default=None)
-        or method.default_allocation,
-        normalize=method.normalize_scores if normalize is None else bool(normalize),
-        floor=float(OmegaConf.select(cfg, "prune.floor", default=0.0)),
-        min_channels=int(OmegaConf.select(cfg, "prune.min_channels", default=1)),
-        score=score,
+        ctx.structure, ctx.cost, ctx.target, **prune_settings(method, ctx), score=score
     )
 
 

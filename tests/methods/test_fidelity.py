@@ -444,3 +444,55 @@ def test_fpgm_soft_schedule_zeroes_the_geometric_median_filters_and_cuts_exactly
     assert {g: m.tolist() for g, m in plan.removed(ctx.structure).items()} == {
         g: m.tolist() for g, m in removed.items()
     }
+
+
+def test_taylor_iterative_schedule_gates_units_progressively_and_the_cut_removes_them():
+    from harness.train import fit
+
+    model = _net()
+    method = Taylor(schedule="iterative", epochs=2, frequency=1, momentum=0.9)
+    ctx = _ctx(model, target=0.5)
+    (hook,) = method.hooks(ctx)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    fit(model, ctx.task, _batches(), epochs=2, optimizer=opt, runtime=ctx.runtime, hooks=[hook])
+    # 3 minibatches × 2 epochs at frequency 1: 6 pruning iterations towards 0.5^(i/6)
+    assert len(hook.history) == 6
+    assert all(b <= a for a, b in zip(hook.history, hook.history[1:], strict=False))
+    assert hook.history[0] < 1.0 and hook.history[-1] <= 0.5
+    mods = dict(model.named_modules())
+    for g, mask in hook.removed.items():  # gated: every producer output of a removed unit is 0
+        for slot in ctx.structure.groups[g].producers:
+            chans = slot.channels[mask[slot.units]]
+            assert mods[slot.module].weight.detach()[chans].abs().sum() == 0
+    stats = method.train_stats()
+    assert stats["pruning_iterations"] == 6 and stats["gated_ratio"] == hook.history[-1]
+    method.prepare(ctx)  # the final cut ranks the momentum-averaged importance, gated units at 0
+    scores = score_groups(model, ctx.structure, method.score, grads=True)
+    plan = allocate(ctx.cost, scores, 0.5, allocation="global", normalize=False)
+    removed = plan.removed(ctx.structure)
+    assert {g: m.tolist() for g, m in removed.items()} == {
+        g: m.tolist() for g, m in hook.removed.items()
+    }
+
+
+def test_taylor_epochs_apply_to_the_iterative_schedule_only():
+    from harness.errors import ConfigError
+
+    assert Taylor().epochs == 0 and Taylor(schedule="iterative").epochs == 3
+    with pytest.raises(ConfigError, match="schedule=iterative only"):
+        Taylor(epochs=2)
+
+
+def test_taylor_iterative_schedule_runs_through_the_pipeline(tmp_path):
+    from harness.config import compose
+    from harness.pipeline import run
+
+    cfg = compose([
+        "data=digits", "model.name=test_resnet", "~model.shortcut", "method=taylor",
+        "method.schedule=iterative", "method.epochs=1", "method.frequency=2", "target=0.5",
+        "train.epochs=1", "finetune.epochs=0", "prune.floor=0.25", "measure.latency=false",
+        "tracking.enabled=false", f"outputs={tmp_path}",
+    ])  # fmt: skip
+    record = run(cfg)
+    assert record["macs_ratio"] <= 0.5
+    assert record["search_pruning_iterations"] >= 1 and record["search_gated_ratio"] <= 0.5
