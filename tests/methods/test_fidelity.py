@@ -496,3 +496,15 @@ def test_taylor_iterative_schedule_runs_through_the_pipeline(tmp_path):
     record = run(cfg)
     assert record["macs_ratio"] <= 0.5
     assert record["search_pruning_iterations"] >= 1 and record["search_gated_ratio"] <= 0.5
+
+
+@pytest.mark.parametrize("name", ["l1", "l2", "fpgm", "sfp", "slimming", "taylor", "depgraph"])
+def test_show_states_the_remaining_difference_of_the_default(name, capsys):
+    import json
+
+    from harness.cli import main
+
+    assert main(["show", f"method={name}"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["fidelity"] == METHODS.get(name).fidelity
+    assert "differs from the paper by default" in captured.err
