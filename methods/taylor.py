@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -97,7 +98,7 @@ def _contribution(m: nn.Module, rule: str) -> Tensor | None:
     return None if total is None else total.square()
 
 
-def _score_from(importance: dict[str, Tensor]):
+def _score_from(importance: dict[str, Tensor]) -> Callable[[LayerView], Tensor | None]:
     """A `score(view)` reading per-layer [C_out] importance (None: the layer abstains)."""
 
     def score(view: LayerView) -> Tensor | None:
@@ -115,6 +116,8 @@ def gate_off(model: nn.Module, structure: Structure, removed: dict[str, Tensor])
     for name, mask in removed.items():
         for slot in structure.groups[name].producers:
             m = modules[slot.module]
+            if not isinstance(m, _WEIGHTED + _BN):
+                continue  # PReLU slopes: the zeroed conv/BN outputs already silence the unit
             idx = slot.channels[mask[slot.units]].to(m.weight.device)
             if not len(idx):
                 continue
