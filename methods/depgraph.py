@@ -230,7 +230,7 @@ class DepGraph(TrainTimeMethod):
         if not (isinstance(alpha, int | float) and 0 <= alpha <= 10):
             raise ConfigError(
                 f"depgraph alpha={alpha!r}; use 0 <= alpha <= 10 (γ_k ranges over [1, 2^alpha]; "
-                "0 is the plain group lasso)"
+                "0 gives γ_k = 1)"
             )
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ConfigError(
