@@ -19,6 +19,8 @@ removed. Variants (`variant`):
 
 Ranking: one global threshold on the raw scores, as the authors' code (`l2_normalization_per_layer`
 false, all layers' units in one list): `default_allocation = "global"`, `normalize_scores = False`.
+In a net where only some groups have a BatchNorm, `auto` puts gate and per-weight scores in one
+list; set `prune.normalize=true` there to rank each group's scores relative to its mean.
 
 Schedules (`schedule`):
 - `oneshot` (default, CPU-sized): the score is gathered once from `batches` minibatches and the

@@ -508,3 +508,19 @@ def test_show_states_the_remaining_difference_of_the_default(name, capsys):
     captured = capsys.readouterr()
     assert json.loads(captured.out)["fidelity"] == METHODS.get(name).fidelity
     assert "differs from the paper by default" in captured.err
+
+
+def test_slimming_paper_schedule_runs_from_scratch_through_the_pipeline(tmp_path):
+    from harness.config import compose
+    from harness.pipeline import run
+
+    cfg = compose([
+        "data=digits", "model.name=test_resnet", "~model.shortcut", "method=slimming",
+        "method.schedule=paper", "method.epochs=1", "target=0.5", "train.epochs=1",
+        "finetune.epochs=0", "prune.floor=0.25", "measure.latency=false",
+        "tracking.enabled=false", f"outputs={tmp_path}",
+    ])  # fmt: skip
+    record = run(cfg)
+    # re-initialised before the sparsity training: every γ starts at 1 (60 BatchNorm channels)
+    assert record["search_gamma_l1_before"] == 60.0
+    assert record["macs_ratio"] <= 0.5
