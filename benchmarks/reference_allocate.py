@@ -62,11 +62,14 @@ def allocate(
         return bool(order[g]) and int((~state[g]).sum()) > keep_min[g]
 
     if allocation == "global":
-        norm = {
-            g: s.abs().mean().clamp_min(1e-12) if normalize else torch.tensor(1.0)
-            for g, s in scores.items()
-        }
-        heap = [(float(scores[g][order[g][0]] / norm[g]), g) for g in scores if removable(g)]
+        # each group's mean |score| in float64, floored relative to the largest group mean (not
+        # at an absolute number), so scaling every score by c > 0 leaves the plan unchanged
+        means = {g: float(s.double().abs().mean()) if len(s) else 0.0 for g, s in scores.items()}
+        top = max(means.values(), default=0.0)
+        norm = {g: max(m, 1e-12 * top) if normalize and top > 0 else 1.0 for g, m in means.items()}
+        heap = [
+            (float(scores[g][order[g][0]].double()) / norm[g], g) for g in scores if removable(g)
+        ]
         heapq.heapify(heap)
     while macs > goal:
         if allocation == "uniform":
@@ -82,7 +85,7 @@ def allocate(
         state[g][order[g].pop(0)] = True
         macs = cost.macs(state)
         if allocation == "global" and removable(g):
-            heapq.heappush(heap, (float(scores[g][order[g][0]] / norm[g]), g))
+            heapq.heappush(heap, (float(scores[g][order[g][0]].double()) / norm[g], g))
     if macs > goal:
         raise ImpossibleTargetError(
             f"target={target} is below the smallest MAC ratio the floors allow "

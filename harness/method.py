@@ -178,6 +178,16 @@ class TrainTimeMethod(OneShotMethod):
     def hooks(self, ctx: PruneContext) -> list[Hook]:
         """Hooks for the method's own training phase (run for `self.epochs` epochs)."""
 
+    def train_optim(self, cfg: DictConfig) -> Mapping[str, Any]:
+        """The optimiser section of that phase: by default fine-tuning's (`cfg.finetune`); a
+        method whose paper trains from scratch may return `cfg.train`."""
+        return cfg.finetune
+
+    def train_stats(self) -> dict[str, float]:
+        """Numbers of that phase for the run record (as `search_<key>`), e.g. slimming's Σ|γ|
+        shrink; read after training. Default: none."""
+        return {}
+
 
 class SearchMethod(Method):
     """A method that owns its search and returns a compact model (DHP)."""

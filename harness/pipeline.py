@@ -491,11 +491,12 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
             r = run_fit(
                 model,
                 epochs=method.epochs,
-                optim=cfg.finetune,
+                optim=method.train_optim(cfg),
                 hooks=method.hooks(ctx),
                 name=f"{cfg.method.name}-train",
             )
             search_stats = {"epochs": r.epochs_run, "iterations": r.steps, "wall_s": r.wall_s}
+            search_stats.update(method.train_stats())
         model, plan = _prune_one_shot(method, ctx, cfg, run_fit, parts.base_report.macs)
     model = runtime.prepare(model)
     parts.wall["prune_s"] = time.perf_counter() - t

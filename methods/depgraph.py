@@ -1,42 +1,46 @@
 """DepGraph group-level pruning (Fang et al., "DepGraph: Towards Any Structural Pruning",
-CVPR 2023).
+CVPR 2023; reference code: Torch-Pruning's GroupNormPruner, `reproduce/main.py --method group_sl`).
 
-Rule (Sec. 3.3, group-level pruning): all parameters coupled to one channel unit of a group — the
-producers' output rows (conv/linear filters and their bias, BatchNorm γ and β, PReLU slopes) and
-the consumers' input columns — are one parameter set θ_{g,k}, removed together, so they are made
-sparse together and scored together:
+Rule (Sec. 3.3, group-level pruning): all weights coupled to one channel unit of a group — the
+producers' output rows (conv/linear filters, BatchNorm γ) and the consumers' input columns — are
+one parameter set θ_{g,k}, removed together, so they are made sparse together and scored together.
+As in Torch-Pruning (its default `bias=False`), biases, BatchNorm β and PReLU slopes are neither
+regularised nor scored.
 
-- Sparsity learning, for `epochs` epochs from the baseline, with the group-lasso regulariser
-  R = λ Σ_g Σ_k γ_k ‖θ_{g,k}‖₂, added to the gradients after backward:
-  ∂R/∂θ_{g,k} = λ γ_k θ_{g,k} / ‖θ_{g,k}‖₂ (taken as 0 where θ_{g,k} = 0).
-  γ_k = 2^{α (I_max − I_k) / (I_max − I_min)} with I_k = ‖θ_{g,k}‖₂² is the paper's
-  importance-adaptive strength within each group (γ_k ∈ [1, 2^α]: the least important unit is
-  shrunk hardest), recomputed every step and not differentiated; α = 0 gives γ_k = 1, the plain
-  group lasso. The paper penalises γ_k·I_k (the squared norm); the unsquared norm used here is
-  the group lasso, whose gradient has constant length λγ_k, so it drives whole units to zero
-  rather than decaying them in proportion. No host sync: the index tensors are built once, in
-  `before_fit`, and each step is a fixed number of device kernels per parameter.
-- Defaults (ours; the paper's λ, α are for its own much longer schedules): λ = 5e-2 pulls each
-  unit's norm in by γ_k·λ·Σ_t lr_t, γ_k·0.3 over 3 CIFAR epochs at lr 0.01 (cosine); α = 4, which
-  kept more accuracy right after the cut than α = 0 or no sparsity learning in one tiny check
-  (results/depgraph_alpha_check.md), not a tuning result: `search_space` tunes both.
-- Pruning: unit k of group g scores its group ℓ2 norm ‖θ_{g,k}‖₂ over every slot (computed in
-  `prepare`, since `score(view)` sees one producer layer at a time), and the harness removes the
-  lowest. `default_allocation = "global"` with group-normalised scores (each group's scores
-  divided by their mean, like Torch-Pruning's "mean" importance normaliser): the point of the
-  sparsity learning is to let the data decide which groups lose more units, which a uniform rate
-  would override; keep `prune.floor` > 0, as any global ranking can empty a group.
+- Sparsity learning, for `epochs` epochs from the baseline: after backward,
+  θ_{g,k}.grad += λ γ_k θ_{g,k} (GroupNormPruner.regularize: the gradient of
+  (λ/2) Σ_k γ_k ‖θ_{g,k}‖², the paper's γ_k·I_k penalty), with the importance-adaptive strength
+  γ_k = 2^{α (‖θ‖_max − ‖θ_{g,k}‖)/(‖θ‖_max − ‖θ‖_min)} within each group (γ_k ∈ [1, 2^α]; the
+  least important unit is shrunk hardest; Torch-Pruning's `alpha=2**4` is our α = 4), recomputed
+  every step and not differentiated; α = 0 gives γ_k = 1, plain group weight decay. As in the
+  reference, the optimiser's own weight decay is off during this phase (`train_optim`).
+- Momentum: the pull is a decay of θ by lr·λ·γ_k per step *before* SGD momentum m; momentum
+  accumulates it, so in steady state θ shrinks by lr·λ·γ_k/(1 − m) per step — 10× the
+  momentum-free rate at m = 0.9 (tests/methods/test_fidelity.py checks the trajectory with
+  momentum against Torch-Pruning's own regulariser).
+- Defaults: λ = 5e-4 and α = 4, the reference's CIFAR values (`--reg 5e-4`; the reference trains
+  100 sparsity epochs at LR 0.01, milestones 60/80). `epochs: 3` is the CPU-sized default:
+  θ of the least important unit decays by ≈ exp(−Σ_t lr_t·λ·2^α/(1 − m)), far less than after the
+  reference's 100 epochs (`epochs: 100` is the reference schedule at the fine-tuning LR).
+- Pruning: unit k scores ‖θ_{g,k}‖² divided by its group's maximum (GroupMagnitudeImportance
+  (p=2, normalizer="max"), as the reference's CIFAR runs), and all groups' units are ranked
+  together (`--global-pruning`): `default_allocation = "global"`, `normalize_scores = False`
+  (the max-normalisation is the score's own); keep `prune.floor` > 0, as any global ranking can
+  empty a group.
 
 `epochs: 0` skips the sparsity learning: plain group-norm magnitude pruning (the paper's
-"w/o SL" ablation). Only prunable groups are regularised (frozen groups are never cut).
+"w/o SL" ablation). Only prunable groups are regularised (frozen groups are never cut). Depthwise
+convs: their input channel is their output filter, counted once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from harness.errors import ConfigError
@@ -64,18 +68,17 @@ class Piece:
 
 
 def group_pieces(model: nn.Module, group: ChannelGroup) -> list[Piece]:
-    """Every parameter slice of the group's slots: producers' output rows (weight and bias, BN
-    γ/β, PReLU slopes) and consumers' input columns."""
+    """Every weight slice of the group's slots: producers' output rows (conv/linear filters,
+    BatchNorm γ) and consumers' input columns; no biases, β or PReLU slopes (Torch-Pruning's
+    default `bias=False`)."""
     modules = dict(model.named_modules())
     pieces: list[Piece] = []
     for slot in group.slots:
         m = modules[slot.module]
         if slot.side == "out":
             if isinstance(m, nn.ConvTranspose2d):  # [C_in, C_out, kh, kw]; groups=1 (else frozen)
-                dims = {"weight": 1, "bias": 0}
+                dims = {"weight": 1}
             elif isinstance(m, nn.Conv2d | nn.Linear | nn.BatchNorm1d | nn.BatchNorm2d):
-                dims = {"weight": 0, "bias": 0}
-            elif isinstance(m, nn.PReLU):
                 dims = {"weight": 0}
             else:
                 continue
@@ -170,13 +173,15 @@ class GroupLayout:
 
 @torch.no_grad()
 def group_norms(model: nn.Module, structure: Structure) -> dict[str, Tensor]:
-    """Group name → [size] ‖θ_{g,k}‖₂ over every slot, for every prunable group (on the CPU)."""
+    """Group name → [size] ‖θ_{g,k}‖₂ over every weight slice (`group_pieces`), for every prunable
+    group (on the CPU)."""
     layout = GroupLayout(model, structure)
     return {g: n.cpu() for g, n in layout.split(layout.unit_sq_norms().sqrt()).items()}
 
 
-class GroupLassoHook(Hook):
-    """After backward: θ.grad += λ γ_k θ_{g,k} / ‖θ_{g,k}‖₂ for every unit k of every group."""
+class GroupNormHook(Hook):
+    """After backward: θ.grad += λ γ_k θ_{g,k} for every unit k of every group (the reference's
+    GroupNormPruner.regularize), γ_k = 2^{α (‖θ‖_max − ‖θ_k‖)/(‖θ‖_max − ‖θ‖_min)} per group."""
 
     def __init__(self, structure: Structure, lam: float, alpha: float = 0.0) -> None:
         self.structure = structure
@@ -193,14 +198,14 @@ class GroupLassoHook(Hook):
         layout = self._layout
         if layout is None or not layout.n_units:
             return
-        sq = layout.unit_sq_norms()  # [U] I_k
-        # |θ|/max(‖θ‖, eps) ≤ 1: the step stays bounded near 0 and is 0 at θ = 0
-        coef = self.lam / sq.sqrt().clamp_min(1e-12)
+        norm = layout.unit_sq_norms().sqrt()  # [U] ‖θ_k‖
+        coef = torch.full_like(norm, self.lam)
         if self.alpha:
             gid, n = layout.group_id, len(layout.groups)
-            hi = sq.new_zeros(n).scatter_reduce_(0, gid, sq, "amax", include_self=False)[gid]
-            lo = sq.new_zeros(n).scatter_reduce_(0, gid, sq, "amin", include_self=False)[gid]
-            coef = coef * torch.exp2(self.alpha * (hi - sq) / (hi - lo).clamp_min(1e-12))
+            hi = norm.new_zeros(n).scatter_reduce_(0, gid, norm, "amax", include_self=False)[gid]
+            lo = norm.new_zeros(n).scatter_reduce_(0, gid, norm, "amin", include_self=False)[gid]
+            # a group whose units are all equal gets γ = 1 (the reference would get 0/0)
+            coef = coef * torch.exp2(self.alpha * (hi - norm) / (hi - lo).clamp_min(1e-30))
         layout.add_per_unit(coef)
 
     def after_fit(self, s: LoopState) -> None:
@@ -212,15 +217,20 @@ class DepGraph(TrainTimeMethod):
     needs = Needs(training=True)
     #: group sparsity learning decides per-group rates: rank all groups' units together
     default_allocation: ClassVar[str] = "global"
-    normalize_scores: ClassVar[bool] = True
+    #: scores are divided by their group's maximum already (the reference's normalizer="max")
+    normalize_scores: ClassVar[bool] = False
+    fidelity: ClassVar[str] = (
+        "3 sparsity-learning epochs at the fine-tuning LR, not the reference's 100 at LR 0.01 "
+        "(set method.epochs=100): far less shrinkage before the cut"
+    )
 
-    def __init__(self, lam: float = 5.0e-2, alpha: float = 4.0, epochs: int = 3) -> None:
+    def __init__(self, lam: float = 5.0e-4, alpha: float = 4.0, epochs: int = 3) -> None:
         if not (isinstance(lam, int | float) and lam >= 0):
             raise ConfigError(f"depgraph lam={lam!r}; use lam >= 0 (0 disables sparsity learning)")
         if not (isinstance(alpha, int | float) and 0 <= alpha <= 10):
             raise ConfigError(
                 f"depgraph alpha={alpha!r}; use 0 <= alpha <= 10 (γ_k ranges over [1, 2^alpha]; "
-                "0 is the plain group lasso)"
+                "0 gives γ_k = 1)"
             )
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ConfigError(
@@ -234,18 +244,26 @@ class DepGraph(TrainTimeMethod):
     def hooks(self, ctx: PruneContext) -> list[Hook]:
         if self.lam == 0:
             return []  # plain training for `epochs`: the regulariser would add nothing
-        return [GroupLassoHook(ctx.structure, self.lam, self.alpha)]
+        return [GroupNormHook(ctx.structure, self.lam, self.alpha)]
+
+    def train_optim(self, cfg: Any) -> Mapping[str, Any]:
+        """Fine-tuning's optimiser without weight decay: the regulariser replaces it, as in the
+        reference (`weight_decay=0` while a pruner regularises)."""
+        return OmegaConf.merge(cfg.finetune, {"weight_decay": 0.0})
 
     def prepare(self, ctx: PruneContext) -> None:
-        """Per-layer [C_out] maps whose group reduction is exactly ‖θ_{g,k}‖₂.
+        """Per-layer [C_out] maps whose group reduction is exactly ‖θ_{g,k}‖² / max_k ‖θ_{g,k}‖².
 
         `score_groups` sums a producer's channels per unit and averages over the L producer
         layers; so channel i of slot s (unit u, which owns c_{s,u} channels there and appears in
-        k_u of the L producer slots) gets ‖θ_{g,u}‖₂ · L / (k_u · c_{s,u}).
+        k_u of the L producer slots) gets that score · L / (k_u · c_{s,u}).
         """
         modules = dict(ctx.model.named_modules())
         scores: dict[str, Tensor] = {}
-        for name, norm in group_norms(ctx.model, ctx.structure).items():
+        for name, n in group_norms(ctx.model, ctx.structure).items():
+            sq = n.double().square()
+            top = float(sq.max()) if len(sq) else 0.0
+            norm = (sq / top if top > 0 else sq).float()  # the reference's normalizer="max"
             group = ctx.structure.groups[name]
             producers = group.producers
             per_slot = [p.channels_per_unit(group.size) for p in producers]  # c_{s,u}

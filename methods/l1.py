@@ -7,7 +7,7 @@ PReLU layers abstain, so a group's score is the mean over its conv/linear produc
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import Tensor
 
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 @METHODS.register("l1")
 class L1Norm(OneShotMethod):
     needs = Needs()
+    fidelity: ClassVar[str] = (
+        "the same rate in every group by default, not the paper's per-layer rates from a "
+        "sensitivity analysis"
+    )
 
     def score(self, view: LayerView) -> Tensor | None:
         if view.kind not in ("conv", "linear"):

@@ -7,7 +7,7 @@ linear producers score; BatchNorm and PReLU layers abstain.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import Tensor
 
@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 @METHODS.register("l2")
 class L2Norm(OneShotMethod):
     needs = Needs()
+    fidelity: ClassVar[str] = (
+        "the same rate in every group by default, not per-layer rates from a sensitivity "
+        "analysis (as l1)"
+    )
 
     def score(self, view: LayerView) -> Tensor | None:
         if view.kind not in ("conv", "linear"):

@@ -32,6 +32,7 @@ pre-activation is exactly 0 and PyTorch's ReLU'(0) = 0: such a filter never reco
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -87,7 +88,8 @@ def zero_filters(model: nn.Module, structure: Structure, removed: dict[str, Tens
 
 
 class SoftFilterHook(Hook):
-    """After every epoch: zero the filters the harness would cut at `target` by ℓ2 norm."""
+    """After every epoch: zero the filters the harness would cut at `target` by `score` (ℓ2 norm
+    for SFP; FPGM's distance criterion for FPGM's soft schedule)."""
 
     def __init__(
         self,
@@ -99,7 +101,9 @@ class SoftFilterHook(Hook):
         normalize: bool = True,
         floor: float = 0.0,
         min_channels: int = 1,
+        score: Callable[[LayerView], Tensor | None] = l2_filter_score,
     ) -> None:
+        self.score = score
         self.structure = structure
         self.cost = cost
         self.target = target
@@ -111,7 +115,7 @@ class SoftFilterHook(Hook):
 
     def after_epoch(self, s: LoopState) -> None:
         # host work once per epoch (scores to CPU, allocation): fine off the step path
-        scores = score_groups(s.model, self.structure, l2_filter_score)
+        scores = score_groups(s.model, self.structure, self.score)
         plan = allocate(
             self.cost,
             scores,
@@ -139,11 +143,39 @@ class SoftFilterHook(Hook):
         self.removed = {g: m.clone() for g, m in state.get("removed", {}).items()}
 
 
+def prune_settings(method: TrainTimeMethod, ctx: PruneContext) -> dict[str, Any]:
+    """`allocate()`'s options as the pipeline's final cut resolves them for `method` (the run's
+    prune.allocation / normalize / floor / min_channels, else the method's defaults), so what a
+    train-time method zeroes during training is what the cut removes."""
+    cfg = ctx.cfg
+    normalize = OmegaConf.select(cfg, "prune.normalize", default=None)
+    return {
+        "allocation": OmegaConf.select(cfg, "prune.allocation", default=None)
+        or method.default_allocation,
+        "normalize": method.normalize_scores if normalize is None else bool(normalize),
+        "floor": float(OmegaConf.select(cfg, "prune.floor", default=0.0)),
+        "min_channels": int(OmegaConf.select(cfg, "prune.min_channels", default=1)),
+    }
+
+
+def soft_filter_hook(
+    method: TrainTimeMethod, ctx: PruneContext, score: Callable[[LayerView], Tensor | None]
+) -> SoftFilterHook:
+    """The soft-pruning hook for `method`, zeroing by `score` with the run's prune settings."""
+    return SoftFilterHook(
+        ctx.structure, ctx.cost, ctx.target, **prune_settings(method, ctx), score=score
+    )
+
+
 @METHODS.register("sfp")
 class SFP(TrainTimeMethod):
     needs = Needs(training=True)
     #: the paper prunes every layer at the same rate P
     default_allocation: ClassVar[str] = "uniform"
+    fidelity: ClassVar[str] = (
+        "3 soft-pruning epochs from the trained baseline at the fine-tuning LR, not soft pruning "
+        "through the paper's whole training schedule"
+    )
 
     def __init__(self, epochs: int = 3) -> None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
@@ -154,21 +186,7 @@ class SFP(TrainTimeMethod):
         self.epochs = epochs
 
     def hooks(self, ctx: PruneContext) -> list[Hook]:
-        cfg = ctx.cfg
-        normalize = OmegaConf.select(cfg, "prune.normalize", default=None)
-        return [
-            SoftFilterHook(
-                ctx.structure,
-                ctx.cost,
-                ctx.target,
-                # the same allocation the pipeline's final cut resolves, so the sets agree
-                allocation=OmegaConf.select(cfg, "prune.allocation", default=None)
-                or self.default_allocation,
-                normalize=self.normalize_scores if normalize is None else bool(normalize),
-                floor=float(OmegaConf.select(cfg, "prune.floor", default=0.0)),
-                min_channels=int(OmegaConf.select(cfg, "prune.min_channels", default=1)),
-            )
-        ]
+        return [soft_filter_hook(self, ctx, l2_filter_score)]
 
     def score(self, view: LayerView) -> Tensor | None:
         return l2_filter_score(view)

@@ -25,7 +25,11 @@ from harness.errors import ConfigError, ImpossibleTargetError
 from harness.structure.cost import CostModel
 from harness.structure.plan import Plan
 
-__all__ = ["allocate", "check_target", "floor_of"]
+__all__ = ["allocate", "check_target", "floor_of", "group_norms"]
+
+#: a group whose mean |score| is below this fraction of the largest group mean is divided by
+#: that floor instead (relative, so multiplying every score by c > 0 never changes a plan)
+RELATIVE_FLOOR = 1e-12
 
 Allocation = Literal["uniform", "global"]
 
@@ -65,6 +69,26 @@ def floor_of(size: int, floor: float, min_channels: int) -> int:
     return min(size, max(min_channels, math.ceil(floor * size)))
 
 
+def group_norms(scores: Mapping[str, Tensor], normalize: bool = True) -> dict[str, float]:
+    """Group → the divisor of its scores for global ranking: its mean |score| (float64).
+
+    Scale-free: the floor that keeps an all-zero group finite is relative to the largest group
+    mean, not an absolute number, so `scores·c` gives the divisors `norms·c` for every c > 0 and
+    the normalised scores, hence the plan, do not change. Scores of 1e-17 (Taylor on small
+    losses) are normalised like scores of 1. `normalize=False`: 1.0 for every group (raw scores,
+    one global threshold), equally scale-free.
+    """
+    if not normalize:
+        return {g: 1.0 for g in scores}
+    means = {
+        g: float(s.detach().double().abs().mean()) if len(s) else 0.0 for g, s in scores.items()
+    }
+    top = max(means.values(), default=0.0)
+    if top <= 0.0 or not math.isfinite(top):
+        return {g: 1.0 for g in scores}
+    return {g: max(m, RELATIVE_FLOOR * top) for g, m in means.items()}
+
+
 def _kept_fraction(kept: int, size: int) -> float:
     # float32, like the mean of a bool mask: fractions that round equal tie (earliest group wins)
     return float(np.float32(kept) / np.float32(size))
@@ -88,6 +112,7 @@ def allocate(
             groups absent here are left whole.
         normalize: for global allocation, divide each group's scores by their mean |score| so
             layers of different scale compete fairly; False ranks raw scores (one threshold).
+            Either way the plan is invariant to multiplying every score by c > 0 (`group_norms`).
         removed: units already removed (progressive pruning continues from there).
     """
     check_target(target)
@@ -117,10 +142,10 @@ def allocate(
 
     position = {g: i for i, g in enumerate(scores)}
     if allocation == "global":
-        ranked_scores: dict[str, list[float]] = {}
-        for g, s in scores.items():
-            norm = s.abs().mean().clamp_min(1e-12) if normalize else torch.tensor(1.0)
-            ranked_scores[g] = (s / norm).tolist()
+        norms = group_norms(scores, normalize)
+        ranked_scores = {
+            g: (s.detach().double().cpu() / norms[g]).tolist() for g, s in scores.items()
+        }
 
         def key(g: str) -> tuple[float, str]:
             return (ranked_scores[g][order[g][-1]], g)

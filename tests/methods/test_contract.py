@@ -39,7 +39,8 @@ def run_tiny(method: str, model: str, outputs: Path, target: float = 0.5, seed: 
         f"prune.floor={FLOOR}", "measure.latency=false", "tracking.enabled=false",
         f"outputs={outputs}",
     ])  # fmt: skip
-    if isinstance(build_method(cfg.method), TrainTimeMethod):
+    method_obj = build_method(cfg.method)
+    if isinstance(method_obj, TrainTimeMethod) and method_obj.epochs > 0:
         cfg.method.epochs = 1  # their own training phase: keep it as short as the baseline's
     return cfg, run(cfg)
 

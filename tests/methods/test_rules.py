@@ -13,7 +13,7 @@ from harness.data import TensorBatches
 from harness.device import pick_runtime
 from harness.errors import ConfigError, IncompatibleMethodError
 from harness.method import PruneContext
-from harness.pipeline import METHOD_META_KEYS
+from harness.pipeline import METHOD_META_KEYS, method_arguments
 from harness.registry import METHODS
 from harness.structure import LayerView
 from harness.task import DataSplits, Task
@@ -239,7 +239,7 @@ def test_taylor_importance_is_squared_sum_of_grad_times_weight_averaged_over_bat
     #   x = (1, 1): y = (3, −0.5, 3)  → (9, 0.25, 9)
     #   x = (2, 0): y = (2, −2, 0)    → (4, 4, 0)          mean: (6.5, 2.125, 4.5)
     xs = torch.tensor([[1.0, 1.0], [2.0, 0.0], [100.0, 100.0]])  # the third batch is not read
-    method = Taylor(batches=2)
+    method = Taylor(batches=2, variant="weight")
     method.prepare(make_ctx(net, xs))
     torch.testing.assert_close(method.score(view_of("0", lin)), torch.tensor([6.5, 2.125, 4.5]))
     torch.testing.assert_close(
@@ -254,7 +254,7 @@ def test_taylor_indexes_transposed_conv_importance_by_output_channel():
     convt = nn.ConvTranspose2d(2, 3, 2, stride=2, bias=False)
     net = nn.Sequential(convt)
     xs = torch.randn(2, 2, 3, 3)
-    method = Taylor(batches=2)
+    method = Taylor(batches=2, variant="weight")
     method.prepare(make_ctx(net, xs))
     with torch.no_grad():
         expected = torch.stack([convt(x[None]).sum(dim=(0, 2, 3)) ** 2 for x in xs]).mean(0)
@@ -288,7 +288,7 @@ def test_taylor_restores_mode_and_batchnorm_statistics():
 
 
 def test_taylor_rejects_unknown_variant():
-    with pytest.raises(ConfigError, match="known: weight, bn"):
+    with pytest.raises(ConfigError, match="known: auto, bn, weight_sq, weight"):
         Taylor(variant="gate")
 
 
@@ -298,7 +298,9 @@ def test_taylor_rejects_unknown_variant():
 def test_config_builds_the_registered_method(name):
     cfg = OmegaConf.load(CONF / f"{name}.yaml")
     assert cfg.name == name
-    args = {k: v for k, v in cfg.items() if k not in METHOD_META_KEYS}
+    # as the pipeline builds it: meta keys dropped, per-model defaults resolved (slimming's λ)
+    args = method_arguments(cfg, model="resnet20", task="classification")
+    assert not set(args) & set(METHOD_META_KEYS)
     method = METHODS.get(cfg.name)(**args)
     for k, v in args.items():
         assert getattr(method, k) == v

@@ -11,7 +11,7 @@ from harness.errors import ConfigError
 from harness.method import PruneContext
 from harness.structure import CostModel, allocate, build_structure, score_groups
 from harness.train import LoopState
-from methods.depgraph import DepGraph, GroupLassoHook
+from methods.depgraph import DepGraph, GroupNormHook
 from methods.sfp import SFP, SoftFilterHook
 from tests.conftest import TINY_MODELS, randomize_bn
 
@@ -181,16 +181,17 @@ def test_sfp_rejects_epochs_outside_the_allowed_range(epochs):
 # --- DepGraph ----------------------------------------------------------------------------------
 
 # conv0: Conv2d(1 → 4, 1×1, bias) → BN(4) → ReLU → conv3: Conv2d(4 → 2, 1×1, bias) (model output).
-# Group "0" = conv0 rows + bias, BN γ and β, conv3 input columns; conv3's bias is its own group's.
-#   unit:      W0   b0   γ    β    conv3[:, k]    Σ θ²                      ‖θ‖₂
-#   0          1    0    2    0    (2, 0)         1 + 0 + 4 + 0 + 4  = 9     3
-#   1          0    0    0    1    (0, 0)         1                          1
-#   2          2    1    2    0    (4, 0)         4 + 1 + 4 + 0 + 16 = 25    5
-#   3          0    0    0    0    (0, 0)         0                          0
-# Producers alone (W0, b0, γ, β) would give (√5, 1, 3, 0): the consumer columns change the ranking.
-W0, B0, GAMMA, BETA = [1, 0, 2, 0], [0, 0, 1, 0], [2, 0, 2, 0], [0, 1, 0, 0]
+# Group "0" = conv0 rows, BN γ, conv3 input columns (weights only: biases and β are neither
+# regularised nor scored, as Torch-Pruning's default bias=False).
+#   unit:      W0   γ    conv3[:, k]    ‖θ‖² = I_k        ‖θ‖    score I_k / max I
+#   0          1    2    (2, 0)         1 + 4 + 4  = 9     3      0.36
+#   1          0    1    (0, 0)         1                  1      0.04
+#   2          0    3    (4, 0)         9 + 16     = 25    5      1
+#   3          0    0    (0, 0)         0                  0      0
+# Producers alone (W0, γ) would give I = (5, 1, 9, 0): the consumer columns change the ranking.
+W0, B0, GAMMA, BETA = [1, 0, 0, 0], [0, 0, 1, 0], [2, 1, 3, 0], [0, 1, 0, 0]
 W3 = [[2, 0, 4, 0], [0, 0, 0, 0]]
-NORMS = [3.0, 1.0, 5.0, 0.0]
+SCORES = [0.36, 0.04, 1.0, 0.0]
 
 
 def dg_net() -> nn.Sequential:
@@ -209,16 +210,17 @@ def dg_ctx(net: nn.Module) -> PruneContext:
     return ctx
 
 
-def test_depgraph_group_score_is_l2_over_producer_rows_bn_and_consumer_columns():
+def test_depgraph_group_score_is_max_normalised_squared_norm_over_rows_gamma_and_columns():
     net = dg_net()
     ctx = dg_ctx(net)
     method = DepGraph()
     method.prepare(ctx)
     scores = score_groups(net, ctx.structure, method.score)
-    torch.testing.assert_close(scores["0"], torch.tensor(NORMS))
-    # the global cut at half the prunable units removes units 3 and 1 (producers-only: 3 and 0)
+    torch.testing.assert_close(scores["0"], torch.tensor(SCORES))
+    # the global cut at half the prunable units removes units 3 and 1
     assert scores["0"].argsort()[:2].tolist() == [3, 1]
-    assert DepGraph.default_allocation == "global" and DepGraph.normalize_scores
+    # already normalised per group (by its max): ranked raw, globally
+    assert DepGraph.default_allocation == "global" and not DepGraph.normalize_scores
 
 
 @pytest.mark.parametrize("name", sorted(TINY_MODELS))
@@ -239,9 +241,10 @@ def test_depgraph_group_score_matches_a_per_channel_reference_on_tiny_nets(name)
                 if slot.side == "out":
                     if isinstance(m, nn.ConvTranspose2d):
                         parts = [m.weight[:, c]]
+                    elif isinstance(m, nn.PReLU):
+                        continue  # slopes, like biases, are not part of θ
                     else:
                         parts = [m.weight[c]]
-                    parts += [m.bias[c]] if getattr(m, "bias", None) is not None else []
                 elif isinstance(m, nn.Conv2d) and m.groups > 1:
                     continue  # a depthwise filter is its output row, already counted
                 elif isinstance(m, nn.ConvTranspose2d):
@@ -249,53 +252,40 @@ def test_depgraph_group_score_matches_a_per_channel_reference_on_tiny_nets(name)
                 else:
                     parts = [m.weight[:, c]]
                 expected[u] += sum(float(p.detach().double().square().sum()) for p in parts)
-        torch.testing.assert_close(scores[g.name].double(), expected.sqrt(), rtol=1e-5, atol=1e-6)
+        expected = expected / expected.max()
+        torch.testing.assert_close(scores[g.name].double(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_depgraph_regulariser_adds_lambda_theta_over_unit_norm():
+def test_depgraph_regulariser_adds_lambda_theta_to_every_weight_of_a_unit():
     net = dg_net()
     ctx = dg_ctx(net)
     lam = 0.1
     (hook,) = DepGraph(lam=lam, alpha=0.0).hooks(ctx)
-    assert isinstance(hook, GroupLassoHook)
+    assert isinstance(hook, GroupNormHook)
     for p in net.parameters():
         p.grad = torch.zeros_like(p)
     hook.before_fit(state(net))
     hook.after_backward(state(net))
-    # ∂(λ Σ_k ‖θ_k‖₂)/∂θ_k = λ θ_k / ‖θ_k‖₂; unit 3 is all zero and gets 0 (not NaN)
-    scale = lam / torch.tensor([3.0, 1.0, 5.0, 1.0])  # unit 3: θ = 0, so any finite scale
-    for p, values in (
-        (net[0].weight, W0),
-        (net[0].bias, B0),
-        (net[1].weight, GAMMA),
-        (net[1].bias, BETA),
-    ):
-        torch.testing.assert_close(
-            p.grad.flatten(), torch.tensor(values, dtype=torch.float) * scale
-        )
-    torch.testing.assert_close(net[3].weight.grad.view(2, 4), torch.tensor(W3).float() * scale)
-    assert torch.equal(net[3].bias.grad, torch.zeros(2))  # the frozen output group: untouched
-    # each non-zero unit's added gradient has length λ
-    unit0 = torch.cat([p.grad.flatten()[[0]] for p in (net[0].weight, net[0].bias, net[1].weight)])
-    unit0 = torch.cat([unit0, net[1].bias.grad[[0]], net[3].weight.grad.view(2, 4)[:, 0]])
-    assert float(unit0.norm()) == pytest.approx(lam)
+    # ∂((λ/2) Σ_k ‖θ_k‖²)/∂θ_k = λ θ_k on conv0's rows, γ and conv3's columns
+    for p, values in ((net[0].weight, W0), (net[1].weight, GAMMA)):
+        torch.testing.assert_close(p.grad.flatten(), lam * torch.tensor(values, dtype=torch.float))
+    torch.testing.assert_close(net[3].weight.grad.view(2, 4), lam * torch.tensor(W3).float())
+    for p in (net[0].bias, net[1].bias, net[3].bias):  # biases and β: untouched
+        assert torch.equal(p.grad, torch.zeros_like(p))
 
 
 def test_depgraph_alpha_shrinks_the_least_important_units_hardest():
-    # I_k = ‖θ_k‖² = (9, 1, 25, 0): γ_k = 2^{α (25 − I_k)/25}; with α = 2: unit 2 (the most
-    # important) gets γ = 1, unit 1 2^{1.92}, unit 0 2^{1.28}; unit 3 is zero and stays 0
+    # ‖θ_k‖ = (3, 1, 5, 0): γ_k = 2^{α (5 − ‖θ_k‖)/5}; with α = 2: unit 2 (the most important)
+    # gets γ = 1, unit 1 2^{1.6}, unit 0 2^{0.8}; unit 3 is zero and stays 0
     net = dg_net()
     (hook,) = DepGraph(lam=1.0, alpha=2.0).hooks(dg_ctx(net))
-    net[0].bias.grad = torch.zeros(4)
     net[1].weight.grad = torch.zeros(4)
     net[1].bias.grad = torch.zeros(4)
     hook.before_fit(state(net))
     hook.after_backward(state(net))
-    gamma = torch.tensor([2**1.28, 2**1.92, 1.0, 0.0])
-    torch.testing.assert_close(
-        net[1].weight.grad, torch.tensor(GAMMA).float() * gamma / torch.tensor([3, 1, 5, 1])
-    )
-    torch.testing.assert_close(net[1].bias.grad, torch.tensor([0.0, 2**1.92, 0.0, 0.0]))
+    gamma = torch.tensor([2**0.8, 2**1.6, 1.0, 4.0])
+    torch.testing.assert_close(net[1].weight.grad, torch.tensor(GAMMA).float() * gamma)
+    assert torch.equal(net[1].bias.grad, torch.zeros(4))
     assert net[0].weight.grad is None  # parameters without a gradient are skipped
 
 
