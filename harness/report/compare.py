@@ -28,7 +28,7 @@ from harness.atomic import atomic_write_text
 from harness.config import model_label
 from harness.errors import ConfigError, DataNotFoundError
 from harness.report.pareto import Point, Trained, at_target, coverage, hypervolume_2d, pareto_front
-from harness.report.significance import MARKS, TEST_NAME, Mark, rank
+from harness.report.significance import MARKS, POWER, TEST_NAME, Mark, rank_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -177,12 +177,15 @@ def compare_tables(
     reference: tuple[float, float],
     granularity: float = 0.0,
     alpha: float = 0.05,
+    correction: str = "holm",
 ) -> dict[str, pd.DataFrame]:
-    """points (every trial), summary (one typed row per method), dominance (C(row, column)).
+    """points (every trial), summary (one typed row per method), dominance (C(row, column)),
+    tests (one row per paired test against a column's best), ties (picks a tie-break decided).
 
     Summary columns per target t: `q@t_mean`, `q@t_std` (over the seeds that reached t),
     `q@t_reached` of `seeds`, `q@t_macs` (mean MAC ratio of the picked trials), `q@t_mark`
-    (significance.MARKS) and `q@t_p` (paired test against the best); the same for hypervolume.
+    (significance.MARKS), `q@t_p` (paired test against the best, corrected over the table's
+    tests by `correction`) and `q@t_p_raw` (uncorrected); the same for hypervolume.
     """
     import pandas as pd
 
@@ -198,6 +201,7 @@ def compare_tables(
     # method → seed → value, for each column that is compared over seeds
     columns: dict[str, dict[str, dict[int, float]]] = {"hypervolume": {}}
     picked_macs: dict[str, dict[str, list[float]]] = {}
+    ties: list[dict[str, Any]] = []
     for m in methods:
         mine = {s: by[(m, s)] for s in seeds if (m, s) in by}
         columns["hypervolume"][m] = {
@@ -210,7 +214,8 @@ def compare_tables(
                 s: (math.nan if p is None else p[pick]) for s, p in got.items()
             }
             picked_macs.setdefault(col, {})[m] = [p[0] for p in got.values() if p is not None]
-    marks = {col: rank(vals, seeds, alpha) for col, vals in columns.items()}
+            ties += _tie_rows(m, t, granularity, mine)
+    marks = rank_table(columns, seeds, alpha, correction)
     summary = [_summary_row(m, studies, columns, marks, picked_macs) for m in methods]
     pooled = {m: pareto_front(p for sp in studies if sp.method == m for p in sp.front(split))
               for m in methods}  # fmt: skip
@@ -227,7 +232,57 @@ def compare_tables(
         "summary": pd.DataFrame(summary),
         "dominance": dominance,
         "reference": pd.DataFrame([{"macs_ratio": reference[0], "quality": reference[1]}]),
+        "tests": pd.DataFrame(_test_rows(marks, alpha), columns=TEST_COLUMNS),
+        "ties": pd.DataFrame(ties, columns=TIE_COLUMNS),
     }
+
+
+#: columns of the `tests` table: one paired test of a method against its column's best
+TEST_COLUMNS = ["column", "method", "best", "n", "diff", "ci_low", "ci_high", "dz", "p_raw", "p",
+                "mark", "seeds_needed"]  # fmt: skip
+#: columns of the `ties` table: a pick at a target that a tie on validation decided
+TIE_COLUMNS = ["method", "seed", "target", "trial", "val_quality", "tied_trials", "decided_by"]
+
+
+def _test_rows(marks: Mapping[str, Mapping[str, Mark]], alpha: float) -> list[dict[str, Any]]:
+    """Each paired test of a table: best − method with its 95 % CI over seeds, d_z, p before
+    and after the correction, and the seeds the observed spread would need (80 % power)."""
+    from harness.report.significance import seeds_needed
+
+    rows = []
+    for col, col_marks in marks.items():
+        best = next((m for m, mk in col_marks.items() if mk.kind == "best"), None)
+        for m, mk in col_marks.items():
+            if mk.test is None:
+                continue
+            low, high = mk.test.ci()
+            rows.append({"column": col, "method": m, "best": best, "n": mk.n,
+                         "diff": mk.test.mean_diff, "ci_low": low, "ci_high": high,
+                         "dz": mk.test.dz, "p_raw": mk.p_raw, "p": mk.p, "mark": mk.kind,
+                         "seeds_needed": seeds_needed(mk.test.dz, alpha)})  # fmt: skip
+    return rows
+
+
+def _tie_rows(method: str, target: float, granularity: float,
+              mine: Mapping[int, StudyPoints]) -> list[dict[str, Any]]:  # fmt: skip
+    """The picks at `target` where another reached trial has the same validation score: the
+    tie-break (fewer MACs, then the lower trial number) decided them (see `pareto.at_target`)."""
+    rows = []
+    for seed, sp in mine.items():
+        pick = at_target(sp.trained(), target, granularity)
+        if pick is None:
+            continue
+        reached = [i for i, (m, v, _) in enumerate(sp.trained())
+                   if m <= target + granularity and v == pick[1]]  # fmt: skip
+        if len(reached) < 2:
+            continue
+        chosen = next(i for i in reached if sp.trained()[i] == pick)
+        fewer = min(sp.macs[i] for i in reached) < max(sp.macs[i] for i in reached)
+        rows.append({"method": method, "seed": seed, "target": target,
+                     "trial": sp.trials[chosen], "val_quality": pick[1],
+                     "tied_trials": len(reached),
+                     "decided_by": "fewer MACs" if fewer else "lower trial number"})  # fmt: skip
+    return rows
 
 
 def _point_rows(studies: Sequence[StudyPoints]) -> list[dict[str, Any]]:
@@ -275,6 +330,7 @@ def _summary_row(
             )
         row[f"{col}_mark"] = mark.kind
         row[f"{col}_p"] = mark.p
+        row[f"{col}_p_raw"] = mark.p_raw
     for key in COST_KEYS:  # per trial, mean over the method's trials
         row[key] = _mean([c[key] for c in costs if key in c]) if costs else math.nan
     return row
@@ -327,7 +383,7 @@ def _plot(studies: Sequence[StudyPoints], split: str, targets: Sequence[float], 
 
 def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
               targets: Sequence[float], granularity: float, alpha: float,
-              provenance: list[str]) -> str:  # fmt: skip
+              provenance: list[str], correction: str = "holm") -> str:  # fmt: skip
     ref = tables["reference"].iloc[0]
     summary = tables["summary"]
     seeds = int(summary["seeds"].max()) if len(summary) else 0
@@ -353,18 +409,78 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
         f"Hypervolume: area of each study's validation-selected front ({split} quality) against "
         f"the fixed reference (MAC ratio {ref.macs_ratio:g}, quality {ref.quality:.4g}), set by "
         "the task and data alone.", "",
+        "Selection rule: at each target a study's pick is its best trial on validation among "
+        "those that reach the target; a tie on validation goes to the trial with fewer MACs, "
+        "then to the lower trial number. " + _tie_line(tables["ties"]), "",
         f"Significance: {TEST_NAME} (n = {seeds} seeds; pairs share baseline, splits and batch "
-        f"order), α = {alpha:g}. ★ best mean among methods that reached the target in every "
+        f"order), α = {alpha:g}, "
+        + (f"Holm-corrected over this table's {len(tables['tests'])} paired tests "
+           "(the uncorrected p is listed beside it below)" if correction == "holm"
+           else "uncorrected (compare.correction=none)")
+        + ". ★ best mean among methods that reached the target in every "
         "seed; ≈ not significantly different from ★ (or fewer than 2 pairs); no mark: "
         "significantly worse; † reached in fewer seeds than were run: not ranked. Cost columns: "
         "mean per trial; the baseline is trained once per seed and shared by every method.", "",
         *lines, "",
+        *_tests_markdown(tables["tests"], alpha, correction),
         "Coverage C(row, column): fraction of the column method's front (pooled over seeds) "
         "that the row method's front weakly dominates.", "",
         dom.to_markdown(), "",
         "## Provenance", "",
         *provenance, "",
     ])  # fmt: skip
+
+
+def _tie_line(ties: pd.DataFrame) -> str:
+    """How many picks the tie-break decided (they would change under another tie-break)."""
+    if ties.empty:
+        return "No pick in this table was decided by a tie."
+    by = ", ".join(f"{m} {n}" for m, n in ties.groupby("method").size().items())
+    return (f"{len(ties)} picks were decided by such a tie ({by}); another tie-break could "
+            "change them (`ties.csv` lists each).")  # fmt: skip
+
+
+def _tests_markdown(tests: pd.DataFrame, alpha: float, correction: str) -> list[str]:
+    """The paired tests: effect with its CI over seeds, p before and after the correction, and
+    the seeds the observed spread would need; then the one-line power summary."""
+    if tests.empty:
+        return []
+
+    def num(v: float, fmt: str = ".2f") -> str:
+        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{fmt}}"
+
+    def need(v: Any) -> str:
+        from harness.report.significance import MAX_SEEDS
+
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "—"
+        return f"> {MAX_SEEDS}" if int(v) > MAX_SEEDS else str(int(v))
+
+    p_label = "p (Holm)" if correction == "holm" else "p"
+    lines = ["| column | method | vs best | n | best − method [95 % CI] | d_z | p uncorrected | "
+             f"{p_label} | seeds for {POWER:.0%} power |", "|" + "---|" * 9]  # fmt: skip
+    for _, r in tests.iterrows():
+        effect = f"{num(r['diff'], '.3f')} [{num(r.ci_low, '.3f')}, {num(r.ci_high, '.3f')}]"
+        lines.append(f"| {r.column} | {r.method} | {r.best} | {int(r.n)} | {effect} | "
+                     f"{num(r.dz)} | {num(r.p_raw, '.3g')} | {num(r.p, '.3g')} | "
+                     f"{need(r.seeds_needed)} |")  # fmt: skip
+    undecided = tests[tests["mark"] == "tied"]
+    needs = sorted(int(v) for v in undecided["seeds_needed"] if v is not None and not math.isnan(v))
+    if needs:
+        n = int(tests["n"].max())
+        spread = need(float(needs[0])) if needs[0] == needs[-1] else (
+            f"{need(float(needs[0]))}–{need(float(needs[-1]))} (median "
+            f"{need(float(statistics.median_low(needs)))})")  # fmt: skip
+        summary = (f"Power: for the {len(needs)} differences not significant here, detecting "
+                   f"the observed difference with the observed spread (two-sided, α = {alpha:g} "
+                   f"uncorrected, {POWER:.0%} power) would need {spread} seeds; this table "
+                   f"has {n}.")  # fmt: skip
+    else:
+        summary = "Power: every tested difference is significant, or there is none to detect."
+    return ["## Paired tests against each column's best", "",
+            "Effect: the mean paired difference over seeds (column's best − method) with its t "
+            "95 % confidence interval, and Cohen's d_z (that mean over the differences' standard "
+            "deviation).", "", *lines, "", summary, ""]  # fmt: skip
 
 
 def run_compare(cfg: DictConfig) -> dict[str, Any]:
@@ -378,10 +494,12 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
     alpha = float(c.get("alpha", 0.05))
     if not 0 < alpha < 1:
         raise ConfigError(f"compare.alpha={alpha}; use a significance level in (0, 1), e.g. 0.05")
+    correction = str(c.get("correction") or "holm")
     reference = reference_point(cfg)
     studies = collect(cfg)
     tables = compare_tables(studies, split=split, targets=targets, reference=reference,
-                            granularity=granularity, alpha=alpha)  # fmt: skip
+                            granularity=granularity, alpha=alpha,
+                            correction=correction)  # fmt: skip
     seeds = sorted({sp.seed for sp in studies})
     prov = provenance(seeds)
     stem = f"{cfg.task.name}-{cfg.data.name}-{model_label(cfg.model)}"
@@ -389,7 +507,7 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.outputs) / "compare" / stem
     result, md = _write_report(cfg, tables, studies, out=out, title=title, split=split,
                                targets=targets, granularity=granularity, alpha=alpha,
-                               prov=prov)  # fmt: skip
+                               prov=prov, correction=correction)  # fmt: skip
     tracker, hv = _log_compare(cfg, studies, out, stem=stem, split=split, reference=reference,
                                prov=prov)  # fmt: skip
     log.info("comparison written to %s (Pareto plot %s)\n%s", out, result["plot"], md)
@@ -414,6 +532,7 @@ def _write_report(
     granularity: float,
     alpha: float,
     prov: dict[str, Any],
+    correction: str = "holm",
 ) -> tuple[dict[str, Any], str]:
     """The CSVs (each stamped with its provenance), the Markdown and the Pareto plot under
     `out`, copied to `compare.results_dir` when set; returns where each went, and the
@@ -425,6 +544,8 @@ def _write_report(
     files = {
         "points_csv": out / "pareto_points.csv",
         "summary_csv": out / "summary.csv",
+        "tests_csv": out / "tests.csv",
+        "ties_csv": out / "ties.csv",
         "table_md": out / "compare.md",
         "plot": out / "pareto.png",
     }
@@ -432,8 +553,11 @@ def _write_report(
     summary_csv = tables["summary"].assign(**stamp)
     atomic_write_text(files["points_csv"], tables["points"].assign(**stamp).to_csv(index=False))
     atomic_write_text(files["summary_csv"], summary_csv.to_csv(index=False))
+    for key in ("tests", "ties"):
+        atomic_write_text(files[f"{key}_csv"], tables[key].assign(**stamp).to_csv(index=False))
     md = _markdown(tables, title=title, split=split, targets=targets, granularity=granularity,
-                   alpha=alpha, provenance=provenance_lines(prov))  # fmt: skip
+                   alpha=alpha, provenance=provenance_lines(prov),
+                   correction=correction)  # fmt: skip
     atomic_write_text(files["table_md"], md)
     metric = TASKS.get(cfg.task.name).metric
     _plot(studies, split, targets, title, metric, files["plot"])
