@@ -71,6 +71,7 @@ class StudyPoints:
     val: list[float]
     test: list[float]
     costs: list[dict[str, float]] = field(default_factory=list)
+    budgets: list[str] = field(default_factory=list)  # per trial: "equal 15" / "paper" (budget.py)
 
     def points(self, split: str) -> list[Point]:
         return list(zip(self.macs, self.val if split == "val" else self.test, strict=True))
@@ -132,10 +133,21 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
                 sp.test.append(float(t.user_attrs.get("test_metric", math.nan)))
                 sp.costs.append({k: float(t.user_attrs[k]) for k in COST_KEYS
                                  if t.user_attrs.get(k) is not None})  # fmt: skip
+                sp.budgets.append(budget_label(t.user_attrs))
             if not sp.trials:
                 log.warning("study %s has no complete feasible trial", settings.name)
             out.append(sp)
     return out
+
+
+def budget_label(record: Mapping[str, Any]) -> str:
+    """How a trial's training budget was set: `equal <epochs>`, `paper`, or `unrecorded` for a
+    trial from before budgets were recorded."""
+    mode = record.get("budget_mode")
+    if mode is None:
+        return "unrecorded"
+    epochs = record.get("budget_epochs")
+    return f"{mode} {float(epochs):g} ep" if mode == "equal" and epochs is not None else str(mode)
 
 
 def reference_point(cfg: DictConfig) -> tuple[float, float]:
@@ -295,6 +307,7 @@ def _point_rows(studies: Sequence[StudyPoints]) -> list[dict[str, Any]]:
             rows.append({
                 "method": sp.method, "seed": sp.seed, "trial": trial, "macs_ratio": sp.macs[i],
                 "val_quality": sp.val[i], "test_quality": sp.test[i], "on_front": i in on_front,
+                "budget": sp.budgets[i] if i < len(sp.budgets) else "unrecorded",
                 **{k: (sp.costs[i] if i < len(sp.costs) else {}).get(k, math.nan)
                    for k in COST_KEYS},
             })  # fmt: skip
@@ -312,8 +325,10 @@ def _summary_row(
     ratio of the picked trials, significance mark and p; then its mean cost per trial."""
     mine = [sp for sp in studies if sp.method == method]
     costs = [c for sp in mine for c in sp.costs]
+    budgets = sorted({b for sp in mine for b in sp.budgets})
     row: dict[str, Any] = {
         "method": method,
+        "budget": ", ".join(budgets) if budgets else "unrecorded",
         "seeds": len(mine),
         "trials": sum(len(sp.trials) for sp in mine),
         "front_mean": _mean([float(len(sp.front_index())) for sp in mine]),
@@ -388,12 +403,12 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
     summary = tables["summary"]
     seeds = int(summary["seeds"].max()) if len(summary) else 0
     cols = ["hypervolume", *(f"q@{t:g}" for t in targets)]
-    header = ["method", "trials", "front", "hypervolume",
+    header = ["method", "budget", "trials", "front", "hypervolume",
               *(f"q@{t:g} (MACs ≤ {t + granularity:g})" for t in targets),
               *COST_KEYS.values()]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, row in summary.iterrows():
-        cells = [str(row.method), str(int(row.trials)), f"{row.front_mean:.1f}",
+        cells = [str(row.method), str(row.budget), str(int(row.trials)), f"{row.front_mean:.1f}",
                  format_cell(row, cols[0], 3), *(format_cell(row, c) for c in cols[1:]),
                  *("—" if math.isnan(row[k]) else f"{row[k]:,.0f}" if row[k] >= 100
                    else f"{row[k]:.1f}" for k in COST_KEYS)]  # fmt: skip
@@ -421,6 +436,7 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
         "seed; ≈ not significantly different from ★ (or fewer than 2 pairs); no mark: "
         "significantly worse; † reached in fewer seeds than were run: not ranked. Cost columns: "
         "mean per trial; the baseline is trained once per seed and shared by every method.", "",
+        _budget_line(summary), "",
         *lines, "",
         *_tests_markdown(tables["tests"], alpha, correction),
         "Coverage C(row, column): fraction of the column method's front (pooled over seeds) "
@@ -429,6 +445,19 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
         "## Provenance", "",
         *provenance, "",
     ])  # fmt: skip
+
+
+def _budget_line(summary: pd.DataFrame) -> str:
+    """Which budget mode produced the trials (harness/budget.py), and a warning when they mix."""
+    labels = sorted({b.strip() for v in summary.get("budget", []) for b in str(v).split(",")})
+    text = ("Budget (`budget.mode`): equal: every trial of a method that starts from the baseline "
+            "trained the same epochs (its own phase + fine-tuning; a from-scratch search counts "
+            "against the baseline's epochs); paper: each method's own schedule plus the same "
+            "fine-tuning. This table: " + (", ".join(labels) or "none") + ".")  # fmt: skip
+    modes = {label.split()[0] for label in labels}
+    if len(labels) > 1 and modes - {"unrecorded"}:
+        text += " **The trials mix budgets: differences may come from training, not pruning.**"
+    return text
 
 
 def _tie_line(ties: pd.DataFrame) -> str:
