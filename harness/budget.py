@@ -123,7 +123,9 @@ def plan_budget(
         )
     finetune = int(cfg.finetune.epochs)
     own = phase_epochs_of(method, cfg) if method.finetunes else 0.0
-    if mode == "paper" or not method.finetunes:
+    if not method.finetunes:  # a control trained from scratch: its own Scratch-E/B budget
+        return Budget(f"scratch-{getattr(method, 'budget', 'own')}", None, 0.0, 0)
+    if mode == "paper":
         return Budget(mode, None, own or 0.0, finetune)
     credit = _credit(method, cfg)
     if own is None:

@@ -30,7 +30,7 @@ EARLY_TOL = 0.02
 #: record keys kept on the trial as user attributes (besides the cost_* keys)
 RECORD_ATTRS = ("test_metric", "val_metric", "macs", "macs_ratio", "params", "params_ratio",
                 "latency_ms", "val_metric_pruned", "artifacts", "budget_mode",
-                "budget_epochs")  # fmt: skip
+                "budget_epochs", "search_source_trial")  # fmt: skip
 
 
 class SurplusTrial(PruneBenchError):
