@@ -25,10 +25,18 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness.atomic import atomic_write_text
-from harness.config import model_label
+from harness.config import model_label, parse_method_label
 from harness.errors import ConfigError, DataNotFoundError
 from harness.report.pareto import Point, Trained, at_target, coverage, hypervolume_2d, pareto_front
-from harness.report.significance import MARKS, POWER, TEST_NAME, Mark, rank_table
+from harness.report.significance import (
+    MARKS,
+    NOT_BETTER,
+    POWER,
+    TEST_NAME,
+    Mark,
+    paired_t,
+    rank_family,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -72,6 +80,7 @@ class StudyPoints:
     test: list[float]
     costs: list[dict[str, float]] = field(default_factory=list)
     budgets: list[str] = field(default_factory=list)  # per trial: "equal 15" / "paper" (budget.py)
+    sources: list[int | None] = field(default_factory=list)  # a control's source trial, per trial
 
     def points(self, split: str) -> list[Point]:
         return list(zip(self.macs, self.val if split == "val" else self.test, strict=True))
@@ -90,8 +99,9 @@ class StudyPoints:
 
 
 def _study_cfg(cfg: DictConfig, method: str, seed: int) -> DictConfig:
+    """The study config of `method` (a label: `scratch_b@l1` is scratch_b with source l1)."""
     sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    sub.method = {"name": method}
+    sub.method = parse_method_label(method)
     sub.seed = seed
     sub.study.name = None
     return sub
@@ -111,7 +121,7 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = []
-    for method in cfg.compare.methods:
+    for method in [*cfg.compare.methods, *(cfg.compare.get("controls") or [])]:
         for seed in compare_seeds(cfg):
             sub = _study_cfg(cfg, str(method), int(seed))
             settings = StudySettings.from_cfg(sub)
@@ -134,6 +144,8 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
                 sp.costs.append({k: float(t.user_attrs[k]) for k in COST_KEYS
                                  if t.user_attrs.get(k) is not None})  # fmt: skip
                 sp.budgets.append(budget_label(t.user_attrs))
+                source = t.user_attrs.get("search_source_trial")
+                sp.sources.append(None if source is None else int(source))
             if not sp.trials:
                 log.warning("study %s has no complete feasible trial", settings.name)
             out.append(sp)
@@ -190,9 +202,17 @@ def compare_tables(
     granularity: float = 0.0,
     alpha: float = 0.05,
     correction: str = "holm",
+    controls: Sequence[str] = (),
 ) -> dict[str, pd.DataFrame]:
     """points (every trial), summary (one typed row per method), dominance (C(row, column)),
-    tests (one row per paired test against a column's best), ties (picks a tie-break decided).
+    tests (one row per paired test against a column's best, or of a method against its own
+    Scratch-B control), ties (picks a tie-break decided).
+
+    `controls`: the studies (labels, e.g. `scratch_b@l1`, `uniform`) that are controls: their
+    summary rows (`control` true) are never ranked; a control with a source method shows, at
+    each target, the trial that mirrors the method's pick (the same architecture); each method
+    with a `scratch_b@<method>` control is tested against it at every column (same family as the
+    ranking tests): `q@t_scratch` is "better" or "not better".
 
     Summary columns per target t: `q@t_mean`, `q@t_std` (over the seeds that reached t),
     `q@t_reached` of `seeds`, `q@t_macs` (mean MAC ratio of the picked trials), `q@t_mark`
@@ -207,30 +227,40 @@ def compare_tables(
         raise ConfigError(f"compare.granularity={granularity}; use 0 or a small positive slack")
     pick = 2 if split == "test" else 1
     points = pd.DataFrame(_point_rows(studies))
-    methods = list(dict.fromkeys(sp.method for sp in studies))
+    rows = list(dict.fromkeys(sp.method for sp in studies))
+    methods = [m for m in rows if m not in controls]
     seeds = sorted({sp.seed for sp in studies})
     by = {(sp.method, sp.seed): sp for sp in studies}
     # method → seed → value, for each column that is compared over seeds
     columns: dict[str, dict[str, dict[int, float]]] = {"hypervolume": {}}
     picked_macs: dict[str, dict[str, list[float]]] = {}
     ties: list[dict[str, Any]] = []
-    for m in methods:
+    for m in rows:
         mine = {s: by[(m, s)] for s in seeds if (m, s) in by}
         columns["hypervolume"][m] = {
             s: hypervolume_2d(sp.front(split), reference) for s, sp in mine.items()
         }
+        source = parse_method_label(m).get("source") if m in controls else None
         for t in targets:
             col = f"q@{t:g}"
-            got = {s: at_target(sp.trained(), t, granularity) for s, sp in mine.items()}
+            got = {s: _pick(sp, by.get((source, s)), t, granularity) for s, sp in mine.items()}
             columns.setdefault(col, {})[m] = {
                 s: (math.nan if p is None else p[pick]) for s, p in got.items()
             }
             picked_macs.setdefault(col, {})[m] = [p[0] for p in got.values() if p is not None]
             ties += _tie_rows(m, t, granularity, mine)
-    marks = rank_table(columns, seeds, alpha, correction)
-    summary = [_summary_row(m, studies, columns, marks, picked_macs) for m in methods]
+    ranked = {col: {m: v for m, v in vals.items() if m in methods}
+              for col, vals in columns.items()}  # fmt: skip
+    vs_scratch = {(col, m): paired_t(vals[m], vals[f"scratch_b@{m}"])
+                  for col, vals in columns.items() for m in methods
+                  if f"scratch_b@{m}" in vals}  # fmt: skip
+    marks, scratch = rank_family(ranked, seeds, alpha, correction, vs_scratch)
+    for col in columns:
+        marks[col].update({c: Mark("control", math.nan, 0) for c in rows if c in controls})
+    summary = [_summary_row(m, studies, columns, marks, picked_macs, scratch) for m in rows]
     pooled = {m: pareto_front(p for sp in studies if sp.method == m for p in sp.front(split))
-              for m in methods}  # fmt: skip
+              for m in rows}  # fmt: skip
+    methods = rows
     dominance = pd.DataFrame(
         [
             [coverage(pooled[a], pooled[b]) if a != b else math.nan for b in methods]
@@ -244,35 +274,52 @@ def compare_tables(
         "summary": pd.DataFrame(summary),
         "dominance": dominance,
         "reference": pd.DataFrame([{"macs_ratio": reference[0], "quality": reference[1]}]),
-        "tests": pd.DataFrame(_test_rows(marks, alpha), columns=TEST_COLUMNS),
+        "tests": pd.DataFrame(_test_rows(marks, alpha, scratch), columns=TEST_COLUMNS),
         "ties": pd.DataFrame(ties, columns=TIE_COLUMNS),
     }
 
 
 #: columns of the `tests` table: one paired test of a method against its column's best
-TEST_COLUMNS = ["column", "method", "best", "n", "diff", "ci_low", "ci_high", "dz", "p_raw", "p",
+TEST_COLUMNS = ["column", "method", "vs", "n", "diff", "ci_low", "ci_high", "dz", "p_raw", "p",
                 "mark", "seeds_needed"]  # fmt: skip
 #: columns of the `ties` table: a pick at a target that a tie on validation decided
 TIE_COLUMNS = ["method", "seed", "target", "trial", "val_quality", "tied_trials", "decided_by"]
 
 
-def _test_rows(marks: Mapping[str, Mapping[str, Mark]], alpha: float) -> list[dict[str, Any]]:
-    """Each paired test of a table: best − method with its 95 % CI over seeds, d_z, p before
-    and after the correction, and the seeds the observed spread would need (80 % power)."""
+def _test_rows(marks: Mapping[str, Mapping[str, Mark]], alpha: float,
+               scratch: Mapping[tuple[str, str], Mark]) -> list[dict[str, Any]]:  # fmt: skip
+    """Each paired test of a table: best − method (or method − its Scratch-B control) with its
+    95 % CI over seeds, d_z, p before and after the correction, and the seeds the observed
+    spread would need (80 % power)."""
     from harness.report.significance import seeds_needed
+
+    def row(col: str, m: str, vs: str | None, mk: Mark) -> dict[str, Any]:
+        low, high = mk.test.ci()
+        return {"column": col, "method": m, "vs": vs, "n": mk.n, "diff": mk.test.mean_diff,
+                "ci_low": low, "ci_high": high, "dz": mk.test.dz, "p_raw": mk.p_raw, "p": mk.p,
+                "mark": mk.kind, "seeds_needed": seeds_needed(mk.test.dz, alpha)}  # fmt: skip
 
     rows = []
     for col, col_marks in marks.items():
         best = next((m for m, mk in col_marks.items() if mk.kind == "best"), None)
-        for m, mk in col_marks.items():
-            if mk.test is None:
-                continue
-            low, high = mk.test.ci()
-            rows.append({"column": col, "method": m, "best": best, "n": mk.n,
-                         "diff": mk.test.mean_diff, "ci_low": low, "ci_high": high,
-                         "dz": mk.test.dz, "p_raw": mk.p_raw, "p": mk.p, "mark": mk.kind,
-                         "seeds_needed": seeds_needed(mk.test.dz, alpha)})  # fmt: skip
+        rows += [row(col, m, best, mk) for m, mk in col_marks.items() if mk.test is not None]
+    rows += [row(col, m, f"scratch_b@{m}", mk) for (col, m), mk in scratch.items()]
     return rows
+
+
+def _pick(sp: StudyPoints, source: StudyPoints | None, target: float,
+          granularity: float) -> Trained | None:  # fmt: skip
+    """The trial a study shows at `target`: its own pick, or, for a control whose source
+    method's study is in the comparison, the control trial that mirrors the source's pick (the
+    same architecture; None when the control has no such trial)."""
+    if source is None:
+        return at_target(sp.trained(), target, granularity)
+    pick = at_target(source.trained(), target, granularity)
+    if pick is None:
+        return None
+    number = source.trials[source.trained().index(pick)]
+    mirror = [i for i, k in enumerate(sp.sources) if k == number]
+    return sp.trained()[mirror[0]] if mirror else None
 
 
 def _tie_rows(method: str, target: float, granularity: float,
@@ -320,6 +367,7 @@ def _summary_row(
     columns: Mapping[str, Mapping[str, Mapping[int, float]]],
     marks: Mapping[str, Mapping[str, Mark]],
     picked_macs: Mapping[str, Mapping[str, list[float]]],
+    scratch: Mapping[tuple[str, str], Mark] | None = None,
 ) -> dict[str, Any]:
     """One method's summary row: per compared column its mean, std, seeds reached, mean MAC
     ratio of the picked trials, significance mark and p; then its mean cost per trial."""
@@ -328,6 +376,7 @@ def _summary_row(
     budgets = sorted({b for sp in mine for b in sp.budgets})
     row: dict[str, Any] = {
         "method": method,
+        "control": marks and next(iter(marks.values()))[method].kind == "control",
         "budget": ", ".join(budgets) if budgets else "unrecorded",
         "seeds": len(mine),
         "trials": sum(len(sp.trials) for sp in mine),
@@ -346,6 +395,9 @@ def _summary_row(
         row[f"{col}_mark"] = mark.kind
         row[f"{col}_p"] = mark.p
         row[f"{col}_p_raw"] = mark.p_raw
+        vs = (scratch or {}).get((col, method))
+        row[f"{col}_scratch"] = vs.kind if vs else ""
+        row[f"{col}_scratch_p"] = vs.p if vs else math.nan
     for key in COST_KEYS:  # per trial, mean over the method's trials
         row[key] = _mean([c[key] for c in costs if key in c]) if costs else math.nan
     return row
@@ -359,6 +411,8 @@ def format_cell(row: Mapping[str, Any], col: str, digits: int = 2) -> str:
     mean, std = row[f"{col}_mean"], row[f"{col}_std"]
     text = f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
     symbol = MARKS[row[f"{col}_mark"]]
+    if row.get(f"{col}_scratch") == "not better":
+        symbol = f"{symbol} {NOT_BETTER}".strip()
     return f"{text} ({k}/{n})" + (f" {symbol}" if symbol else "")
 
 
@@ -406,13 +460,26 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
     header = ["method", "budget", "trials", "front", "hypervolume",
               *(f"q@{t:g} (MACs ≤ {t + granularity:g})" for t in targets),
               *COST_KEYS.values()]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    tables_md: dict[bool, list[str]] = {}
     for _, row in summary.iterrows():
         cells = [str(row.method), str(row.budget), str(int(row.trials)), f"{row.front_mean:.1f}",
                  format_cell(row, cols[0], 3), *(format_cell(row, c) for c in cols[1:]),
                  *("—" if math.isnan(row[k]) else f"{row[k]:,.0f}" if row[k] >= 100
                    else f"{row[k]:.1f}" for k in COST_KEYS)]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
+        tables_md.setdefault(bool(row.get("control", False)), [
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)
+        ]).append("| " + " | ".join(cells) + " |")  # fmt: skip
+    lines = tables_md.get(False, [])
+    if tables_md.get(True):
+        lines += ["", "### Controls", "",
+                  "Not pruning methods, never ranked: `scratch_e@m` / `scratch_b@m`: method m's "
+                  "architecture re-initialised and trained from scratch for the baseline's epochs "
+                  "/ its compute (Liu et al., ICLR 2019), shown at each target for the trial that "
+                  "mirrors m's pick; `uniform`: the network width-scaled uniformly to the target, "
+                  "trained from scratch; `random_widths@m`: m's per-group widths with random "
+                  f"channels, fine-tuned. {NOT_BETTER} on a method's cell: its advantage over its "
+                  "own Scratch-B control there is not significant (same test and correction).",
+                  "", *tables_md[True]]  # fmt: skip
     dom = tables["dominance"].map(lambda v: "—" if math.isnan(v) else f"{v:.2f}")
     return "\n".join([
         f"# {title}", "",
@@ -449,6 +516,8 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
 
 def _budget_line(summary: pd.DataFrame) -> str:
     """Which budget mode produced the trials (harness/budget.py), and a warning when they mix."""
+    if "control" in summary:
+        summary = summary[~summary["control"].astype(bool)]  # controls keep their own budget
     labels = sorted({b.strip() for v in summary.get("budget", []) for b in str(v).split(",")})
     text = ("Budget (`budget.mode`): equal: every trial of a method that starts from the baseline "
             "trained the same epochs (its own phase + fine-tuning; a from-scratch search counts "
@@ -490,7 +559,7 @@ def _tests_markdown(tests: pd.DataFrame, alpha: float, correction: str) -> list[
              f"{p_label} | seeds for {POWER:.0%} power |", "|" + "---|" * 9]  # fmt: skip
     for _, r in tests.iterrows():
         effect = f"{num(r['diff'], '.3f')} [{num(r.ci_low, '.3f')}, {num(r.ci_high, '.3f')}]"
-        lines.append(f"| {r.column} | {r.method} | {r.best} | {int(r.n)} | {effect} | "
+        lines.append(f"| {r.column} | {r.method} | {r.vs} | {int(r.n)} | {effect} | "
                      f"{num(r.dz)} | {num(r.p_raw, '.3g')} | {num(r.p, '.3g')} | "
                      f"{need(r.seeds_needed)} |")  # fmt: skip
     undecided = tests[tests["mark"] == "tied"]
@@ -526,13 +595,14 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
     correction = str(c.get("correction") or "holm")
     reference = reference_point(cfg)
     studies = collect(cfg)
+    controls = [str(label) for label in (c.get("controls") or [])]
     tables = compare_tables(studies, split=split, targets=targets, reference=reference,
-                            granularity=granularity, alpha=alpha,
-                            correction=correction)  # fmt: skip
+                            granularity=granularity, alpha=alpha, correction=correction,
+                            controls=controls)  # fmt: skip
     seeds = sorted({sp.seed for sp in studies})
     prov = provenance(seeds)
     stem = f"{cfg.task.name}-{cfg.data.name}-{model_label(cfg.model)}"
-    title = f"{stem}: {', '.join(c.methods)} (seeds {seeds})"
+    title = f"{stem}: {', '.join([*c.methods, *controls])} (seeds {seeds})"
     out = Path(cfg.outputs) / "compare" / stem
     result, md = _write_report(cfg, tables, studies, out=out, title=title, split=split,
                                targets=targets, granularity=granularity, alpha=alpha,

@@ -18,6 +18,7 @@ import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from harness.errors import ConfigError
 
@@ -28,6 +29,7 @@ __all__ = [
     "holm",
     "paired_t",
     "rank",
+    "rank_family",
     "rank_table",
     "seeds_needed",
 ]
@@ -47,7 +49,10 @@ MARKS = {
     "worse": "",  # significantly below the best
     "incomplete": "†",  # reached in fewer seeds than the others: not ranked
     "none": "",  # reached in no seed
+    "control": "",  # a control row: compared with its method, never ranked
 }
+#: a method cell whose advantage over its own Scratch-B control is not significant
+NOT_BETTER = "‡"
 
 
 @dataclass(frozen=True)
@@ -177,6 +182,20 @@ def rank_table(
 ) -> dict[str, dict[str, Mark]]:
     """`rank` for every column of one table, the table's paired tests corrected together
     (`correction`: holm or none); each mark keeps the uncorrected p as `p_raw`."""
+    return rank_family(columns, seeds, alpha, correction)[0]
+
+
+def rank_family(
+    columns: Mapping[str, Mapping[str, Mapping[int, float]]],
+    seeds: Sequence[int],
+    alpha: float = 0.05,
+    correction: str = "holm",
+    extra: Mapping[Any, PairedTest] | None = None,
+) -> tuple[dict[str, dict[str, Mark]], dict[Any, Mark]]:
+    """`rank_table` plus `extra` paired tests (a − b, e.g. a method against its control) in the
+    same family: an extra test is "better" when its corrected p < alpha and a is ahead, else
+    "not better"."""
+    extra = dict(extra or {})
     if correction not in CORRECTIONS:
         raise ConfigError(
             f"compare.correction={correction}; known: {', '.join(CORRECTIONS)} (holm: Holm's "
@@ -184,13 +203,17 @@ def rank_table(
         )
     raw = {col: _rank_raw(values, seeds) for col, values in columns.items()}
     tested = [(col, m) for col, marks in raw.items() for m, mk in marks.items() if mk.test]
-    pvals = [raw[col][m].p_raw for col, m in tested]
+    pvals = [raw[col][m].p_raw for col, m in tested] + [t.p for t in extra.values()]
     adjusted = holm(pvals) if correction == "holm" else list(pvals)
-    for (col, m), p in zip(tested, adjusted, strict=True):
+    for (col, m), p in zip(tested, adjusted, strict=False):
         mk = raw[col][m]
         tied = math.isnan(p) or p >= alpha
         raw[col][m] = replace(mk, kind="tied" if tied else "worse", p=p)
-    return raw
+    decided = {}
+    for (key, test), p in zip(extra.items(), adjusted[len(tested) :], strict=True):
+        better = not math.isnan(p) and p < alpha and test.mean_diff > 0
+        decided[key] = Mark("better" if better else "not better", p, test.n, test.p, test)
+    return raw, decided
 
 
 def _rank_raw(values: Mapping[str, Mapping[int, float]], seeds: Sequence[int]) -> dict[str, Mark]:

@@ -104,7 +104,7 @@ def test_the_report_lists_effects_and_the_seeds_a_difference_would_need():
     t = compare_tables(studies_with_ties(), split="test", targets=[0.3], reference=(1.0, 10.0))
     q = t["tests"].set_index("column").loc["q@0.3"]
     # m − n on test: [80 − 85, 70 − 86] → n is the best (85.5 > 75): best − m = [5, 16]
-    assert (q["best"], q["method"], q["n"]) == ("n", "m", 2)
+    assert (q["vs"], q["method"], q["n"]) == ("n", "m", 2)
     assert q["diff"] == pytest.approx(10.5)
     assert q["dz"] == pytest.approx(10.5 / math.sqrt(60.5))
     assert q["p"] >= q["p_raw"]
