@@ -10,18 +10,9 @@ from harness.config import compose
 from harness.errors import ConfigError
 from harness.pipeline import build_method, run
 from harness.plugins import load_configured
+from tests.conftest import TINY_RUN
 
-TINY = [
-    "task=classification",
-    "data=digits",
-    "data.train_subset=200",
-    "model=python",
-    "model.factory=tests.conftest:TinyResNet",
-    "train.epochs=1",
-    "finetune.epochs=1",
-    "measure.latency=false",
-    "tracking.enabled=false",
-]
+TINY = [*TINY_RUN, "train.epochs=1", "finetune.epochs=1"]
 
 
 def budget_of(*overrides: str) -> Budget:
