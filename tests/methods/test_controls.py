@@ -178,3 +178,12 @@ def test_a_scratch_study_mirrors_its_method_study_and_compare_pairs_them(tmp_pat
     t = compare_tables(list(studies.values()), split="test", targets=[0.5],
                        reference=(1.0, 10.0), controls=["scratch_b@l1"])  # fmt: skip
     assert list(t["summary"]["control"]) == [False, True]
+
+
+def test_the_listing_names_controls_as_controls(capsys):
+    from harness.cli import main
+
+    assert main(["list"]) == 0
+    listing = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["methods"]
+    kinds = {m: listing[m]["kind"] for m in ("scratch_e", "scratch_b", "uniform", "random_widths")}
+    assert set(kinds.values()) == {"control"} and listing["l1"]["kind"] == "OneShotMethod"
