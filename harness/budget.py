@@ -28,6 +28,7 @@ scratch (`Method.finetunes` false) keep their own Scratch-E/B budget.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -101,10 +102,11 @@ def phase_epochs_of(method: Method, cfg: DictConfig) -> float | None:
 
 def _method_cfg(name: str) -> DictConfig:
     """conf/method/<name>.yaml, or the bare name for a plugin method without one."""
-    from harness.config import config_dir
+    from harness.config import config_dir, parse_method_label
 
-    path = config_dir() / "method" / f"{name}.yaml"
-    return OmegaConf.load(path) if path.exists() else OmegaConf.create({"name": name})
+    label = parse_method_label(name)  # a control's label: its method's section
+    path = config_dir() / "method" / f"{label['name']}.yaml"
+    return OmegaConf.load(path) if path.exists() else OmegaConf.create(label)
 
 
 def plan_budget(
@@ -128,14 +130,11 @@ def plan_budget(
     if mode == "paper":
         return Budget(mode, None, own or 0.0, finetune)
     credit = _credit(method, cfg)
-    if own is None:
-        raise ConfigError(
-            f"method '{cfg.method.name}' does not say how many epochs it trains before "
-            "fine-tuning; set budget.epochs (the total per trial) or budget.mode=paper"
-        )
     total = section.get("epochs")
     if total is None:
-        phases = [own] if method.needs.pretrained else []
+        # a method that does not plan its epochs (Method.phase_epochs None) still gets what its
+        # search leaves of the total, measured when it ends
+        phases = [own] if method.needs.pretrained and own is not None else []
         for name in section.get("methods") or []:
             if str(name) == str(cfg.method.name):
                 continue
@@ -145,13 +144,17 @@ def plan_budget(
             if other.finetunes and other.needs.pretrained:
                 theirs = phase_epochs_of(other, cfg)
                 if theirs is None:
-                    raise ConfigError(
-                        f"budget.methods names '{name}', which does not say how many epochs it "
-                        "trains before fine-tuning; set budget.epochs"
+                    log.warning(
+                        "budget.methods: '%s' does not say how many epochs it trains before "
+                        "fine-tuning; the equal total leaves it out (set budget.epochs)",
+                        name,
                     )
+                    continue
                 phases.append(theirs)
         total = finetune + max(0.0, *phases)
     total = float(total)
+    if own is None:
+        return Budget(mode, total, math.nan, finetune, credit)
     if total < own and not method.needs.pretrained:
         log.warning(
             "budget.mode=equal: %s trains up to %g epochs beyond the baseline's %g, more than the "

@@ -248,7 +248,7 @@ def compare_tables(
                 s: (math.nan if p is None else p[pick]) for s, p in got.items()
             }
             picked_macs.setdefault(col, {})[m] = [p[0] for p in got.values() if p is not None]
-            ties += _tie_rows(m, t, granularity, mine)
+            ties += [] if m in controls else _tie_rows(m, t, granularity, mine)
     ranked = {col: {m: v for m, v in vals.items() if m in methods}
               for col, vals in columns.items()}  # fmt: skip
     vs_scratch = {(col, m): paired_t(vals[m], vals[f"scratch_b@{m}"])

@@ -54,6 +54,22 @@ def test_a_search_from_scratch_counts_against_the_baselines_epochs():
     assert dhp.finetune_for(4.0) == 2 and dhp.finetune_for(2.0) == 4
 
 
+def test_a_search_that_does_not_plan_its_epochs_gets_what_it_leaves_of_the_total():
+    from harness.method import Needs, SearchMethod
+
+    class Opaque(SearchMethod):  # a plugin search: phase_epochs() is None
+        needs = Needs(training=True)
+
+        def search(self, ctx):
+            raise NotImplementedError
+
+    cfg = compose([*TINY, "method=l1", "compare.methods=[l1,sfp]"])
+    load_configured(cfg)
+    budget = plan_budget(cfg, Opaque(), lambda m: build_method(m, model="x", task="classification"))
+    assert budget.total_epochs == 4.0  # 1 + sfp's 3
+    assert budget.finetune_for(2.6) == 1  # measured when the search ends: 4 − 2.6, rounded
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["equal", "paper"])
 def test_equal_budgets_see_equal_training_images(mode, tmp_path):
