@@ -555,14 +555,14 @@ def _tests_markdown(tests: pd.DataFrame, alpha: float, correction: str) -> list[
         return f"> {MAX_SEEDS}" if int(v) > MAX_SEEDS else str(int(v))
 
     p_label = "p (Holm)" if correction == "holm" else "p"
-    lines = ["| column | method | vs best | n | best − method [95 % CI] | d_z | p uncorrected | "
+    lines = ["| column | method | vs | n | difference [95 % CI] | d_z | p uncorrected | "
              f"{p_label} | seeds for {POWER:.0%} power |", "|" + "---|" * 9]  # fmt: skip
     for _, r in tests.iterrows():
         effect = f"{num(r['diff'], '.3f')} [{num(r.ci_low, '.3f')}, {num(r.ci_high, '.3f')}]"
         lines.append(f"| {r.column} | {r.method} | {r.vs} | {int(r.n)} | {effect} | "
                      f"{num(r.dz)} | {num(r.p_raw, '.3g')} | {num(r.p, '.3g')} | "
                      f"{need(r.seeds_needed)} |")  # fmt: skip
-    undecided = tests[tests["mark"] == "tied"]
+    undecided = tests[tests["mark"].isin(["tied", "not better"])]
     needs = sorted(int(v) for v in undecided["seeds_needed"] if v is not None and not math.isnan(v))
     if needs:
         n = int(tests["n"].max())
@@ -576,9 +576,11 @@ def _tests_markdown(tests: pd.DataFrame, alpha: float, correction: str) -> list[
     else:
         summary = "Power: every tested difference is significant, or there is none to detect."
     return ["## Paired tests against each column's best", "",
-            "Effect: the mean paired difference over seeds (column's best − method) with its t "
-            "95 % confidence interval, and Cohen's d_z (that mean over the differences' standard "
-            "deviation).", "", *lines, "", summary, ""]  # fmt: skip
+            "Effect: the mean paired difference over seeds with its t 95 % confidence interval, "
+            "and Cohen's d_z (that mean over the differences' standard deviation). Against a "
+            "column's best the difference is best − method; against a method's own Scratch-B "
+            "control (vs `scratch_b@…`) it is method − control: ‡ unless it is significantly "
+            "positive.", "", *lines, "", summary, ""]  # fmt: skip
 
 
 def run_compare(cfg: DictConfig) -> dict[str, Any]:

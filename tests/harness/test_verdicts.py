@@ -111,5 +111,5 @@ def test_the_report_lists_effects_and_the_seeds_a_difference_would_need():
     assert q["seeds_needed"] == seeds_needed(10.5 / math.sqrt(60.5))
     md = _markdown(t, title="x", split="test", targets=[0.3], granularity=0.0, alpha=0.05,
                    provenance=[])  # fmt: skip
-    assert "best − method [95 % CI]" in md and "p uncorrected" in md and "p (Holm)" in md
+    assert "difference [95 % CI]" in md and "p uncorrected" in md and "p (Holm)" in md
     assert f"would need {int(q['seeds_needed'])}" in md
