@@ -100,8 +100,9 @@ class Method(ABC):  # noqa: B024 - abstract in intent: use one of the three kind
         """Epochs of training this method plans before the harness fine-tunes (its search,
         sparsity or soft-pruning epochs); `train` is the run's train section. Equal budgets
         (harness/budget.py) give one-shot methods the difference as fine-tuning. None: unknown
-        (equal budgets then need an explicit `budget.epochs`). Default: 0, no training of its
-        own."""
+        (it then gets what its measured search, `SearchResult.stats["epochs"]`, leaves of the
+        total). Default: 0, no training of its own; a method that trains inside `prepare` must
+        say so here and report the epochs, or equal budgets undercount it."""
         return 0.0
 
     @classmethod
