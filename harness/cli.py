@@ -58,6 +58,7 @@ def _list() -> dict:
         cls = METHODS.get(name)
         needs = cls.needs
         kind = next(k.__name__ for k in cls.__mro__[1:] if k.__name__.endswith("Method"))
+        kind = "control" if METHODS.info(name).get("control") else kind
         methods[name] = {
             "kind": kind,
             "needs": {k: v for k, v in vars(needs).items() if v not in (False, None)},

@@ -11,7 +11,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["CONFIG_GROUPS", "compose", "config_dir", "model_label", "to_plain"]
+__all__ = [
+    "CONFIG_GROUPS",
+    "compose",
+    "config_dir",
+    "method_label",
+    "model_label",
+    "parse_method_label",
+    "to_plain",
+]
 
 #: config groups whose values are file names under conf/<group>/
 CONFIG_GROUPS = ("task", "data", "model", "method", "study")
@@ -22,6 +30,22 @@ def config_dir() -> Path:
     import conf
 
     return Path(conf.__file__).parent
+
+
+def method_label(method_cfg: Mapping[str, Any]) -> str:
+    """The method's name in study names and comparison rows: `<name>`, or `<name>@<source>` for
+    a control built from another method's results (`method.source`: a method name)."""
+    source = method_cfg.get("source")
+    name = str(method_cfg["name"])
+    if isinstance(source, str) and source.replace("_", "").isalnum() and source.islower():
+        return f"{name}@{source}"
+    return name
+
+
+def parse_method_label(label: str) -> dict[str, str]:
+    """`scratch_b@l1` → {"name": "scratch_b", "source": "l1"}; a plain name → {"name": name}."""
+    name, _, source = str(label).partition("@")
+    return {"name": name, "source": source} if source else {"name": name}
 
 
 def to_plain(value: Any) -> Any:

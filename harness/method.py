@@ -92,6 +92,18 @@ class Method(ABC):  # noqa: B024 - abstract in intent: use one of the three kind
     #: global ranking on group-normalised scores (True) or on raw scores (one global threshold,
     #: as network slimming's |γ|); used when `prune.normalize` is null
     normalize_scores: ClassVar[bool] = True
+    #: the pipeline fine-tunes the method's compact model (False: a control that trains its own
+    #: model from scratch and needs no fine-tuning, harness/budget.py)
+    finetunes: ClassVar[bool] = True
+
+    def phase_epochs(self, *, task: str | None, train: Mapping[str, Any]) -> float | None:
+        """Epochs of training this method plans before the harness fine-tunes (its search,
+        sparsity or soft-pruning epochs); `train` is the run's train section. Equal budgets
+        (harness/budget.py) give one-shot methods the difference as fine-tuning. None: unknown
+        (it then gets what its measured search, `SearchResult.stats["epochs"]`, leaves of the
+        total). Default: 0, no training of its own; a method that trains inside `prepare` must
+        say so here and report the epochs, or equal budgets undercount it."""
+        return 0.0
 
     @classmethod
     def resolve_config(
@@ -174,6 +186,10 @@ class TrainTimeMethod(OneShotMethod):
         if not cls.needs.training:
             raise TypeError(f"{cls.__name__} trains, so its `needs` must declare training=True")
 
+    def phase_epochs(self, *, task: str | None, train: Mapping[str, Any]) -> float | None:
+        """Its own training phase: `epochs` epochs before the cut."""
+        return float(self.epochs)
+
     @abstractmethod
     def hooks(self, ctx: PruneContext) -> list[Hook]:
         """Hooks for the method's own training phase (run for `self.epochs` epochs)."""
@@ -191,6 +207,10 @@ class TrainTimeMethod(OneShotMethod):
 
 class SearchMethod(Method):
     """A method that owns its search and returns a compact model (DHP)."""
+
+    def phase_epochs(self, *, task: str | None, train: Mapping[str, Any]) -> float | None:
+        """A search's planned epochs are its own business: None unless the method says."""
+        return None
 
     @abstractmethod
     def search(self, ctx: PruneContext) -> SearchResult:

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from harness.baseline import Baseline, load_or_train_baseline
+from harness.budget import Budget, plan_budget
 from harness.config import model_label
 from harness.cost import run_cost
 from harness.device import Runtime, pick_runtime
@@ -296,6 +297,8 @@ class RunParts:
     target: float  # the cost-model ratio to allocate to (`allocation_target`)
     tracker: Tracker | None = None  # set when the MLflow run is open
     run_fit: Callable[..., FitResult] | None = None  # `make_fit` of this run
+    budget: Budget | None = None  # `budget.mode`: how many epochs fine-tuning gets
+    spent_epochs: float = 0.0  # epochs the method trained before fine-tuning (set by prune)
     wall: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
@@ -392,6 +395,9 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
         params_base=count_params(model),
         structure=structure,
         target=target,
+        budget=plan_budget(
+            cfg, method, lambda m: build_method(m, model=cfg.model.name, task=cfg.task.name)
+        ),
     )
     return parts, model
 
@@ -500,19 +506,22 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
         model, plan = _prune_one_shot(method, ctx, cfg, run_fit, parts.base_report.macs)
     model = runtime.prepare(model)
     parts.wall["prune_s"] = time.perf_counter() - t
+    between = int(cfg.prune.finetune_between) * (int(cfg.prune.steps) - 1)
+    parts.spent_epochs = float(search_stats.get("epochs", 0.0)) + between
     return model, plan, search_stats
 
 
 def _finetune_stage(parts: RunParts, model: nn.Module) -> FitResult | None:
-    """`finetune.epochs` of fine-tuning in place, best validation state kept; None when 0."""
-    cfg = parts.cfg
+    """Fine-tuning in place, best validation state kept; None when 0 epochs. `finetune.epochs`
+    under `budget.mode=paper`, what the method's phase left of the total under equal."""
     t = time.perf_counter()
     ft = None
-    if cfg.finetune.epochs > 0:
+    epochs = parts.budget.finetune_for(parts.spent_epochs) if parts.method.finetunes else 0
+    if epochs > 0:
         ft = parts.run_fit(
             model,
-            epochs=cfg.finetune.epochs,
-            optim=cfg.finetune,
+            epochs=epochs,
+            optim=parts.cfg.finetune,
             select_best=True,
             name="finetune",
         )
@@ -576,6 +585,7 @@ def _record(
         **{f"wall_{k}": v for k, v in wall.items()},
         **{f"search_{k}": v for k, v in search_stats.items()},
         "finetune_epochs": ft.epochs_run if ft else 0,
+        **parts.budget.record(),
         **run_cost(
             search_epochs=float(search_stats.get("epochs", 0.0)),
             finetune_epochs=(ft.epochs_run if ft else 0)

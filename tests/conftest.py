@@ -118,6 +118,17 @@ for _name, _cls in (
     if _name not in MODELS:
         MODELS.register(_name, task="test")(_cls)
 
+#: a whole pipeline run in seconds: digits (200 images) on TinyResNet, no tracking or latency
+TINY_RUN = [
+    "task=classification",
+    "data=digits",
+    "data.train_subset=200",
+    "model=python",
+    "model.factory=tests.conftest:TinyResNet",
+    "measure.latency=false",
+    "tracking.enabled=false",
+]
+
 TINY_MODELS = {
     "resnet": TinyResNet,
     "depthwise": TinyDepthwise,

@@ -25,10 +25,18 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness.atomic import atomic_write_text
-from harness.config import model_label
+from harness.config import model_label, parse_method_label
 from harness.errors import ConfigError, DataNotFoundError
 from harness.report.pareto import Point, Trained, at_target, coverage, hypervolume_2d, pareto_front
-from harness.report.significance import MARKS, TEST_NAME, Mark, rank
+from harness.report.significance import (
+    MARKS,
+    NOT_BETTER,
+    POWER,
+    TEST_NAME,
+    Mark,
+    paired_t,
+    rank_family,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -73,6 +81,8 @@ class StudyPoints:
     costs: list[dict[str, float]] = field(default_factory=list)
     #: split → the task's no-op score on that split (restoration: noisy input, bicubic)
     noop: dict[str, float] = field(default_factory=dict)
+    budgets: list[str] = field(default_factory=list)  # per trial: "equal 15" / "paper" (budget.py)
+    sources: list[int | None] = field(default_factory=list)  # a control's source trial, per trial
 
     def points(self, split: str) -> list[Point]:
         return list(zip(self.macs, self.val if split == "val" else self.test, strict=True))
@@ -91,8 +101,9 @@ class StudyPoints:
 
 
 def _study_cfg(cfg: DictConfig, method: str, seed: int) -> DictConfig:
+    """The study config of `method` (a label: `scratch_b@l1` is scratch_b with source l1)."""
     sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    sub.method = {"name": method}
+    sub.method = parse_method_label(method)
     sub.seed = seed
     sub.study.name = None
     return sub
@@ -112,7 +123,7 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = []
-    for method in cfg.compare.methods:
+    for method in [*cfg.compare.methods, *(cfg.compare.get("controls") or [])]:
         for seed in compare_seeds(cfg):
             sub = _study_cfg(cfg, str(method), int(seed))
             settings = StudySettings.from_cfg(sub)
@@ -136,10 +147,23 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
                                  if t.user_attrs.get(k) is not None})  # fmt: skip
                 sp.noop.update({s: float(t.user_attrs[f"{s}_metric_noop"]) for s in QUALITY_SPLITS
                                 if t.user_attrs.get(f"{s}_metric_noop") is not None})  # fmt: skip
+                sp.budgets.append(budget_label(t.user_attrs))
+                source = t.user_attrs.get("search_source_trial")
+                sp.sources.append(None if source is None else int(source))
             if not sp.trials:
                 log.warning("study %s has no complete feasible trial", settings.name)
             out.append(sp)
     return out
+
+
+def budget_label(record: Mapping[str, Any]) -> str:
+    """How a trial's training budget was set: `equal <epochs>`, `paper`, or `unrecorded` for a
+    trial from before budgets were recorded."""
+    mode = record.get("budget_mode")
+    if mode is None:
+        return "unrecorded"
+    epochs = record.get("budget_epochs")
+    return f"{mode} {float(epochs):g} ep" if mode == "equal" and epochs is not None else str(mode)
 
 
 def reference_point(cfg: DictConfig) -> tuple[float, float]:
@@ -181,12 +205,23 @@ def compare_tables(
     reference: tuple[float, float],
     granularity: float = 0.0,
     alpha: float = 0.05,
+    correction: str = "holm",
+    controls: Sequence[str] = (),
 ) -> dict[str, pd.DataFrame]:
-    """points (every trial), summary (one typed row per method), dominance (C(row, column)).
+    """points (every trial), summary (one typed row per method), dominance (C(row, column)),
+    tests (one row per paired test against a column's best, or of a method against its own
+    Scratch-B control), ties (picks a tie-break decided).
+
+    `controls`: the studies (labels, e.g. `scratch_b@l1`, `uniform`) that are controls: their
+    summary rows (`control` true) are never ranked; a control with a source method shows, at
+    each target, the trial that mirrors the method's pick (the same architecture); each method
+    with a `scratch_b@<method>` control is tested against it at every column (same family as the
+    ranking tests): `q@t_scratch` is "better" or "not better".
 
     Summary columns per target t: `q@t_mean`, `q@t_std` (over the seeds that reached t),
     `q@t_reached` of `seeds`, `q@t_macs` (mean MAC ratio of the picked trials), `q@t_mark`
-    (significance.MARKS) and `q@t_p` (paired test against the best); the same for hypervolume.
+    (significance.MARKS), `q@t_p` (paired test against the best, corrected over the table's
+    tests by `correction`) and `q@t_p_raw` (uncorrected); the same for hypervolume.
     """
     import pandas as pd
 
@@ -196,28 +231,40 @@ def compare_tables(
         raise ConfigError(f"compare.granularity={granularity}; use 0 or a small positive slack")
     pick = 2 if split == "test" else 1
     points = pd.DataFrame(_point_rows(studies))
-    methods = list(dict.fromkeys(sp.method for sp in studies))
+    rows = list(dict.fromkeys(sp.method for sp in studies))
+    methods = [m for m in rows if m not in controls]
     seeds = sorted({sp.seed for sp in studies})
     by = {(sp.method, sp.seed): sp for sp in studies}
     # method → seed → value, for each column that is compared over seeds
     columns: dict[str, dict[str, dict[int, float]]] = {"hypervolume": {}}
     picked_macs: dict[str, dict[str, list[float]]] = {}
-    for m in methods:
+    ties: list[dict[str, Any]] = []
+    for m in rows:
         mine = {s: by[(m, s)] for s in seeds if (m, s) in by}
         columns["hypervolume"][m] = {
             s: hypervolume_2d(sp.front(split), reference) for s, sp in mine.items()
         }
+        source = parse_method_label(m).get("source") if m in controls else None
         for t in targets:
             col = f"q@{t:g}"
-            got = {s: at_target(sp.trained(), t, granularity) for s, sp in mine.items()}
+            got = {s: _pick(sp, by.get((source, s)), t, granularity) for s, sp in mine.items()}
             columns.setdefault(col, {})[m] = {
                 s: (math.nan if p is None else p[pick]) for s, p in got.items()
             }
             picked_macs.setdefault(col, {})[m] = [p[0] for p in got.values() if p is not None]
-    marks = {col: rank(vals, seeds, alpha) for col, vals in columns.items()}
-    summary = [_summary_row(m, studies, columns, marks, picked_macs) for m in methods]
+            ties += [] if m in controls else _tie_rows(m, t, granularity, mine)
+    ranked = {col: {m: v for m, v in vals.items() if m in methods}
+              for col, vals in columns.items()}  # fmt: skip
+    vs_scratch = {(col, m): paired_t(vals[m], vals[f"scratch_b@{m}"])
+                  for col, vals in columns.items() for m in methods
+                  if f"scratch_b@{m}" in vals}  # fmt: skip
+    marks, scratch = rank_family(ranked, seeds, alpha, correction, vs_scratch)
+    for col in columns:
+        marks[col].update({c: Mark("control", math.nan, 0) for c in rows if c in controls})
+    summary = [_summary_row(m, studies, columns, marks, picked_macs, scratch) for m in rows]
     pooled = {m: pareto_front(p for sp in studies if sp.method == m for p in sp.front(split))
-              for m in methods}  # fmt: skip
+              for m in rows}  # fmt: skip
+    methods = rows
     dominance = pd.DataFrame(
         [
             [coverage(pooled[a], pooled[b]) if a != b else math.nan for b in methods]
@@ -234,7 +281,74 @@ def compare_tables(
         "noop": pd.DataFrame(
             [{"quality": _mean([sp.noop[split] for sp in studies if split in sp.noop])}]
         ),
+        "tests": pd.DataFrame(_test_rows(marks, alpha, scratch), columns=TEST_COLUMNS),
+        "ties": pd.DataFrame(ties, columns=TIE_COLUMNS),
     }
+
+
+#: columns of the `tests` table: one paired test of a method against its column's best
+TEST_COLUMNS = ["column", "method", "vs", "n", "diff", "ci_low", "ci_high", "dz", "p_raw", "p",
+                "mark", "seeds_needed"]  # fmt: skip
+#: columns of the `ties` table: a pick at a target that a tie on validation decided
+TIE_COLUMNS = ["method", "seed", "target", "trial", "val_quality", "tied_trials", "decided_by"]
+
+
+def _test_rows(marks: Mapping[str, Mapping[str, Mark]], alpha: float,
+               scratch: Mapping[tuple[str, str], Mark]) -> list[dict[str, Any]]:  # fmt: skip
+    """Each paired test of a table: best − method (or method − its Scratch-B control) with its
+    95 % CI over seeds, d_z, p before and after the correction, and the seeds the observed
+    spread would need (80 % power)."""
+    from harness.report.significance import seeds_needed
+
+    def row(col: str, m: str, vs: str | None, mk: Mark) -> dict[str, Any]:
+        low, high = mk.test.ci()
+        return {"column": col, "method": m, "vs": vs, "n": mk.n, "diff": mk.test.mean_diff,
+                "ci_low": low, "ci_high": high, "dz": mk.test.dz, "p_raw": mk.p_raw, "p": mk.p,
+                "mark": mk.kind, "seeds_needed": seeds_needed(mk.test.dz, alpha)}  # fmt: skip
+
+    rows = []
+    for col, col_marks in marks.items():
+        best = next((m for m, mk in col_marks.items() if mk.kind == "best"), None)
+        rows += [row(col, m, best, mk) for m, mk in col_marks.items() if mk.test is not None]
+    rows += [row(col, m, f"scratch_b@{m}", mk) for (col, m), mk in scratch.items()]
+    return rows
+
+
+def _pick(sp: StudyPoints, source: StudyPoints | None, target: float,
+          granularity: float) -> Trained | None:  # fmt: skip
+    """The trial a study shows at `target`: its own pick, or, for a control whose source
+    method's study is in the comparison, the control trial that mirrors the source's pick (the
+    same architecture; None when the control has no such trial)."""
+    if source is None:
+        return at_target(sp.trained(), target, granularity)
+    pick = at_target(source.trained(), target, granularity)
+    if pick is None:
+        return None
+    number = source.trials[source.trained().index(pick)]
+    mirror = [i for i, k in enumerate(sp.sources) if k == number]
+    return sp.trained()[mirror[0]] if mirror else None
+
+
+def _tie_rows(method: str, target: float, granularity: float,
+              mine: Mapping[int, StudyPoints]) -> list[dict[str, Any]]:  # fmt: skip
+    """The picks at `target` where another reached trial has the same validation score: the
+    tie-break (fewer MACs, then the lower trial number) decided them (see `pareto.at_target`)."""
+    rows = []
+    for seed, sp in mine.items():
+        pick = at_target(sp.trained(), target, granularity)
+        if pick is None:
+            continue
+        reached = [i for i, (m, v, _) in enumerate(sp.trained())
+                   if m <= target + granularity and v == pick[1]]  # fmt: skip
+        if len(reached) < 2:
+            continue
+        chosen = next(i for i in reached if sp.trained()[i] == pick)
+        fewer = min(sp.macs[i] for i in reached) < max(sp.macs[i] for i in reached)
+        rows.append({"method": method, "seed": seed, "target": target,
+                     "trial": sp.trials[chosen], "val_quality": pick[1],
+                     "tied_trials": len(reached),
+                     "decided_by": "fewer MACs" if fewer else "lower trial number"})  # fmt: skip
+    return rows
 
 
 def _point_rows(studies: Sequence[StudyPoints]) -> list[dict[str, Any]]:
@@ -247,6 +361,7 @@ def _point_rows(studies: Sequence[StudyPoints]) -> list[dict[str, Any]]:
             rows.append({
                 "method": sp.method, "seed": sp.seed, "trial": trial, "macs_ratio": sp.macs[i],
                 "val_quality": sp.val[i], "test_quality": sp.test[i], "on_front": i in on_front,
+                "budget": sp.budgets[i] if i < len(sp.budgets) else "unrecorded",
                 **{k: (sp.costs[i] if i < len(sp.costs) else {}).get(k, math.nan)
                    for k in COST_KEYS},
             })  # fmt: skip
@@ -259,13 +374,17 @@ def _summary_row(
     columns: Mapping[str, Mapping[str, Mapping[int, float]]],
     marks: Mapping[str, Mapping[str, Mark]],
     picked_macs: Mapping[str, Mapping[str, list[float]]],
+    scratch: Mapping[tuple[str, str], Mark] | None = None,
 ) -> dict[str, Any]:
     """One method's summary row: per compared column its mean, std, seeds reached, mean MAC
     ratio of the picked trials, significance mark and p; then its mean cost per trial."""
     mine = [sp for sp in studies if sp.method == method]
     costs = [c for sp in mine for c in sp.costs]
+    budgets = sorted({b for sp in mine for b in sp.budgets})
     row: dict[str, Any] = {
         "method": method,
+        "control": marks and next(iter(marks.values()))[method].kind == "control",
+        "budget": ", ".join(budgets) if budgets else "unrecorded",
         "seeds": len(mine),
         "trials": sum(len(sp.trials) for sp in mine),
         "front_mean": _mean([float(len(sp.front_index())) for sp in mine]),
@@ -282,6 +401,10 @@ def _summary_row(
             )
         row[f"{col}_mark"] = mark.kind
         row[f"{col}_p"] = mark.p
+        row[f"{col}_p_raw"] = mark.p_raw
+        vs = (scratch or {}).get((col, method))
+        row[f"{col}_scratch"] = vs.kind if vs else ""
+        row[f"{col}_scratch_p"] = vs.p if vs else math.nan
     for key in COST_KEYS:  # per trial, mean over the method's trials
         row[key] = _mean([c[key] for c in costs if key in c]) if costs else math.nan
     return row
@@ -295,6 +418,8 @@ def format_cell(row: Mapping[str, Any], col: str, digits: int = 2) -> str:
     mean, std = row[f"{col}_mean"], row[f"{col}_std"]
     text = f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
     symbol = MARKS[row[f"{col}_mark"]]
+    if row.get(f"{col}_scratch") == "not better":
+        symbol = f"{symbol} {NOT_BETTER}".strip()
     return f"{text} ({k}/{n})" + (f" {symbol}" if symbol else "")
 
 
@@ -334,25 +459,42 @@ def _plot(studies: Sequence[StudyPoints], split: str, targets: Sequence[float], 
 
 def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
               targets: Sequence[float], granularity: float, alpha: float,
-              provenance: list[str]) -> str:  # fmt: skip
+              provenance: list[str], correction: str = "holm") -> str:  # fmt: skip
     ref = tables["reference"].iloc[0]
     summary = tables["summary"]
     seeds = int(summary["seeds"].max()) if len(summary) else 0
     cols = ["hypervolume", *(f"q@{t:g}" for t in targets)]
-    header = ["method", "trials", "front", "hypervolume",
+    header = ["method", "budget", "trials", "front", "hypervolume",
               *(f"q@{t:g} (MACs ≤ {t + granularity:g})" for t in targets),
               *COST_KEYS.values()]  # fmt: skip
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    tables_md: dict[bool, list[str]] = {}
     for _, row in summary.iterrows():
-        cells = [str(row.method), str(int(row.trials)), f"{row.front_mean:.1f}",
+        cells = [str(row.method), str(row.budget), str(int(row.trials)), f"{row.front_mean:.1f}",
                  format_cell(row, cols[0], 3), *(format_cell(row, c) for c in cols[1:]),
                  *("—" if math.isnan(row[k]) else f"{row[k]:,.0f}" if row[k] >= 100
                    else f"{row[k]:.1f}" for k in COST_KEYS)]  # fmt: skip
-        lines.append("| " + " | ".join(cells) + " |")
+        tables_md.setdefault(bool(row.get("control", False)), [
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)
+        ]).append("| " + " | ".join(cells) + " |")  # fmt: skip
     noop = float(tables["noop"].iloc[0].quality) if "noop" in tables else math.nan
     if not math.isnan(noop):  # the restoration floor as a control row: gain = row − control
-        lines.append("| " + " | ".join(["no-op (control)", "—", "—", "—",
-                     *[f"{noop:.2f}"] * len(targets), *["—"] * len(COST_KEYS)]) + " |")  # fmt: skip
+        tables_md.setdefault(True, ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)])
+        cells = ["no-op", *["—"] * 4, *[f"{noop:.2f}"] * len(targets), *["—"] * len(COST_KEYS)]
+        tables_md[True].append("| " + " | ".join(cells) + " |")
+    lines = tables_md.get(False, [])
+    if tables_md.get(True):
+        lines += ["", "### Controls", "",
+                  "Not pruning methods, never ranked: `scratch_e@m` / `scratch_b@m`: method m's "
+                  "architecture re-initialised and trained from scratch for the baseline's epochs "
+                  "/ its compute (Liu et al., ICLR 2019), shown at each target for the trial that "
+                  "mirrors m's pick; `uniform`: the network width-scaled uniformly to the target, "
+                  "trained from scratch; `random_widths@m`: m's per-group widths with random "
+                  f"channels, fine-tuned. {NOT_BETTER} on a method's cell: its advantage over its "
+                  "own Scratch-B control there is not significant (same test and correction)."
+                  + (" `no-op`: the task's do-nothing output (noisy input; MATLAB-bicubic "
+                     "upsampling) on the same images, the floor every method's gain is read "
+                     "against." if not math.isnan(noop) else ""),
+                  "", *tables_md[True]]  # fmt: skip
     dom = tables["dominance"].map(lambda v: "—" if math.isnan(v) else f"{v:.2f}")
     return "\n".join([
         f"# {title}", "",
@@ -363,22 +505,97 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
         + "; never interpolated, a trial above the target never counts. "
         f"Hypervolume: area of each study's validation-selected front ({split} quality) against "
         f"the fixed reference (MAC ratio {ref.macs_ratio:g}, quality {ref.quality:.4g}), set by "
-        "the task and data alone."
-        + (" no-op (control): the task's do-nothing output (noisy input; MATLAB-bicubic "
-           "upsampling) on the same images, the floor every method's gain is read against."
-           if not math.isnan(noop) else ""), "",
+        "the task and data alone.", "",
+        "Selection rule: at each target a study's pick is its best trial on validation among "
+        "those that reach the target; a tie on validation goes to the trial with fewer MACs, "
+        "then to the lower trial number. " + _tie_line(tables["ties"]), "",
         f"Significance: {TEST_NAME} (n = {seeds} seeds; pairs share baseline, splits and batch "
-        f"order), α = {alpha:g}. ★ best mean among methods that reached the target in every "
+        f"order), α = {alpha:g}, "
+        + (f"Holm-corrected over this table's {len(tables['tests'])} paired tests "
+           "(the uncorrected p is listed beside it below)" if correction == "holm"
+           else "uncorrected (compare.correction=none)")
+        + ". ★ best mean among methods that reached the target in every "
         "seed; ≈ not significantly different from ★ (or fewer than 2 pairs); no mark: "
         "significantly worse; † reached in fewer seeds than were run: not ranked. Cost columns: "
         "mean per trial; the baseline is trained once per seed and shared by every method.", "",
+        _budget_line(summary), "",
         *lines, "",
+        *_tests_markdown(tables["tests"], alpha, correction),
         "Coverage C(row, column): fraction of the column method's front (pooled over seeds) "
         "that the row method's front weakly dominates.", "",
         dom.to_markdown(), "",
         "## Provenance", "",
         *provenance, "",
     ])  # fmt: skip
+
+
+def _budget_line(summary: pd.DataFrame) -> str:
+    """Which budget mode produced the trials (harness/budget.py), and a warning when they mix."""
+    if "control" in summary:
+        summary = summary[~summary["control"].astype(bool)]  # controls keep their own budget
+    labels = sorted({b.strip() for v in summary.get("budget", []) for b in str(v).split(",")})
+    text = ("Budget (`budget.mode`): equal: every trial of a method that starts from the baseline "
+            "trained the same epochs (its own phase + fine-tuning; a from-scratch search counts "
+            "against the baseline's epochs); paper: each method's own schedule plus the same "
+            "fine-tuning. This table: " + (", ".join(labels) or "none") + ".")  # fmt: skip
+    modes = {label.split()[0] for label in labels}
+    if len(labels) > 1 and modes - {"unrecorded"}:
+        text += " **The trials mix budgets: differences may come from training, not pruning.**"
+    return text
+
+
+def _tie_line(ties: pd.DataFrame) -> str:
+    """How many picks the tie-break decided (they would change under another tie-break)."""
+    if ties.empty:
+        return "No pick in this table was decided by a tie."
+    by = ", ".join(f"{m} {n}" for m, n in ties.groupby("method").size().items())
+    return (f"{len(ties)} picks were decided by such a tie ({by}); another tie-break could "
+            "change them (`ties.csv` lists each).")  # fmt: skip
+
+
+def _tests_markdown(tests: pd.DataFrame, alpha: float, correction: str) -> list[str]:
+    """The paired tests: effect with its CI over seeds, p before and after the correction, and
+    the seeds the observed spread would need; then the one-line power summary."""
+    if tests.empty:
+        return []
+
+    def num(v: float, fmt: str = ".2f") -> str:
+        return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:{fmt}}"
+
+    def need(v: Any) -> str:
+        from harness.report.significance import MAX_SEEDS
+
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "—"
+        return f"> {MAX_SEEDS}" if int(v) > MAX_SEEDS else str(int(v))
+
+    p_label = "p (Holm)" if correction == "holm" else "p"
+    lines = ["| column | method | vs | n | difference [95 % CI] | d_z | p uncorrected | "
+             f"{p_label} | seeds for {POWER:.0%} power |", "|" + "---|" * 9]  # fmt: skip
+    for _, r in tests.iterrows():
+        effect = f"{num(r['diff'], '.3f')} [{num(r.ci_low, '.3f')}, {num(r.ci_high, '.3f')}]"
+        lines.append(f"| {r.column} | {r.method} | {r.vs} | {int(r.n)} | {effect} | "
+                     f"{num(r.dz)} | {num(r.p_raw, '.3g')} | {num(r.p, '.3g')} | "
+                     f"{need(r.seeds_needed)} |")  # fmt: skip
+    undecided = tests[tests["mark"].isin(["tied", "not better"])]
+    needs = sorted(int(v) for v in undecided["seeds_needed"] if v is not None and not math.isnan(v))
+    if needs:
+        n = int(tests["n"].max())
+        spread = need(float(needs[0])) if needs[0] == needs[-1] else (
+            f"{need(float(needs[0]))}–{need(float(needs[-1]))} (median "
+            f"{need(float(statistics.median_low(needs)))})")  # fmt: skip
+        summary = (f"Power: for the {len(needs)} differences not significant here, detecting "
+                   f"the observed difference with the observed spread (two-sided, α = {alpha:g} "
+                   f"uncorrected, {POWER:.0%} power) would need {spread} seeds; this table "
+                   f"has {n}.")  # fmt: skip
+    else:
+        summary = "Power: every tested difference is significant, or there is none to detect."
+    return ["## Paired tests against each column's best", "",
+            "Effect: the mean paired difference over seeds with its t 95 % confidence interval, "
+            "and Cohen's d_z (that mean over the differences' standard deviation). Against a "
+            "column's best the difference is best − method; against a method's own Scratch-B "
+            "control (vs `scratch_b@…`) it is method − control: ‡ unless it is significantly "
+            "positive.", "", *lines, "", summary, ""]  # fmt: skip
 
 
 def run_compare(cfg: DictConfig) -> dict[str, Any]:
@@ -392,18 +609,21 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
     alpha = float(c.get("alpha", 0.05))
     if not 0 < alpha < 1:
         raise ConfigError(f"compare.alpha={alpha}; use a significance level in (0, 1), e.g. 0.05")
+    correction = str(c.get("correction") or "holm")
     reference = reference_point(cfg)
     studies = collect(cfg)
+    controls = [str(label) for label in (c.get("controls") or [])]
     tables = compare_tables(studies, split=split, targets=targets, reference=reference,
-                            granularity=granularity, alpha=alpha)  # fmt: skip
+                            granularity=granularity, alpha=alpha, correction=correction,
+                            controls=controls)  # fmt: skip
     seeds = sorted({sp.seed for sp in studies})
     prov = provenance(seeds)
     stem = f"{cfg.task.name}-{cfg.data.name}-{model_label(cfg.model)}"
-    title = f"{stem}: {', '.join(c.methods)} (seeds {seeds})"
+    title = f"{stem}: {', '.join([*c.methods, *controls])} (seeds {seeds})"
     out = Path(cfg.outputs) / "compare" / stem
     result, md = _write_report(cfg, tables, studies, out=out, title=title, split=split,
                                targets=targets, granularity=granularity, alpha=alpha,
-                               prov=prov)  # fmt: skip
+                               prov=prov, correction=correction)  # fmt: skip
     tracker, hv = _log_compare(cfg, studies, out, stem=stem, split=split, reference=reference,
                                prov=prov)  # fmt: skip
     log.info("comparison written to %s (Pareto plot %s)\n%s", out, result["plot"], md)
@@ -428,6 +648,7 @@ def _write_report(
     granularity: float,
     alpha: float,
     prov: dict[str, Any],
+    correction: str = "holm",
 ) -> tuple[dict[str, Any], str]:
     """The CSVs (each stamped with its provenance), the Markdown and the Pareto plot under
     `out`, copied to `compare.results_dir` when set; returns where each went, and the
@@ -439,6 +660,8 @@ def _write_report(
     files = {
         "points_csv": out / "pareto_points.csv",
         "summary_csv": out / "summary.csv",
+        "tests_csv": out / "tests.csv",
+        "ties_csv": out / "ties.csv",
         "table_md": out / "compare.md",
         "plot": out / "pareto.png",
     }
@@ -446,8 +669,11 @@ def _write_report(
     summary_csv = tables["summary"].assign(**stamp)
     atomic_write_text(files["points_csv"], tables["points"].assign(**stamp).to_csv(index=False))
     atomic_write_text(files["summary_csv"], summary_csv.to_csv(index=False))
+    for key in ("tests", "ties"):
+        atomic_write_text(files[f"{key}_csv"], tables[key].assign(**stamp).to_csv(index=False))
     md = _markdown(tables, title=title, split=split, targets=targets, granularity=granularity,
-                   alpha=alpha, provenance=provenance_lines(prov))  # fmt: skip
+                   alpha=alpha, provenance=provenance_lines(prov),
+                   correction=correction)  # fmt: skip
     atomic_write_text(files["table_md"], md)
     metric = TASKS.get(cfg.task.name).metric
     _plot(studies, split, targets, title, metric, files["plot"])

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import model_label
+from harness.config import method_label, model_label
 from harness.errors import ConfigError
 from harness.study.storage import StorageSpec, find_storage
 
@@ -141,11 +141,11 @@ class StudySettings:
 
 def study_name(cfg: DictConfig) -> str:
     """`study.name`, or `<task>-<data>-<model>-<method>-s<seed>` (the data is part of it so two
-    datasets of one task never share a study)."""
+    datasets of one task never share a study; a control names its source: `scratch_b@l1`)."""
     if cfg.study.get("name"):
         return str(cfg.study.name)
     model = model_label(cfg.model)
-    return f"{cfg.task.name}-{cfg.data.name}-{model}-{cfg.method.name}-s{cfg.seed}"
+    return f"{cfg.task.name}-{cfg.data.name}-{model}-{method_label(cfg.method)}-s{cfg.seed}"
 
 
 def identity(cfg: DictConfig, settings: StudySettings) -> dict[str, Any]:

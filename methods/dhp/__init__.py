@@ -321,6 +321,12 @@ class DHP(SearchMethod):
             freeze_last_stream=self.freeze_last_stream,
         )
 
+    def phase_epochs(self, *, task: str | None, train: Mapping[str, Any]) -> float | None:
+        """The search's epoch cap (`settings`' rule): a search that stops earlier leaves the
+        rest of an equal budget to fine-tuning (harness/budget.py)."""
+        search = {**DEFAULT_SEARCH[task_family(task)], **self.search_cfg}
+        return float(search.get("epochs") or dict(train).get("epochs") or 100)
+
     def check_structure(self, model: nn.Module, structure: Structure) -> None:
         """DHP generates conv weights: a model whose prunable groups touch no conv (a ViT,
         Swin: only their Linear MLPs prune) is refused before any training."""

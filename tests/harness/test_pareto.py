@@ -133,8 +133,15 @@ def test_compare_at_target_seed_counts_and_significance():
     assert dict(s["q@0.3_mark"]) == {"a": "best", "b": "tied", "c": "worse", "d": "incomplete",
                                      "e": "none"}  # fmt: skip
     t2 = 2 * math.sqrt(3)
-    assert s.loc["b", "q@0.3_p"] == pytest.approx(1 - t2 / math.sqrt(2 + t2 * t2))
-    assert s.loc["c", "q@0.3_p"] == pytest.approx(1 - 32 / math.sqrt(2 + 32 * 32))
+    assert s.loc["b", "q@0.3_p_raw"] == pytest.approx(1 - t2 / math.sqrt(2 + t2 * t2))
+    p_c = 1 - 32 / math.sqrt(2 + 32 * 32)
+    assert s.loc["c", "q@0.3_p_raw"] == pytest.approx(p_c)
+    # Holm over the table's 6 paired tests (hypervolume: b, c, d, e against a; q@0.3: b, c).
+    # e's hypervolume difference is the same in every seed (p = 0): the smallest; c's q@0.3 p is
+    # the second smallest, so it is multiplied by 6 − 1 = 5
+    assert len(t["tests"]) == 6
+    assert s.loc["c", "q@0.3_p"] == pytest.approx(5 * p_c)
+    assert s.loc["e", "hypervolume_p"] == 0.0
     cells = {m: format_cell(row, "q@0.3") for m, row in t["summary"].set_index("method").iterrows()}
     assert cells["a"] == "92.00 ± 2.00 (3/3) ★"
     assert cells["b"] == "90.00 ± 1.00 (3/3) ≈"

@@ -267,7 +267,7 @@ def test_compare_shows_the_noop_as_a_control_row() -> None:
     t = compare_tables(studies, split="test", targets=[0.5], reference=(1.0, 10.0))
     md = _markdown(t, title="x", split="test", targets=[0.5], granularity=0.0, alpha=0.05,
                    provenance=[])  # fmt: skip
-    row = next(line for line in md.splitlines() if line.startswith("| no-op (control)"))
+    row = next(line for line in md.splitlines() if line.startswith("| no-op |"))
     assert "| 14.50 |" in row
     plain = compare_tables([study("l1", {})], split="test", targets=[0.5], reference=(1.0, 10.0))
     md = _markdown(plain, title="x", split="test", targets=[0.5], granularity=0.0, alpha=0.05,
