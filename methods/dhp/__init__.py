@@ -17,9 +17,12 @@ conf/method/dhp.yaml (`by_model`, `by_task`) and fill only what a run leaves nul
 Two departures, both switchable: `gamma_mode=budget` (what `auto` picks unless the search has
 CIFAR-like ≥ 391 steps per epoch and ≥ 50 epochs) replaces the fixed γ, calibrated for CIFAR's
 782 iterations per epoch, by one set from the iteration budget (see search.py); and `trim=true`
-cuts the smallest-|z| units after the stop rule until the MAC ratio is ≤ the target (the paper
-stops anywhere ≤ target + stop_limit; `trim=false` keeps that), recorded as `trimmed_units`
-beside the ratio before trimming (`macs_ratio_at_stop`).
+cuts the smallest-|z| units after the stop rule until the MAC ratio is in [target − land_within,
+target] (the paper stops anywhere ≤ target + stop_limit; `trim=false` keeps that), recorded as
+`trimmed_units` beside the ratio before trimming (`macs_ratio_at_stop`). Where the last check
+interval carried the ratio under target − land_within, trim first steps the latents back to the
+last check above the stop band (`stepped_back`, `macs_ratio_stepped_back`); where one unit is
+coarser than the band (tiny nets), the cut searches a few swaps for a set that lands in it.
 """
 
 from __future__ import annotations
@@ -221,6 +224,7 @@ class DHP(SearchMethod):
         freeze_last_stream: bool = False,
         tie_upsampler: bool = True,
         trim: bool = True,
+        land_within: float = 0.02,
         force_target: bool = True,
         checkpoint_dir: str | None = None,
     ) -> None:
@@ -239,6 +243,11 @@ class DHP(SearchMethod):
             raise ConfigError(
                 f"method.search_batch={batch!r} must be a positive integer (the paper: 64 on "
                 "CIFAR) or null for the run's training batch"
+            )
+        if not 0.0 <= land_within < 1.0:
+            raise ConfigError(
+                f"method.land_within={land_within!r} must be in [0, 1): the run lands in "
+                "[target − land_within, target], e.g. 0.02"
             )
         if m < 1 or stop_limit < 0 or min_channels < 1 or checks_per_epoch < 1:
             raise ConfigError(
@@ -261,6 +270,7 @@ class DHP(SearchMethod):
         self.freeze = list(freeze)
         self.freeze_last_stream = bool(freeze_last_stream)
         self.tie_upsampler, self.trim = bool(tie_upsampler), bool(trim)
+        self.land_within = float(land_within)
         self.force_target = bool(force_target)
         self.checkpoint_dir = checkpoint_dir
 
@@ -388,12 +398,24 @@ class DHP(SearchMethod):
         removed = hook.masks()
         ratio_at_stop = ctx.cost.ratio(removed)
         reached = ratio_at_stop <= ctx.target + self.stop_limit
+        floor = ctx.target - self.land_within
+        stepped_back, ratio = False, ratio_at_stop
+        if reached and self.trim and ratio_at_stop < floor and hook.above_ratio > ctx.target:
+            # the last interval overshot the landing band: back to the last check above the stop
+            # band, then cut by |z| down into [target − land_within, target]
+            ratio, stepped_back = hook.step_back(), True
+            removed = hook.masks()
+            log.info(
+                "dhp: MAC ratio %.4f at the stop is under %.4f; stepped back to the last check "
+                "above the stop band (%.4f)", ratio_at_stop, floor, ratio,
+            )  # fmt: skip
         trimmed = 0
-        if ratio_at_stop > ctx.target and (self.trim if reached else self.force_target):
+        if ratio > ctx.target and (self.trim if reached else self.force_target):
             scores = {g: net.latents[g].detach().abs().float().cpu() for g in prunable}
             removed, trimmed = cut_to_target(
-                ctx.cost, scores, removed, ctx.target, min_channels=self.min_channels, ties=ties
-            )
+                ctx.cost, scores, removed, ctx.target, min_channels=self.min_channels, ties=ties,
+                floor=floor,
+            )  # fmt: skip
             log.log(
                 logging.INFO if reached else logging.WARNING,
                 "dhp: %s at MAC ratio %.4f; cut %d more units by |z| to %.4f",
@@ -413,7 +435,9 @@ class DHP(SearchMethod):
             "threshold": st.threshold,
             "final_gamma": controller.gamma,
             "initial_gamma": controller.initial_gamma,
-            "macs_ratio_at_stop": ratio_at_stop,  # before any trim / forced cut
+            "macs_ratio_at_stop": ratio_at_stop,  # before any step back / trim / forced cut
+            "stepped_back": float(stepped_back),
+            "macs_ratio_stepped_back": ratio if stepped_back else ratio_at_stop,
             "macs_ratio": ctx.cost.ratio(plan.removed(ctx.structure)),
             "trimmed_units": float(trimmed if reached else 0),
             "stop_reason": result.stop_reason,
@@ -478,31 +502,135 @@ def cut_to_target(
     *,
     min_channels: int = 4,
     ties: Mapping[str, str] | None = None,
+    floor: float | None = None,
 ) -> tuple[dict[str, Tensor], int]:
     """Remove the smallest-|z| remaining units (one global ranking, as the threshold T is one
     global value) until the MAC ratio is ≤ `target`, keeping ≥ min(min_channels, size) units per
     group; tied groups follow their owner. Returns the new masks (owners only) and the count
-    of units removed. Stops short, with a warning, when the floors leave nothing to cut."""
+    of units removed. Stops short, with a warning, when the floors leave nothing to cut.
+
+    With `floor`, a unit whose removal would take the ratio under `floor` is passed over for the
+    next-smallest; if the ranking cannot land in [floor, target] that way (on small nets one unit
+    can be several % of the MACs), `_land` moves single units in or out, or swaps pairs, until
+    it does."""
     ties = dict(ties or {})
     state = {g: m.clone() for g, m in removed.items()}
     heap = [
         (float(s[i]), g, i) for g, s in scores.items() for i in range(len(s)) if not state[g][i]
     ]
     heapq.heapify(heap)
-    ratio, cut = cost.ratio(with_ties(state, ties)), 0
+    ratio = cost.ratio(with_ties(state, ties))
     while ratio > target and heap:
         _, g, i = heapq.heappop(heap)
-        if int((~state[g]).sum()) <= min(min_channels, len(state[g])):
+        if _at_floor(state[g], min_channels):
             continue
         state[g][i] = True
-        cut += 1
-        ratio = cost.ratio(with_ties(state, ties))
+        after = cost.ratio(with_ties(state, ties))
+        if floor is not None and after < floor:
+            state[g][i] = False  # passed over: it would land under the floor
+            continue
+        ratio = after
+    if floor is not None and not floor <= ratio <= target:
+        ratio = _land(cost, scores, state, target, floor, min_channels=min_channels, ties=ties)
     if ratio > target:
         log.warning(
             "dhp: cannot cut to %.3f: %.3f is the least the ≥ %d-unit floor allows",
             target, ratio, min_channels,
         )  # fmt: skip
+    cut = sum(int((state[g] & ~removed[g]).sum()) for g in scores)
     return state, cut
+
+
+def _at_floor(mask: Tensor, min_channels: int) -> bool:
+    return int((~mask).sum()) <= min(min_channels, len(mask))
+
+
+#: `_land`'s limits: rounds, states kept per round, pair swaps only while removed × kept is small
+LAND_ROUNDS, LAND_BEAM, LAND_PAIRS = 24, 8, 40_000
+
+Move = tuple[tuple[str, int], ...]
+
+
+def _land(
+    cost: CostModel,
+    scores: Mapping[str, Tensor],
+    state: dict[str, Tensor],
+    target: float,
+    floor: float,
+    *,
+    min_channels: int,
+    ties: Mapping[str, str],
+) -> float:
+    """Move `state` (in place) into MAC ratio [floor, target] by a beam search over single-unit
+    moves (cut a kept unit, keep a removed one) and pair swaps.
+
+    The beam keeps the states nearest the band, one per MAC ratio (units of one layer are
+    interchangeable for the cost; of those, the one that disturbs the |z| ranking least: cutting
+    a unit costs its |z|, keeping a removed one gains it), so a few moves away from the band, and
+    through states above the target, are explored: on coarse nets the band is often a swap or two
+    from where the greedy cut stopped. Leaves the best state found (≤ target first, then nearest
+    the band, then least disturbance) and returns its ratio."""
+    groups = list(scores)
+
+    def ratio_of(st: dict[str, Tensor]) -> float:
+        return cost.ratio(with_ties(st, ties))
+
+    def distance(r: float) -> float:
+        return max(floor - r, r - target, 0.0)
+
+    def final_rank(r: float, penalty: float) -> tuple[bool, float, float]:
+        return (r > target, distance(r), penalty)
+
+    ratio0 = ratio_of(state)
+    best = (final_rank(ratio0, 0.0), {g: m.clone() for g, m in state.items()})
+    beam: list[tuple[float, dict[str, Tensor]]] = [(0.0, best[1])]
+    visited = {ratio0}
+    for _ in range(LAND_ROUNDS):
+        if best[0][:2] == (False, 0.0):
+            break
+        found: dict[float, tuple[float, int, Move]] = {}  # ratio → (penalty, parent, move)
+        for parent, (penalty, st) in enumerate(beam):
+            kept = [
+                (g, i)
+                for g in groups
+                if not _at_floor(st[g], min_channels)
+                for i in (~st[g]).nonzero().flatten().tolist()
+            ]
+            gone = [(g, i) for g in groups for i in st[g].nonzero().flatten().tolist()]
+            moves: list[Move] = [(u,) for u in kept + gone]
+            if len(kept) * len(gone) <= LAND_PAIRS:
+                moves += [(v, u) for v in kept for u in gone]
+            for move in moves:
+                cost_of = penalty
+                for g, i in move:
+                    z = float(scores[g][i])
+                    cost_of += -z if st[g][i] else z
+                    st[g][i] = not bool(st[g][i])
+                if not any(_floor_broken(st[g], min_channels) for g, _ in move):
+                    r = ratio_of(st)
+                    if r not in visited and (r not in found or cost_of < found[r][0]):
+                        found[r] = (cost_of, parent, move)
+                for g, i in move:
+                    st[g][i] = not bool(st[g][i])
+        if not found:
+            break
+        chosen = sorted(found.items(), key=lambda f: (distance(f[0]), f[1][0]))[:LAND_BEAM]
+        next_beam = []
+        for r, (penalty, parent, move) in chosen:
+            st = {g: m.clone() for g, m in beam[parent][1].items()}
+            for g, i in move:
+                st[g][i] = not bool(st[g][i])
+            next_beam.append((penalty, st))
+            if final_rank(r, penalty) < best[0]:
+                best = (final_rank(r, penalty), st)
+        visited.update(found)
+        beam = next_beam
+    state.update(best[1])
+    return ratio_of(state)
+
+
+def _floor_broken(mask: Tensor, min_channels: int) -> bool:
+    return int((~mask).sum()) < min(min_channels, len(mask))
 
 
 def _check_positive(key: str, value: Any, what: str) -> None:
