@@ -189,6 +189,8 @@ class DHP(SearchMethod):
         search_batch, milestone_fractions)."""
         kw = dict(kwargs)
         by_model, by_task = kw.pop("by_model", None), kw.pop("by_task", None)
+        # an explicit γ is used in every mode; a per-model one only in paper mode (`settings`)
+        kw["gamma_explicit"] = kw.get("gamma") is not None
         kw = _fill_from(kw, by_model, model, "by_model")
         kw = _fill_from(kw, by_task, task, "by_task")
         search = kw.get("search") or {}
@@ -210,7 +212,8 @@ class DHP(SearchMethod):
         self,
         *,
         m: int = 8,
-        gamma: float = 2.0e-4,
+        gamma: float | None = None,
+        gamma_explicit: bool | None = None,
         gamma_mode: str = "auto",
         threshold: float = 5.0e-3,
         stop_limit: float = 0.01,
@@ -229,13 +232,25 @@ class DHP(SearchMethod):
         checkpoint_dir: str | None = None,
     ) -> None:
         """`search`: the search's optimiser, schedule, epochs and batch (keys of DEFAULT_SEARCH
-        plus `milestones`); keys left out come from the task family's paper defaults."""
+        plus `milestones`); keys left out come from the task family's paper defaults.
+
+        `gamma`: γ for paper mode (None: 2e-4). An explicit γ (`gamma_explicit`, default: γ was
+        given) is used in every mode: `auto` resolves to paper mode and `budget` refuses it;
+        `resolve_config` marks a per-model paper value as not explicit, so budget mode may
+        replace it by a γ set from the iteration budget."""
         if gamma_mode not in ("auto", "paper", "budget"):
             raise ConfigError(
                 f"method.gamma_mode={gamma_mode!r} is unknown; use auto, budget or paper"
             )
         search = dict(search or {})
+        explicit = gamma is not None if gamma_explicit is None else bool(gamma_explicit)
+        gamma = 2.0e-4 if gamma is None else gamma
         _check_positive("gamma", gamma, "the per-iteration sparsity strength, e.g. 2e-4")
+        if explicit and gamma_mode == "budget":
+            raise ConfigError(
+                f"method.gamma={gamma} is a fixed γ but method.gamma_mode=budget sets γ from "
+                "the iteration budget; drop one (gamma_mode=auto or paper uses this γ)"
+            )
         _check_positive("threshold", threshold, "T: a unit with |z| < T is pruned, e.g. 5e-3")
         batch = search.get("batch")
         bad_batch = isinstance(batch, bool) or not isinstance(batch, int) or batch < 1
@@ -262,6 +277,7 @@ class DHP(SearchMethod):
                 f"known: {', '.join(sorted(SEARCH_KEYS))}"
             )
         self.m, self.gamma, self.gamma_mode = int(m), float(gamma), gamma_mode
+        self.gamma_explicit = explicit
         self.threshold = float(threshold)
         self.stop_limit, self.min_channels = float(stop_limit), int(min_channels)
         self.aim, self.shrink_at_half = float(aim), float(shrink_at_half)
@@ -314,7 +330,9 @@ class DHP(SearchMethod):
                 )
         spe = len(loader)
         mode = self.gamma_mode
-        if mode == "auto":  # the paper's γ only where the iteration count matches its setting
+        if mode == "auto" and self.gamma_explicit:
+            mode = "paper"  # an explicit γ is the one used, whatever the iteration count
+        elif mode == "auto":  # the paper's γ only where the iteration count matches its setting
             paper_like = spe >= PAPER_STEPS_PER_EPOCH // 2 and epochs >= 50
             mode = "paper" if paper_like else "budget"
         return Settings(
@@ -389,9 +407,10 @@ class DHP(SearchMethod):
         )  # fmt: skip
         hyper_params = hyper_parameter_count(net)
         log.info(
-            "dhp: model=%s task=%s epochs=%d batch=%s (%d steps/epoch) γ-mode=%s γ=%g T=%g, "
+            "dhp: model=%s task=%s epochs=%d batch=%s (%d steps/epoch) γ-mode=%s γ=%s T=%g, "
             "%d hypernetwork parameters, %d tied upsampler groups, optimiser %s",
-            st.model, st.task, st.epochs, st.batch, st.steps_per_epoch, st.gamma_mode, st.gamma,
+            st.model, st.task, st.epochs, st.batch, st.steps_per_epoch, st.gamma_mode,
+            "from the budget" if st.gamma_mode == "budget" else f"{st.gamma:g}",
             st.threshold, hyper_params, len(ties), st.optim,
         )  # fmt: skip
         result = self._run(ctx, net, hook, st, loader)
@@ -431,7 +450,7 @@ class DHP(SearchMethod):
             "steps_per_epoch": float(st.steps_per_epoch),
             "batch": float(st.batch or 0),
             "paper_gamma": float(st.gamma_mode == "paper"),
-            "gamma": st.gamma,
+            "gamma": controller.initial_gamma,  # the γ the search used (budget: its start)
             "threshold": st.threshold,
             "final_gamma": controller.gamma,
             "initial_gamma": controller.initial_gamma,

@@ -114,6 +114,31 @@ def test_explicit_gamma_and_threshold_win_in_a_composed_run():
     assert st.threshold == 1e-3
 
 
+def test_an_explicit_gamma_is_the_one_the_search_uses_in_every_mode():
+    """Issue 23 item 4: `method.gamma=0.019 method.epochs=30` on CIFAR resolved to budget mode,
+    searched with 3.6e-4 and still recorded 0.019."""
+    _, st = resolve(["data=cifar10", "model=resnet20", "method=dhp", "method.gamma=0.019",
+                     "method.epochs=30"])  # fmt: skip
+    assert (st.gamma_mode, st.gamma) == ("paper", 0.019)  # auto keeps the explicit γ
+    _, unset = resolve(["data=cifar10", "model=resnet20", "method=dhp", "method.epochs=30"])
+    assert unset.gamma_mode == "budget"  # without one, the short search still sets γ itself
+    with pytest.raises(ConfigError, match=r"method.gamma=0.019 is a fixed γ but .*budget"):
+        resolve(["data=cifar10", "model=resnet20", "method=dhp", "method.gamma=0.019",
+                 "method.gamma_mode=budget"])  # fmt: skip
+    # end to end on a budget-sized search (4 steps per epoch): the record's γ is the γ applied
+    log: list = []
+    stats = (
+        DHP(gamma=0.019, search={"epochs": 3, "batch": None})
+        .search(make_ctx(build("resnet_proj"), log=log))
+        .stats
+    )
+    assert stats["paper_gamma"] == 1.0 and stats["gamma"] == 0.019 == stats["final_gamma"]
+    assert all(m["dhp/gamma"] == 0.019 for _, m in log)
+    budget = DHP(search={"epochs": 3, "batch": None}).search(make_ctx(build("resnet_proj"))).stats
+    assert budget["paper_gamma"] == 0.0 and budget["gamma"] != 2e-4  # the budget's own start
+    assert budget["gamma"] == budget["initial_gamma"]
+
+
 def test_search_loader_keeps_data_and_shuffle_stream():
     loader = cifar_sized_loader(128)
     again = DHP().search_loader(loader, "classification")
