@@ -525,8 +525,9 @@ def cut_to_target(
 ) -> tuple[dict[str, Tensor], int]:
     """Remove the smallest-|z| remaining units (one global ranking, as the threshold T is one
     global value) until the MAC ratio is ≤ `target`, keeping ≥ min(min_channels, size) units per
-    group; tied groups follow their owner. Returns the new masks (owners only) and the count
-    of units removed. Stops short, with a warning, when the floors leave nothing to cut.
+    group; tied groups follow their owner. Returns the new masks (tied groups set from their
+    owners) and the count of units removed. Stops short, with a warning, when the floors leave
+    nothing to cut.
 
     With `floor`, a unit whose removal would take the ratio under `floor` is passed over for the
     next-smallest; if the ranking cannot land in [floor, target] that way (on small nets one unit
@@ -557,7 +558,7 @@ def cut_to_target(
             target, ratio, min_channels,
         )  # fmt: skip
     cut = sum(int((state[g] & ~removed[g]).sum()) for g in scores)
-    return state, cut
+    return with_ties(state, ties), cut
 
 
 def _at_floor(mask: Tensor, min_channels: int) -> bool:

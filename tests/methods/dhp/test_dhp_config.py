@@ -139,6 +139,26 @@ def test_an_explicit_gamma_is_the_one_the_search_uses_in_every_mode():
     assert budget["gamma"] == budget["initial_gamma"]
 
 
+def test_the_search_trains_on_its_own_batch_not_the_runs_loader(monkeypatch):
+    """Issue 23: reading ctx.data.train (batch 16 here) instead of the search loader passed every
+    test. The search at batch 8 must see only 8-sample batches, 64 / 8 of them per epoch."""
+    from dhp_helpers import ToyTask
+
+    seen: list[int] = []
+    real_loss = ToyTask.loss
+
+    def loss(self, model, batch):
+        seen.append(int(batch[0].shape[0]))
+        return real_loss(self, model, batch)
+
+    monkeypatch.setattr(ToyTask, "loss", loss)
+    ctx = make_ctx(build("resnet_proj"))
+    assert ctx.data.train.batch_size == 16
+    stats = DHP(search={"epochs": 2, "batch": 8}, gamma_mode="paper", gamma=1e-9).search(ctx).stats
+    assert stats["batch"] == 8.0 and stats["steps_per_epoch"] == 8.0 and stats["iterations"] == 16
+    assert seen and set(seen) == {8}
+
+
 def test_search_loader_keeps_data_and_shuffle_stream():
     loader = cifar_sized_loader(128)
     again = DHP().search_loader(loader, "classification")
