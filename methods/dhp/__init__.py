@@ -152,6 +152,8 @@ class Settings:
     steps_per_epoch: int
     freeze: list[str] = field(default_factory=list)
     freeze_last_stream: bool = False
+    gamma_scale: float = 1.0  # paper mode: γ × PAPER_STEPS_PER_EPOCH / steps_per_epoch (CIFAR)
+    gamma_rule: str = "paper"  # how γ was set: explicit, paper, paper×782/<steps>, budget
 
 
 def _fill_from(kwargs: dict[str, Any], table: Any, name: str | None, where: str) -> dict[str, Any]:
@@ -228,6 +230,7 @@ class DHP(SearchMethod):
         tie_upsampler: bool = True,
         trim: bool = True,
         land_within: float = 0.02,
+        match_paper_epoch: bool = True,
         force_target: bool = True,
         checkpoint_dir: str | None = None,
     ) -> None:
@@ -287,6 +290,7 @@ class DHP(SearchMethod):
         self.freeze_last_stream = bool(freeze_last_stream)
         self.tie_upsampler, self.trim = bool(tie_upsampler), bool(trim)
         self.land_within = float(land_within)
+        self.match_paper_epoch = bool(match_paper_epoch)
         self.force_target = bool(force_target)
         self.checkpoint_dir = checkpoint_dir
 
@@ -335,10 +339,17 @@ class DHP(SearchMethod):
         elif mode == "auto":  # the paper's γ only where the iteration count matches its setting
             paper_like = spe >= PAPER_STEPS_PER_EPOCH // 2 and epochs >= 50
             mode = "paper" if paper_like else "budget"
+        # the paper's γ is per CIFAR iteration at 782 per epoch (50 000 images, batch 64); with
+        # the validation split there are fewer (45 000: 703), so the per-model γ is scaled to
+        # keep the paper's shrink per epoch. An explicit γ is used as given
+        scale, rule = 1.0, "explicit" if self.gamma_explicit else mode
+        if mode == "paper" and not self.gamma_explicit and family == "classification":
+            if self.match_paper_epoch and spe != PAPER_STEPS_PER_EPOCH:
+                scale, rule = PAPER_STEPS_PER_EPOCH / spe, f"paper×{PAPER_STEPS_PER_EPOCH}/{spe}"
         return Settings(
             model=model,
             task=task,
-            gamma=self.gamma,
+            gamma=self.gamma * scale,
             gamma_mode=mode,
             threshold=self.threshold,
             epochs=epochs,
@@ -347,6 +358,8 @@ class DHP(SearchMethod):
             steps_per_epoch=spe,
             freeze=self.freeze,
             freeze_last_stream=self.freeze_last_stream,
+            gamma_scale=scale,
+            gamma_rule=rule,
         )
 
     def check_structure(self, model: nn.Module, structure: Structure) -> None:
@@ -451,6 +464,8 @@ class DHP(SearchMethod):
             "batch": float(st.batch or 0),
             "paper_gamma": float(st.gamma_mode == "paper"),
             "gamma": controller.initial_gamma,  # the γ the search used (budget: its start)
+            "gamma_scale": st.gamma_scale,  # paper mode: 782 / steps per epoch (1: none)
+            "gamma_rule": st.gamma_rule,
             "threshold": st.threshold,
             "final_gamma": controller.gamma,
             "initial_gamma": controller.initial_gamma,

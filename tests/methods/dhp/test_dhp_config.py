@@ -73,33 +73,36 @@ def _omega(d):
 def test_cifar_resnet56_resolves_to_the_paper_search(data):
     method, st = resolve([f"data={data}", "model=resnet56", "method=dhp"])
     assert st.batch == 64 and st.steps_per_epoch == CIFAR_TRAIN // 64 == 703
-    assert st.gamma_mode == "paper" and st.gamma == 3e-4 and st.threshold == 5e-3
+    # the per-model γ 3e-4 is per paper iteration (782 per epoch): scaled to 703 steps
+    assert st.gamma_mode == "paper" and st.threshold == 5e-3
+    assert st.gamma == pytest.approx(3e-4 * 782 / 703) and st.gamma_rule == "paper×782/703"
     assert st.epochs == 100 and st.optim["milestones"] == [20, 50]
     assert st.optim["lr"] == 0.1 and st.optim["optimizer"] == "sgd"
     assert st.optim["weight_decay"] == 1e-4 and st.optim["momentum"] == 0.9
     assert st.freeze_last_stream
     per_epoch = shrink_per_epoch(st)
-    # Σ lr·γ per epoch: 703 · 0.1 · 3e-4 before epoch 20, ×0.1 after 20 and again after 50
-    assert per_epoch[0] == pytest.approx(703 * 0.1 * 3e-4)
-    assert per_epoch[25] == pytest.approx(703 * 0.01 * 3e-4)
-    assert per_epoch[60] == pytest.approx(703 * 0.001 * 3e-4)
-    assert sum(per_epoch) == pytest.approx(703 * 3e-4 * (20 * 0.1 + 30 * 0.01 + 50 * 0.001))
+    # Σ lr·γ per epoch, the paper's: 782 · 0.1 · 3e-4 before epoch 20, ×0.1 after 20 and 50
+    assert per_epoch[0] == pytest.approx(782 * 0.1 * 3e-4)
+    assert per_epoch[25] == pytest.approx(782 * 0.01 * 3e-4)
+    assert per_epoch[60] == pytest.approx(782 * 0.001 * 3e-4)
+    assert sum(per_epoch) == pytest.approx(782 * 3e-4 * (20 * 0.1 + 30 * 0.01 + 50 * 0.001))
 
 
 def test_resnet20_paper_shrink_and_the_batch_128_trap():
     _, st = resolve(["data=cifar10", "model=resnet20", "method=dhp"])
-    assert (st.gamma_mode, st.gamma, st.optim["milestones"]) == ("paper", 2e-4, [50])
+    assert (st.gamma_mode, st.optim["milestones"]) == ("paper", [50])
     total = sum(shrink_per_epoch(st))
-    assert total == pytest.approx(703 * 2e-4 * (50 * 0.1 + 50 * 0.01))  # ≈ 0.77
-    # at the training batch (128: 351 steps) the paper's γ would give half the shrink, so auto
-    # refuses paper mode there; forcing it shows the halved total
+    assert total == pytest.approx(782 * 2e-4 * (50 * 0.1 + 50 * 0.01))  # ≈ 0.86, the paper's
+    # at the training batch (128: 351 steps) auto refuses paper mode; forcing it still scales
+    # the per-model γ to the paper's epoch (782 / 351), while an explicit γ halves the total
     _, st128 = resolve(["data=cifar10", "model=resnet20", "method=dhp", "method.search_batch=128"])
     assert st128.steps_per_epoch == 351 and st128.gamma_mode == "budget"
-    _, forced = resolve(
-        ["data=cifar10", "model=resnet20", "method=dhp", "method.search_batch=128",
-         "method.gamma_mode=paper"]
-    )  # fmt: skip
-    assert sum(shrink_per_epoch(forced)) == pytest.approx(total * 351 / 703)
+    base = ["data=cifar10", "model=resnet20", "method=dhp", "method.search_batch=128",
+            "method.gamma_mode=paper"]  # fmt: skip
+    _, forced = resolve(base)
+    assert sum(shrink_per_epoch(forced)) == pytest.approx(total)
+    _, explicit = resolve([*base, "method.gamma=2e-4"])
+    assert sum(shrink_per_epoch(explicit)) == pytest.approx(total * 351 / 782)
 
 
 def test_explicit_gamma_and_threshold_win_in_a_composed_run():
@@ -109,7 +112,7 @@ def test_explicit_gamma_and_threshold_win_in_a_composed_run():
     )  # fmt: skip
     assert st.gamma == 0.019
     _, st = resolve(["data=cifar10", "model=mobilenetv2", "method=dhp", "method.threshold=0.01"])
-    assert st.threshold == 0.01 and st.gamma == 1e-4  # γ still the per-model value
+    assert st.threshold == 0.01 and st.gamma == pytest.approx(1e-4 * 782 / 703)  # per-model γ
     _, st = resolve(["data=cifar10", "model=mobilenetv2", "method=dhp"])
     assert st.threshold == 1e-3
 
