@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 __all__ = ["AUTHORS", "RECIPES", "TINY", "Recipe", "command", "merge_overrides"]
 
 #: the authors' search per run, from their scripts (not from this project's config), for the
-#: tests and the table: steps per epoch, batch, γ, search LR, LR steps (epochs) × factor, stop limit
+#: tests and the table: steps per epoch, batch, γ, search LR, LR steps (epochs) × factor, stop
+#: limit; every script checks the MAC ratio every 100 steps (`--compression_check_frequency`)
 AUTHORS: dict[str, dict[str, object]] = {
     "dhp50-resnet20-cifar10": {
         "steps_per_epoch": 782, "batch": 64, "gamma": 2e-4, "lr": 0.1, "milestones": [50],
@@ -81,14 +82,14 @@ CIFAR_SCHEDULE = [
 #: images): the paper's shrink per epoch (`method.match_paper_epoch`, recorded as gamma_scale)
 CIFAR_SEARCH = [
     "method=dhp", "method.gamma_mode=paper", "method.threshold=5.0e-3", "method.search_batch=64",
-    "method.epochs=100", "method.search_lr=0.1", "method.trim=false",
+    "method.epochs=100", "method.search_lr=0.1", "method.trim=false", "method.check_every=100",
 ]  # fmt: skip
 #: the restoration search of the authors' scripts: Adam 1e-4, γ = 0.1 (by_task), T = 5e-3,
 #: stop limit 0.02, ≤ 60 epochs, LR ×0.1 at the script's steps; fine-tuning LR steps ×0.1 too
 RESTORATION_SEARCH = [
     "method=dhp", "method.gamma_mode=paper", "method.threshold=5.0e-3", "method.epochs=60",
     "method.search_lr=1.0e-4", "method.stop_limit=0.02", "method.trim=false",
-    "++method.search.restoration.gamma=0.1",
+    "++method.search.restoration.gamma=0.1", "method.check_every=100",
 ]  # fmt: skip
 #: DnCNN σ = 70: Train400 patches → BSD68, the authors' batch 64 of 64² patches and 10 000
 #: steps per epoch for every stage; search LR ×0.1 every 10 epochs; fine-tuning step at 40

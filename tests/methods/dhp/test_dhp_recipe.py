@@ -99,6 +99,7 @@ def test_gpu_commands_resolve_to_the_authors_search(name):
     assert st.optim["milestones"] == authors["milestones"]
     assert st.optim["gamma"] == authors["lr_factor"] and st.optim["lr"] == authors["lr"]
     assert st.epochs == authors["epochs"] and not method.trim  # the paper's stop rule
+    assert method.check_every == 100  # the authors' --compression_check_frequency
     ours, theirs = shrink_per_epoch(st), authors_shrink_per_epoch(authors)
     assert len(ours) == len(theirs)
     for epoch, (a, b) in enumerate(zip(ours, theirs, strict=True)):
