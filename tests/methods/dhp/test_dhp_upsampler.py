@@ -96,6 +96,7 @@ def test_search_net_shares_the_trunk_vector_and_compact_equals_masked(name, tie)
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PAPER_NETS))
 def test_dhp_search_on_an_sr_net_keeps_four_upsampler_channels_per_kept_trunk_channel(name):
     """Issue 23: no test ran DHP's search on an SR net, so dropping the tie (`ties={}`) passed.
