@@ -13,6 +13,7 @@ usage (from the repository root, with the shared venv's `prunebench` on PATH):
     python results/recipes/dhp_paper.py list                # print every command
     python results/recipes/dhp_paper.py run [NAME ...]      # run them, one JSON line each
     python results/recipes/dhp_paper.py run --tiny NAME     # the same command, CPU smoke size
+    python results/recipes/dhp_paper.py run --first NAME    # a ≤ 10-minute first GPU check
 
 The tiny mode appends `TINY[task]` (1 epoch per stage, CPU) to the unchanged command, so a test
 runs every recipe end to end (tests/methods/dhp/test_dhp_recipe.py) and the commands cannot rot.
@@ -26,7 +27,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-__all__ = ["AUTHORS", "RECIPES", "TINY", "Recipe", "command", "merge_overrides"]
+__all__ = ["AUTHORS", "FIRST", "RECIPES", "TINY", "Recipe", "command", "merge_overrides"]
 
 #: the authors' search per run, from their scripts (not from this project's config), for the
 #: tests and the table: steps per epoch, batch, γ, search LR, LR steps (epochs) × factor, stop
@@ -229,6 +230,23 @@ TINY: dict[str, list[str]] = {
 }  # fmt: skip
 
 
+#: appended by `--first` (later values win): a first GPU check of a recipe in ≤ 10 minutes on one
+#: H100/H200 (estimated): the recipe's device, precision and search, a few short epochs per stage;
+#: it shows the search's steps per second, γ (gamma_scale) and the MAC ratio falling, not a result
+FIRST: dict[str, list[str]] = {
+    "classification": [
+        "train.epochs=2", "method.epochs=3", "finetune.epochs=1", "++train.milestones=[1]",
+        "++finetune.milestones=[1]",
+    ],
+    "denoise": [
+        "data.patches_per_epoch=64000", "train.epochs=1", "method.epochs=2", "finetune.epochs=1",
+    ],
+    "sr": [
+        "data.patches_per_epoch=16000", "train.epochs=1", "method.epochs=2", "finetune.epochs=1",
+    ],
+}  # fmt: skip
+
+
 def merge_overrides(base: list[str], extra: list[str]) -> list[str]:
     """`base` with each `key=value` of `extra` replacing the same key (Hydra refuses a key
     given twice; `+`/`++` prefixes do not count), new keys appended."""
@@ -241,10 +259,15 @@ def merge_overrides(base: list[str], extra: list[str]) -> list[str]:
     return out + list(keys.values())
 
 
-def command(name: str, *, tiny: bool = False, extra: list[str] | None = None) -> list[str]:
-    """The `prunebench run` argument list of recipe `name` (tiny: + TINY, then + extra)."""
+def command(
+    name: str, *, tiny: bool = False, first: bool = False, extra: list[str] | None = None
+) -> list[str]:
+    """The `prunebench run` argument list of recipe `name` (first: + FIRST; tiny: + TINY; then
+    + extra)."""
     recipe = RECIPES[name]
     overrides = recipe.overrides
+    if first:
+        overrides = merge_overrides(overrides, FIRST[recipe.task])
     if tiny:
         overrides = merge_overrides(overrides, TINY[recipe.task])
     return ["prunebench", "run", *merge_overrides(overrides, extra or [])]
@@ -255,13 +278,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("action", choices=["list", "run"])
     parser.add_argument("names", nargs="*", help=f"recipes (default: all): {', '.join(RECIPES)}")
     parser.add_argument("--tiny", action="store_true", help="CPU smoke size (see TINY)")
+    parser.add_argument(
+        "--first", action="store_true", help="a ≤ 10-minute first GPU check (see FIRST)"
+    )
     args = parser.parse_args(argv)
     names = args.names or list(RECIPES)
     for name in names:
         if name not in RECIPES:
             parser.error(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
     for name in names:
-        cmd = command(name, tiny=args.tiny)
+        cmd = command(name, tiny=args.tiny, first=args.first)
         if args.action == "list":
             print(f"# {name}: {RECIPES[name].paper}\n{shlex.join(cmd)}\n")
             continue

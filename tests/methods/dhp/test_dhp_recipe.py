@@ -106,6 +106,17 @@ def test_gpu_commands_resolve_to_the_authors_search(name):
         assert a == pytest.approx(b, rel=0.01), epoch
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_first_gpu_check_is_the_recipe_cut_short(name):
+    """`--first`: the same device, precision, model and search settings, a few short epochs."""
+    recipes = load_recipes()
+    full, first = compose(recipes.command(name)[2:]), compose(recipes.command(name, first=True)[2:])
+    assert first.amp is False and str(first.device) == "cuda"
+    assert first.model == full.model and first.target == full.target
+    assert first.method.stop_limit == full.method.stop_limit and first.method.epochs <= 3
+    assert first.train.epochs <= 2 and first.finetune.epochs == 1
+
+
 def test_paper_gamma_is_scaled_to_the_papers_epoch_and_recorded():
     """703 CIFAR steps per epoch: the per-model γ is scaled by 782 / 703 (recorded), so the
     shrink per epoch is the paper's; an explicit γ is not; match_paper_epoch=false keeps 3e-4."""
