@@ -304,17 +304,18 @@ def test_an_overshooting_last_interval_steps_back_and_lands_in_the_band():
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(DHPSearch, "step_back", step_back)
-        result = dhp(12, gamma_mode="paper", gamma=0.5, check_every=4).search(ctx)
+        # γ = 1 and a first check after 8 steps: that one interval cuts to ≈ 0.15 on any machine
+        result = dhp(12, gamma_mode="paper", gamma=1.0, check_every=8).search(ctx)
     stats = result.stats
     ratios = [m["dhp/macs_ratio"] for _, m in log]
-    assert stats["macs_ratio_at_stop"] == ratios[-1] < 0.48 and stats["stepped_back"] == 1.0
-    assert stats["macs_ratio_stepped_back"] == ratios[-2] > 0.51
+    assert stats["macs_ratio_at_stop"] == ratios[-1] < 0.4 and stats["stepped_back"] == 1.0
+    assert len(ratios) == 1 and stats["macs_ratio_stepped_back"] > 0.9  # the initial latents
     assert 0.48 <= stats["macs_ratio"] <= 0.5 and stats["trimmed_units"] >= 1
     # the compact model was cut from the stepped-back latents: they keep every kept unit ≥ T
     for group, kept in result.plan.kept.items():
         if group in net_latents:
             assert bool((net_latents[group][kept].abs() >= 5e-3).all()), group
-    paper = dhp(12, gamma_mode="paper", gamma=0.5, check_every=4, trim=False).search(
+    paper = dhp(12, gamma_mode="paper", gamma=1.0, check_every=8, trim=False).search(
         make_ctx(wide_proj(), target=0.5)
     )
     assert paper.stats["macs_ratio"] == paper.stats["macs_ratio_at_stop"] == ratios[-1]

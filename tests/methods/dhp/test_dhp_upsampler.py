@@ -96,7 +96,6 @@ def test_search_net_shares_the_trunk_vector_and_compact_equals_masked(name, tie)
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PAPER_NETS))
 def test_dhp_search_on_an_sr_net_keeps_four_upsampler_channels_per_kept_trunk_channel(name):
     """Issue 23: no test ran DHP's search on an SR net, so dropping the tie (`ties={}`) passed.
@@ -104,13 +103,15 @@ def test_dhp_search_on_an_sr_net_keeps_four_upsampler_channels_per_kept_trunk_ch
     kept trunk channels and write 4 sub-pixel channels for each (×2 PixelShuffle stages)."""
     trunk, ups = PAPER_NETS[name]
     ctx = make_sr_ctx(small(name), target=0.75)
-    result = DHP(search={"epochs": 8, "lr": 1e-3}).search(ctx)
+    # only the trunk (and what is tied to it) prunes, so reaching the target must thin it
+    others = [g.name for g in ctx.structure.prunable if g.name not in {trunk, *ups}]
+    result = DHP(search={"epochs": 8, "lr": 1e-3}, freeze=others).search(ctx)
     stats = result.stats
     assert stats["tied_groups"] == len(ups) and stats["batch"] == 8.0
-    assert stats["stop_reason"] == "macs_ratio<=target+0.01" and stats["forced"] == 0.0
     assert 0.73 <= stats["macs_ratio"] <= 0.75
-    kept = len(result.plan.kept.get(trunk, range(12)))
-    assert kept < 12  # the trunk itself was thinned, so the tie is exercised
+    assert set(result.plan.kept) <= {trunk, *ups}
+    kept = len(result.plan.kept[trunk])
+    assert kept < 12
     convs = dict(result.model.named_modules())
     for up in ups:
         assert convs[up].in_channels == kept and convs[up].out_channels == 4 * kept, up
