@@ -185,6 +185,12 @@ def test_recipe_runs_end_to_end_in_tiny_mode(name, tmp_path, capsys):
     assert f"target={record['target']}" in target
     assert record["method"] == "dhp" and record["device"] == "cpu"
     assert record["search_paper_gamma"] == 1.0
+    if "cifar" in name:  # the per-model γ scaled to the paper's 782 steps per epoch, recorded
+        spe = record["search_steps_per_epoch"]
+        assert record["search_gamma_scale"] == pytest.approx(782 / spe)
+        assert record["search_gamma_rule"] == f"paper×782/{spe:.0f}"
+    else:
+        assert record["search_gamma_scale"] == 1.0 and record["search_gamma"] == 0.1
     # one tiny epoch cannot reach the target with the paper's γ: the cut is forced and recorded
     assert record["search_stop_reason"] == "epochs" and record["search_forced"] == 1.0
     assert record["macs_ratio"] <= record["target"] + 1e-9
