@@ -17,9 +17,12 @@ conf/method/dhp.yaml (`by_model`, `by_task`) and fill only what a run leaves nul
 Two departures, both switchable: `gamma_mode=budget` (what `auto` picks unless the search has
 CIFAR-like ≥ 391 steps per epoch and ≥ 50 epochs) replaces the fixed γ, calibrated for CIFAR's
 782 iterations per epoch, by one set from the iteration budget (see search.py); and `trim=true`
-cuts the smallest-|z| units after the stop rule until the MAC ratio is ≤ the target (the paper
-stops anywhere ≤ target + stop_limit; `trim=false` keeps that), recorded as `trimmed_units`
-beside the ratio before trimming (`macs_ratio_at_stop`).
+cuts the smallest-|z| units after the stop rule until the MAC ratio is in [target − land_within,
+target] (the paper stops anywhere ≤ target + stop_limit; `trim=false` keeps that), recorded as
+`trimmed_units` beside the ratio before trimming (`macs_ratio_at_stop`). Where the last check
+interval carried the ratio under target − land_within, trim first steps the latents back to the
+last check above the stop band (`stepped_back`, `macs_ratio_stepped_back`); where one unit is
+coarser than the band (tiny nets), the cut searches a few swaps for a set that lands in it.
 """
 
 from __future__ import annotations
@@ -149,6 +152,8 @@ class Settings:
     steps_per_epoch: int
     freeze: list[str] = field(default_factory=list)
     freeze_last_stream: bool = False
+    gamma_scale: float = 1.0  # paper mode: γ × PAPER_STEPS_PER_EPOCH / steps_per_epoch (CIFAR)
+    gamma_rule: str = "paper"  # how γ was set: explicit, paper, paper×782/<steps>, budget
 
 
 def _fill_from(kwargs: dict[str, Any], table: Any, name: str | None, where: str) -> dict[str, Any]:
@@ -186,6 +191,8 @@ class DHP(SearchMethod):
         search_batch, milestone_fractions)."""
         kw = dict(kwargs)
         by_model, by_task = kw.pop("by_model", None), kw.pop("by_task", None)
+        # an explicit γ is used in every mode; a per-model one only in paper mode (`settings`)
+        kw["gamma_explicit"] = kw.get("gamma") is not None
         kw = _fill_from(kw, by_model, model, "by_model")
         kw = _fill_from(kw, by_task, task, "by_task")
         search = kw.get("search") or {}
@@ -207,7 +214,8 @@ class DHP(SearchMethod):
         self,
         *,
         m: int = 8,
-        gamma: float = 2.0e-4,
+        gamma: float | None = None,
+        gamma_explicit: bool | None = None,
         gamma_mode: str = "auto",
         threshold: float = 5.0e-3,
         stop_limit: float = 0.01,
@@ -221,17 +229,31 @@ class DHP(SearchMethod):
         freeze_last_stream: bool = False,
         tie_upsampler: bool = True,
         trim: bool = True,
+        land_within: float = 0.02,
+        match_paper_epoch: bool = True,
         force_target: bool = True,
         checkpoint_dir: str | None = None,
     ) -> None:
         """`search`: the search's optimiser, schedule, epochs and batch (keys of DEFAULT_SEARCH
-        plus `milestones`); keys left out come from the task family's paper defaults."""
+        plus `milestones`); keys left out come from the task family's paper defaults.
+
+        `gamma`: γ for paper mode (None: 2e-4). An explicit γ (`gamma_explicit`, default: γ was
+        given) is used in every mode: `auto` resolves to paper mode and `budget` refuses it;
+        `resolve_config` marks a per-model paper value as not explicit, so budget mode may
+        replace it by a γ set from the iteration budget."""
         if gamma_mode not in ("auto", "paper", "budget"):
             raise ConfigError(
                 f"method.gamma_mode={gamma_mode!r} is unknown; use auto, budget or paper"
             )
         search = dict(search or {})
+        explicit = gamma is not None if gamma_explicit is None else bool(gamma_explicit)
+        gamma = 2.0e-4 if gamma is None else gamma
         _check_positive("gamma", gamma, "the per-iteration sparsity strength, e.g. 2e-4")
+        if explicit and gamma_mode == "budget":
+            raise ConfigError(
+                f"method.gamma={gamma} is a fixed γ but method.gamma_mode=budget sets γ from "
+                "the iteration budget; drop one (gamma_mode=auto or paper uses this γ)"
+            )
         _check_positive("threshold", threshold, "T: a unit with |z| < T is pruned, e.g. 5e-3")
         batch = search.get("batch")
         bad_batch = isinstance(batch, bool) or not isinstance(batch, int) or batch < 1
@@ -239,6 +261,11 @@ class DHP(SearchMethod):
             raise ConfigError(
                 f"method.search_batch={batch!r} must be a positive integer (the paper: 64 on "
                 "CIFAR) or null for the run's training batch"
+            )
+        if not 0.0 <= land_within < 1.0:
+            raise ConfigError(
+                f"method.land_within={land_within!r} must be in [0, 1): the run lands in "
+                "[target − land_within, target], e.g. 0.02"
             )
         if m < 1 or stop_limit < 0 or min_channels < 1 or checks_per_epoch < 1:
             raise ConfigError(
@@ -253,6 +280,7 @@ class DHP(SearchMethod):
                 f"known: {', '.join(sorted(SEARCH_KEYS))}"
             )
         self.m, self.gamma, self.gamma_mode = int(m), float(gamma), gamma_mode
+        self.gamma_explicit = explicit
         self.threshold = float(threshold)
         self.stop_limit, self.min_channels = float(stop_limit), int(min_channels)
         self.aim, self.shrink_at_half = float(aim), float(shrink_at_half)
@@ -261,6 +289,8 @@ class DHP(SearchMethod):
         self.freeze = list(freeze)
         self.freeze_last_stream = bool(freeze_last_stream)
         self.tie_upsampler, self.trim = bool(tie_upsampler), bool(trim)
+        self.land_within = float(land_within)
+        self.match_paper_epoch = bool(match_paper_epoch)
         self.force_target = bool(force_target)
         self.checkpoint_dir = checkpoint_dir
 
@@ -304,13 +334,22 @@ class DHP(SearchMethod):
                 )
         spe = len(loader)
         mode = self.gamma_mode
-        if mode == "auto":  # the paper's γ only where the iteration count matches its setting
+        if mode == "auto" and self.gamma_explicit:
+            mode = "paper"  # an explicit γ is the one used, whatever the iteration count
+        elif mode == "auto":  # the paper's γ only where the iteration count matches its setting
             paper_like = spe >= PAPER_STEPS_PER_EPOCH // 2 and epochs >= 50
             mode = "paper" if paper_like else "budget"
+        # the paper's γ is per CIFAR iteration at 782 per epoch (50 000 images, batch 64); with
+        # the validation split there are fewer (45 000: 703), so the per-model γ is scaled to
+        # keep the paper's shrink per epoch. An explicit γ is used as given
+        scale, rule = 1.0, "explicit" if self.gamma_explicit else mode
+        if mode == "paper" and not self.gamma_explicit and family == "classification":
+            if self.match_paper_epoch and spe != PAPER_STEPS_PER_EPOCH:
+                scale, rule = PAPER_STEPS_PER_EPOCH / spe, f"paper×{PAPER_STEPS_PER_EPOCH}/{spe}"
         return Settings(
             model=model,
             task=task,
-            gamma=self.gamma,
+            gamma=self.gamma * scale,
             gamma_mode=mode,
             threshold=self.threshold,
             epochs=epochs,
@@ -319,6 +358,8 @@ class DHP(SearchMethod):
             steps_per_epoch=spe,
             freeze=self.freeze,
             freeze_last_stream=self.freeze_last_stream,
+            gamma_scale=scale,
+            gamma_rule=rule,
         )
 
     def phase_epochs(self, *, task: str | None, train: Mapping[str, Any]) -> float | None:
@@ -385,21 +426,34 @@ class DHP(SearchMethod):
         )  # fmt: skip
         hyper_params = hyper_parameter_count(net)
         log.info(
-            "dhp: model=%s task=%s epochs=%d batch=%s (%d steps/epoch) γ-mode=%s γ=%g T=%g, "
+            "dhp: model=%s task=%s epochs=%d batch=%s (%d steps/epoch) γ-mode=%s γ=%s T=%g, "
             "%d hypernetwork parameters, %d tied upsampler groups, optimiser %s",
-            st.model, st.task, st.epochs, st.batch, st.steps_per_epoch, st.gamma_mode, st.gamma,
+            st.model, st.task, st.epochs, st.batch, st.steps_per_epoch, st.gamma_mode,
+            "from the budget" if st.gamma_mode == "budget" else f"{st.gamma:g}",
             st.threshold, hyper_params, len(ties), st.optim,
         )  # fmt: skip
         result = self._run(ctx, net, hook, st, loader)
         removed = hook.masks()
         ratio_at_stop = ctx.cost.ratio(removed)
         reached = ratio_at_stop <= ctx.target + self.stop_limit
+        floor = ctx.target - self.land_within
+        stepped_back, ratio = False, ratio_at_stop
+        if reached and self.trim and ratio_at_stop < floor and hook.above_ratio > ctx.target:
+            # the last interval overshot the landing band: back to the last check above the stop
+            # band, then cut by |z| down into [target − land_within, target]
+            ratio, stepped_back = hook.step_back(), True
+            removed = hook.masks()
+            log.info(
+                "dhp: MAC ratio %.4f at the stop is under %.4f; stepped back to the last check "
+                "above the stop band (%.4f)", ratio_at_stop, floor, ratio,
+            )  # fmt: skip
         trimmed = 0
-        if ratio_at_stop > ctx.target and (self.trim if reached else self.force_target):
+        if ratio > ctx.target and (self.trim if reached else self.force_target):
             scores = {g: net.latents[g].detach().abs().float().cpu() for g in prunable}
             removed, trimmed = cut_to_target(
-                ctx.cost, scores, removed, ctx.target, min_channels=self.min_channels, ties=ties
-            )
+                ctx.cost, scores, removed, ctx.target, min_channels=self.min_channels, ties=ties,
+                floor=floor,
+            )  # fmt: skip
             log.log(
                 logging.INFO if reached else logging.WARNING,
                 "dhp: %s at MAC ratio %.4f; cut %d more units by |z| to %.4f",
@@ -415,11 +469,15 @@ class DHP(SearchMethod):
             "steps_per_epoch": float(st.steps_per_epoch),
             "batch": float(st.batch or 0),
             "paper_gamma": float(st.gamma_mode == "paper"),
-            "gamma": st.gamma,
+            "gamma": controller.initial_gamma,  # the γ the search used (budget: its start)
+            "gamma_scale": st.gamma_scale,  # paper mode: 782 / steps per epoch (1: none)
+            "gamma_rule": st.gamma_rule,
             "threshold": st.threshold,
             "final_gamma": controller.gamma,
             "initial_gamma": controller.initial_gamma,
-            "macs_ratio_at_stop": ratio_at_stop,  # before any trim / forced cut
+            "macs_ratio_at_stop": ratio_at_stop,  # before any step back / trim / forced cut
+            "stepped_back": float(stepped_back),
+            "macs_ratio_stepped_back": ratio if stepped_back else ratio_at_stop,
             "macs_ratio": ctx.cost.ratio(plan.removed(ctx.structure)),
             "trimmed_units": float(trimmed if reached else 0),
             "stop_reason": result.stop_reason,
@@ -484,31 +542,136 @@ def cut_to_target(
     *,
     min_channels: int = 4,
     ties: Mapping[str, str] | None = None,
+    floor: float | None = None,
 ) -> tuple[dict[str, Tensor], int]:
     """Remove the smallest-|z| remaining units (one global ranking, as the threshold T is one
     global value) until the MAC ratio is ≤ `target`, keeping ≥ min(min_channels, size) units per
-    group; tied groups follow their owner. Returns the new masks (owners only) and the count
-    of units removed. Stops short, with a warning, when the floors leave nothing to cut."""
+    group; tied groups follow their owner. Returns the new masks (tied groups set from their
+    owners) and the count of units removed. Stops short, with a warning, when the floors leave
+    nothing to cut.
+
+    With `floor`, a unit whose removal would take the ratio under `floor` is passed over for the
+    next-smallest; if the ranking cannot land in [floor, target] that way (on small nets one unit
+    can be several % of the MACs), `_land` moves single units in or out, or swaps pairs, until
+    it does."""
     ties = dict(ties or {})
     state = {g: m.clone() for g, m in removed.items()}
     heap = [
         (float(s[i]), g, i) for g, s in scores.items() for i in range(len(s)) if not state[g][i]
     ]
     heapq.heapify(heap)
-    ratio, cut = cost.ratio(with_ties(state, ties)), 0
+    ratio = cost.ratio(with_ties(state, ties))
     while ratio > target and heap:
         _, g, i = heapq.heappop(heap)
-        if int((~state[g]).sum()) <= min(min_channels, len(state[g])):
+        if _at_floor(state[g], min_channels):
             continue
         state[g][i] = True
-        cut += 1
-        ratio = cost.ratio(with_ties(state, ties))
+        after = cost.ratio(with_ties(state, ties))
+        if floor is not None and after < floor:
+            state[g][i] = False  # passed over: it would land under the floor
+            continue
+        ratio = after
+    if floor is not None and not floor <= ratio <= target:
+        ratio = _land(cost, scores, state, target, floor, min_channels=min_channels, ties=ties)
     if ratio > target:
         log.warning(
             "dhp: cannot cut to %.3f: %.3f is the least the ≥ %d-unit floor allows",
             target, ratio, min_channels,
         )  # fmt: skip
-    return state, cut
+    cut = sum(int((state[g] & ~removed[g]).sum()) for g in scores)
+    return with_ties(state, ties), cut
+
+
+def _at_floor(mask: Tensor, min_channels: int) -> bool:
+    return int((~mask).sum()) <= min(min_channels, len(mask))
+
+
+#: `_land`'s limits: rounds, states kept per round, pair swaps only while removed × kept is small
+LAND_ROUNDS, LAND_BEAM, LAND_PAIRS = 24, 8, 40_000
+
+Move = tuple[tuple[str, int], ...]
+
+
+def _land(
+    cost: CostModel,
+    scores: Mapping[str, Tensor],
+    state: dict[str, Tensor],
+    target: float,
+    floor: float,
+    *,
+    min_channels: int,
+    ties: Mapping[str, str],
+) -> float:
+    """Move `state` (in place) into MAC ratio [floor, target] by a beam search over single-unit
+    moves (cut a kept unit, keep a removed one) and pair swaps.
+
+    The beam keeps the states nearest the band, one per MAC ratio (units of one layer are
+    interchangeable for the cost; of those, the one that disturbs the |z| ranking least: cutting
+    a unit costs its |z|, keeping a removed one gains it), so a few moves away from the band, and
+    through states above the target, are explored: on coarse nets the band is often a swap or two
+    from where the greedy cut stopped. Leaves the best state found (≤ target first, then nearest
+    the band, then least disturbance) and returns its ratio."""
+    groups = list(scores)
+
+    def ratio_of(st: dict[str, Tensor]) -> float:
+        return cost.ratio(with_ties(st, ties))
+
+    def distance(r: float) -> float:
+        return max(floor - r, r - target, 0.0)
+
+    def final_rank(r: float, penalty: float) -> tuple[bool, float, float]:
+        return (r > target, distance(r), penalty)
+
+    ratio0 = ratio_of(state)
+    best = (final_rank(ratio0, 0.0), {g: m.clone() for g, m in state.items()})
+    beam: list[tuple[float, dict[str, Tensor]]] = [(0.0, best[1])]
+    visited = {ratio0}
+    for _ in range(LAND_ROUNDS):
+        if best[0][:2] == (False, 0.0):
+            break
+        found: dict[float, tuple[float, int, Move]] = {}  # ratio → (penalty, parent, move)
+        for parent, (penalty, st) in enumerate(beam):
+            kept = [
+                (g, i)
+                for g in groups
+                if not _at_floor(st[g], min_channels)
+                for i in (~st[g]).nonzero().flatten().tolist()
+            ]
+            gone = [(g, i) for g in groups for i in st[g].nonzero().flatten().tolist()]
+            moves: list[Move] = [(u,) for u in kept + gone]
+            if len(kept) * len(gone) <= LAND_PAIRS:
+                moves += [(v, u) for v in kept for u in gone]
+            for move in moves:
+                cost_of = penalty
+                for g, i in move:
+                    z = float(scores[g][i])
+                    cost_of += -z if st[g][i] else z
+                    st[g][i] = not bool(st[g][i])
+                if not any(_floor_broken(st[g], min_channels) for g, _ in move):
+                    r = ratio_of(st)
+                    if r not in visited and (r not in found or cost_of < found[r][0]):
+                        found[r] = (cost_of, parent, move)
+                for g, i in move:
+                    st[g][i] = not bool(st[g][i])
+        if not found:
+            break
+        chosen = sorted(found.items(), key=lambda f: (distance(f[0]), f[1][0]))[:LAND_BEAM]
+        next_beam = []
+        for r, (penalty, parent, move) in chosen:
+            st = {g: m.clone() for g, m in beam[parent][1].items()}
+            for g, i in move:
+                st[g][i] = not bool(st[g][i])
+            next_beam.append((penalty, st))
+            if final_rank(r, penalty) < best[0]:
+                best = (final_rank(r, penalty), st)
+        visited.update(found)
+        beam = next_beam
+    state.update(best[1])
+    return ratio_of(state)
+
+
+def _floor_broken(mask: Tensor, min_channels: int) -> bool:
+    return int((~mask).sum()) < min(min_channels, len(mask))
 
 
 def _check_positive(key: str, value: Any, what: str) -> None:

@@ -12,6 +12,9 @@ so the proximal step itself never breaks the floor.) Every `check_every` steps t
 |z_i| ≥ min(T, k-th largest |z|), k = min(4, size); `CostModel.ratio` gives the exact conv+linear
 MAC ratio of the network they leave (the harness's convention: no BatchNorm, no activations); the
 search stops at the first check with ratio ≤ target + stop_limit (one-sided), or at the epoch cap.
+Once a check projects the stop within two check intervals, the search checks after every step;
+the latents of the last check above the stop band are kept (`DHPSearch.above`), so a last step
+that still overshoots the landing band can step back to them (`DHPSearch.step_back`, DHP.search).
 
 γ is per iteration, so the paper's values (2e-4 for ResNet-20, …) silently assume CIFAR's 782
 iterations per epoch; on a dataset 40× smaller they never reach the target. `GammaController` has
@@ -267,6 +270,11 @@ class DHPSearch(Hook):
         self.checks = 0
         self._segments: Tensor | None = None
         self._lr_at: Callable[[int], float] = lambda t: 0.0
+        #: the latents (group → signed CPU vector) at the last check above the stop band and that
+        #: check's ratio: what an overshooting last interval steps back to (`step_back`)
+        self.above: dict[str, Tensor] | None = None
+        self.above_ratio = 1.0
+        self.near = False  # a check projected the stop within 2 intervals: check every step
 
     # ------------------------------------------------------------------ hook API
     def before_fit(self, s: LoopState) -> None:
@@ -281,6 +289,9 @@ class DHPSearch(Hook):
             self._segments = torch.repeat_interleave(
                 torch.arange(len(params), device=params[0].device), sizes
             )
+        if self.above is None:  # a fresh search: the initial latents are the first state above
+            vectors = self.vectors()
+            self.above, self.above_ratio = vectors, self.cost.ratio(self.masks_of(vectors))
         log.info(
             "dhp search: %d prunable latent vectors, γ=%.3g (%s), T=%g, check every %d steps, "
             "target %.3f + %.3f",
@@ -298,7 +309,7 @@ class DHPSearch(Hook):
             segments=self._segments,
         )
         self.shrink += shrink
-        if s.step % self.check_every == 0:
+        if s.step % self.check_every == 0 or self.near:
             self.check(s)
 
     def state_dict(self) -> dict[str, Any]:
@@ -308,6 +319,9 @@ class DHPSearch(Hook):
             "checks": self.checks,
             "ratio": self.ratio,
             "controller": self.controller.state_dict(),
+            "above": self.above,
+            "above_ratio": self.above_ratio,
+            "near": self.near,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -315,22 +329,24 @@ class DHPSearch(Hook):
         self.last_check, self.checks = int(state["last_check"]), int(state["checks"])
         self.ratio = state["ratio"]
         self.controller.load_state_dict(state["controller"])
+        self.above = state.get("above")
+        self.above_ratio = float(state.get("above_ratio", 1.0))
+        self.near = bool(state.get("near", False))
 
     # ------------------------------------------------------------------ the check
     def params(self) -> list[Tensor]:
         return [self.latents[g] for g in self.prunable]
 
-    def masks(self, step: int | None = None) -> dict[str, Tensor]:
-        """Group → [size] bool removed-mask of the current latents (one host sync), tied groups
-        included (they follow their owner).
+    def vectors(self, step: int | None = None) -> dict[str, Tensor]:
+        """Group → signed latent vector on the CPU (one host sync), prunable groups only.
 
         Non-finite latents mean the search diverged: a NaN compares false with every threshold,
         so it would silently remove the whole group; refuse instead."""
         params = self.params()
         if not params:
             return {}
-        mags = torch.cat([p.detach().reshape(-1) for p in params]).float().cpu()  # sync: check
-        vectors = dict(zip(self.prunable, mags.split([p.numel() for p in params]), strict=True))
+        flat = torch.cat([p.detach().reshape(-1) for p in params]).float().cpu()  # sync: check
+        vectors = dict(zip(self.prunable, flat.split([p.numel() for p in params]), strict=True))
         bad = [g for g, v in vectors.items() if not bool(torch.isfinite(v).all())]
         if bad:
             at = "" if step is None else f" at step {step}"
@@ -339,12 +355,33 @@ class DHPSearch(Hook):
                 f"groups are NaN/inf (e.g. {', '.join(bad[:3])}); lower method.search_lr "
                 "or the sparsity strength (method.gamma / method.aim)"
             )
-        keep = keep_masks(vectors, threshold=self.threshold, min_channels=self.min_channels)
+        return vectors
+
+    def masks_of(self, vectors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Group → [size] bool removed-mask of `vectors`, tied groups included (they follow
+        their owner)."""
+        keep = keep_masks(dict(vectors), threshold=self.threshold, min_channels=self.min_channels)
         return with_ties({g: ~k for g, k in keep.items()}, self.ties)
 
+    def masks(self, step: int | None = None) -> dict[str, Tensor]:
+        """The removed-masks of the current latents (see `vectors`, `masks_of`)."""
+        return self.masks_of(self.vectors(step))
+
+    @torch.no_grad()
+    def step_back(self) -> float:
+        """Put the latents of the last check above the stop band back (the backbone and the
+        hypernetworks stay as they are: at most one check interval later) and return that
+        check's MAC ratio. Used when the last interval overshot the target's landing band."""
+        for g, v in (self.above or {}).items():
+            p = self.latents[g]
+            p.copy_(v.to(device=p.device, dtype=p.dtype).view_as(p))
+        return self.above_ratio
+
     def check(self, s: LoopState) -> float:
-        removed = self.masks(s.step)
+        vectors = self.vectors(s.step)
+        removed = self.masks_of(vectors)
         ratio = self.cost.ratio(removed)
+        previous = self.ratio if self.ratio is not None else self.above_ratio
         self.ratio, self.checks = ratio, self.checks + 1
         interval, self.last_check = s.step - self.last_check, s.step
         metrics = {
@@ -365,6 +402,11 @@ class DHPSearch(Hook):
                      self.target + self.stop_limit)  # fmt: skip
         else:
             self.controller.update(s.step, self.shrink, ratio, interval)
+            self.above, self.above_ratio = vectors, ratio
+            # near the stop, check after every step: one check interval of a fast-falling ratio
+            # would otherwise carry the search well below the target
+            stop_at = self.target + self.stop_limit
+            self.near = self.near or ratio - stop_at <= 2.0 * max(previous - ratio, 0.0)
         return ratio
 
 

@@ -117,6 +117,41 @@ class ToyTask(Task):
         return {"top1": 100.0 * hits / batches.num_samples}
 
 
+class ToySR(ToyTask):
+    """L1 super-resolution over random tensors: 6×6 low-res in, its ×4 nearest upsampling out."""
+
+    metric = "l1"
+
+    def loss(self, model, batch):
+        x, y = batch
+        out = model(x)
+        return {"loss": F.l1_loss(out, y), "output": out}
+
+    def evaluate(self, model, batches):
+        return {"l1": sum(float(F.l1_loss(model(x), y)) for x, y in batches)}
+
+
+def make_sr_ctx(model: nn.Module, *, target: float = 0.5, seed: int = 0) -> PruneContext:
+    """A PruneContext for an SR net (task `sr`: restoration search defaults) on 32 random 6×6
+    images at batch 8 (4 steps per epoch)."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(32, 3, 6, 6, generator=g)
+    y = F.interpolate(x, scale_factor=4, mode="nearest")
+    train = TensorBatches((x, y), batch_size=8, shuffle=True, seed=seed)
+    held = TensorBatches((x[:8], y[:8]), batch_size=8)
+    data = DataSplits(train=train, val=held, test=held)
+    runtime, task = pick_runtime("cpu"), ToySR(OmegaConf.create({}))
+    structure = build_structure(model, x[:1])
+    cfg = OmegaConf.create({"model": {"name": "tiny_sr"}, "task": {"name": "sr"}})
+    return PruneContext(
+        model=model, structure=structure, cost=CostModel(structure), task=task, data=data,
+        runtime=runtime, target=target, seed=seed, cfg=cfg, fit=make_fit(task, data, runtime),
+        log_metrics=lambda m, step=None: None, model_name="tiny_sr", task_name="sr",
+        data_name="toy", train={},
+    )  # fmt: skip
+
+
 def make_data(n: int = 64, batch: int = 16, seed: int = 0) -> DataSplits:
     g = torch.Generator().manual_seed(seed)
     x, y = torch.randn(n, 3, 8, 8, generator=g), torch.randint(0, 4, (n,), generator=g)

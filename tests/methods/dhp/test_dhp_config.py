@@ -73,33 +73,36 @@ def _omega(d):
 def test_cifar_resnet56_resolves_to_the_paper_search(data):
     method, st = resolve([f"data={data}", "model=resnet56", "method=dhp"])
     assert st.batch == 64 and st.steps_per_epoch == CIFAR_TRAIN // 64 == 703
-    assert st.gamma_mode == "paper" and st.gamma == 3e-4 and st.threshold == 5e-3
+    # the per-model γ 3e-4 is per paper iteration (782 per epoch): scaled to 703 steps
+    assert st.gamma_mode == "paper" and st.threshold == 5e-3
+    assert st.gamma == pytest.approx(3e-4 * 782 / 703) and st.gamma_rule == "paper×782/703"
     assert st.epochs == 100 and st.optim["milestones"] == [20, 50]
     assert st.optim["lr"] == 0.1 and st.optim["optimizer"] == "sgd"
     assert st.optim["weight_decay"] == 1e-4 and st.optim["momentum"] == 0.9
     assert st.freeze_last_stream
     per_epoch = shrink_per_epoch(st)
-    # Σ lr·γ per epoch: 703 · 0.1 · 3e-4 before epoch 20, ×0.1 after 20 and again after 50
-    assert per_epoch[0] == pytest.approx(703 * 0.1 * 3e-4)
-    assert per_epoch[25] == pytest.approx(703 * 0.01 * 3e-4)
-    assert per_epoch[60] == pytest.approx(703 * 0.001 * 3e-4)
-    assert sum(per_epoch) == pytest.approx(703 * 3e-4 * (20 * 0.1 + 30 * 0.01 + 50 * 0.001))
+    # Σ lr·γ per epoch, the paper's: 782 · 0.1 · 3e-4 before epoch 20, ×0.1 after 20 and 50
+    assert per_epoch[0] == pytest.approx(782 * 0.1 * 3e-4)
+    assert per_epoch[25] == pytest.approx(782 * 0.01 * 3e-4)
+    assert per_epoch[60] == pytest.approx(782 * 0.001 * 3e-4)
+    assert sum(per_epoch) == pytest.approx(782 * 3e-4 * (20 * 0.1 + 30 * 0.01 + 50 * 0.001))
 
 
 def test_resnet20_paper_shrink_and_the_batch_128_trap():
     _, st = resolve(["data=cifar10", "model=resnet20", "method=dhp"])
-    assert (st.gamma_mode, st.gamma, st.optim["milestones"]) == ("paper", 2e-4, [50])
+    assert (st.gamma_mode, st.optim["milestones"]) == ("paper", [50])
     total = sum(shrink_per_epoch(st))
-    assert total == pytest.approx(703 * 2e-4 * (50 * 0.1 + 50 * 0.01))  # ≈ 0.77
-    # at the training batch (128: 351 steps) the paper's γ would give half the shrink, so auto
-    # refuses paper mode there; forcing it shows the halved total
+    assert total == pytest.approx(782 * 2e-4 * (50 * 0.1 + 50 * 0.01))  # ≈ 0.86, the paper's
+    # at the training batch (128: 351 steps) auto refuses paper mode; forcing it still scales
+    # the per-model γ to the paper's epoch (782 / 351), while an explicit γ halves the total
     _, st128 = resolve(["data=cifar10", "model=resnet20", "method=dhp", "method.search_batch=128"])
     assert st128.steps_per_epoch == 351 and st128.gamma_mode == "budget"
-    _, forced = resolve(
-        ["data=cifar10", "model=resnet20", "method=dhp", "method.search_batch=128",
-         "method.gamma_mode=paper"]
-    )  # fmt: skip
-    assert sum(shrink_per_epoch(forced)) == pytest.approx(total * 351 / 703)
+    base = ["data=cifar10", "model=resnet20", "method=dhp", "method.search_batch=128",
+            "method.gamma_mode=paper"]  # fmt: skip
+    _, forced = resolve(base)
+    assert sum(shrink_per_epoch(forced)) == pytest.approx(total)
+    _, explicit = resolve([*base, "method.gamma=2e-4"])
+    assert sum(shrink_per_epoch(explicit)) == pytest.approx(total * 351 / 782)
 
 
 def test_explicit_gamma_and_threshold_win_in_a_composed_run():
@@ -109,9 +112,54 @@ def test_explicit_gamma_and_threshold_win_in_a_composed_run():
     )  # fmt: skip
     assert st.gamma == 0.019
     _, st = resolve(["data=cifar10", "model=mobilenetv2", "method=dhp", "method.threshold=0.01"])
-    assert st.threshold == 0.01 and st.gamma == 1e-4  # γ still the per-model value
+    assert st.threshold == 0.01 and st.gamma == pytest.approx(1e-4 * 782 / 703)  # per-model γ
     _, st = resolve(["data=cifar10", "model=mobilenetv2", "method=dhp"])
     assert st.threshold == 1e-3
+
+
+def test_an_explicit_gamma_is_the_one_the_search_uses_in_every_mode():
+    """Issue 23 item 4: `method.gamma=0.019 method.epochs=30` on CIFAR resolved to budget mode,
+    searched with 3.6e-4 and still recorded 0.019."""
+    _, st = resolve(["data=cifar10", "model=resnet20", "method=dhp", "method.gamma=0.019",
+                     "method.epochs=30"])  # fmt: skip
+    assert (st.gamma_mode, st.gamma) == ("paper", 0.019)  # auto keeps the explicit γ
+    _, unset = resolve(["data=cifar10", "model=resnet20", "method=dhp", "method.epochs=30"])
+    assert unset.gamma_mode == "budget"  # without one, the short search still sets γ itself
+    with pytest.raises(ConfigError, match=r"method.gamma=0.019 is a fixed γ but .*budget"):
+        resolve(["data=cifar10", "model=resnet20", "method=dhp", "method.gamma=0.019",
+                 "method.gamma_mode=budget"])  # fmt: skip
+    # end to end on a budget-sized search (4 steps per epoch): the record's γ is the γ applied
+    log: list = []
+    stats = (
+        DHP(gamma=0.019, search={"epochs": 3, "batch": None})
+        .search(make_ctx(build("resnet_proj"), log=log))
+        .stats
+    )
+    assert stats["paper_gamma"] == 1.0 and stats["gamma"] == 0.019 == stats["final_gamma"]
+    assert all(m["dhp/gamma"] == 0.019 for _, m in log)
+    budget = DHP(search={"epochs": 3, "batch": None}).search(make_ctx(build("resnet_proj"))).stats
+    assert budget["paper_gamma"] == 0.0 and budget["gamma"] != 2e-4  # the budget's own start
+    assert budget["gamma"] == budget["initial_gamma"]
+
+
+def test_the_search_trains_on_its_own_batch_not_the_runs_loader(monkeypatch):
+    """Issue 23: reading ctx.data.train (batch 16 here) instead of the search loader passed every
+    test. The search at batch 8 must see only 8-sample batches, 64 / 8 of them per epoch."""
+    from dhp_helpers import ToyTask
+
+    seen: list[int] = []
+    real_loss = ToyTask.loss
+
+    def loss(self, model, batch):
+        seen.append(int(batch[0].shape[0]))
+        return real_loss(self, model, batch)
+
+    monkeypatch.setattr(ToyTask, "loss", loss)
+    ctx = make_ctx(build("resnet_proj"))
+    assert ctx.data.train.batch_size == 16
+    stats = DHP(search={"epochs": 2, "batch": 8}, gamma_mode="paper", gamma=1e-9).search(ctx).stats
+    assert stats["batch"] == 8.0 and stats["steps_per_epoch"] == 8.0 and stats["iterations"] == 16
+    assert seen and set(seen) == {8}
 
 
 def test_search_loader_keeps_data_and_shuffle_stream():

@@ -59,11 +59,14 @@ def test_dhp_pipeline_artifact_is_the_measured_compact_model(model, tmp_path, mo
     compact = result.model.eval()  # fine-tuned in place by the pipeline: the model it measured
     assert record["search_stop_reason"] == "macs_ratio<=target+0.01"
     assert record["search_forced"] == 0.0
-    # lands at or below the target (trimmed after the stop); one unit of these 8–24-channel nets
-    # is ≈ 5 % of the MACs, so 0.06 is one unit or one check interval (the 0.02 landing is tested
-    # on a wider net in test_dhp_search.py and on real nets in results/dhp_digits_targets.md)
-    assert TARGET - 0.06 <= record["macs_ratio"] <= TARGET + 1e-9
+    # lands in [target − 0.02, target] although one unit of these nets is 8–24 % of the MACs and
+    # one check interval can carry the search far under the target: an overshoot steps back to
+    # the last check above the stop band, and the cut to the target picks units that land in the
+    # band. The band's edges are integer MAC counts: ≥ 0.02 of slack to any rounding
+    assert TARGET - 0.02 <= record["macs_ratio"] <= TARGET
     assert record["search_macs_ratio_at_stop"] <= TARGET + 0.01
+    if record["search_macs_ratio_at_stop"] < TARGET - 0.02:
+        assert record["search_stepped_back"] == 1.0
     if model == "test_grouped":  # whole channel groups left the grouped conv, `groups` follows
         conv = compact.grouped[0]
         assert conv.groups < 4 and conv.out_channels == 6 * conv.groups, conv

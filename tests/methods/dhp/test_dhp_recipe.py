@@ -8,9 +8,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
+from omegaconf import OmegaConf
 from PIL import Image
 from test_dhp_config import cifar_sized_loader
 
@@ -19,6 +22,8 @@ import tasks  # noqa: F401
 from harness.cli import main
 from harness.config import compose
 from harness.pipeline import build_method
+from harness.train import build_optimizer, build_scheduler
+from methods.dhp.search import lr_schedule
 
 SCRIPT = Path(__file__).resolve().parents[3] / "results" / "recipes" / "dhp_paper.py"
 
@@ -41,35 +46,93 @@ class PatchEpoch:
         return self.steps
 
 
-@pytest.mark.parametrize(
-    ("name", "milestones", "gamma"),
-    [
-        ("dhp50-resnet56-cifar10", [20, 50], 3e-4),
-        ("dhp38-resnet56-cifar10", [25, 50], 3e-4),
-        ("dhp40-dncnn-sigma70", [40], 0.1),
-    ],
-)
-def test_gpu_commands_resolve_to_the_papers_search(name, milestones, gamma):
+NAMES = list(load_recipes().RECIPES)
+
+
+def shrink_per_epoch(st) -> list[float]:
+    """Σ lr·γ per epoch of the search `st` describes: its own optimiser and LR schedule, read
+    through the DHP hook's LR table (`lr_schedule`), no training."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optim_cfg = OmegaConf.create(dict(st.optim))
+    opt = build_optimizer([param], optim_cfg)
+    sched = build_scheduler(opt, optim_cfg, epochs=st.epochs, steps_per_epoch=st.steps_per_epoch)
+    lr_at = lr_schedule(SimpleNamespace(scheduler=sched, lr=st.optim["lr"]))
+    spe = st.steps_per_epoch
+    return [sum(lr_at(e * spe + i) for i in range(spe)) * st.gamma for e in range(st.epochs)]
+
+
+def authors_shrink_per_epoch(a: dict) -> list[float]:
+    """The same from the authors' scripts: steps × LR (×factor at each step epoch) × γ."""
+    return [
+        a["steps_per_epoch"] * a["lr"] * a["lr_factor"] ** sum(e >= m for m in a["milestones"])
+        * a["gamma"]
+        for e in range(a["epochs"])
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gpu_commands_resolve_to_the_authors_search(name):
+    """Every recipe: fp32, paper γ mode, the authors' batch, steps per epoch, LR steps and stop
+    limit, and Σ lr·γ per epoch within 1 % of the authors' in every epoch (issue 23: CIFAR's
+    validation split left 703 steps per epoch, 10 % under the paper's shrink)."""
     recipes = load_recipes()
+    authors = recipes.AUTHORS[name]
     args = recipes.command(name)
     assert args[:2] == ["prunebench", "run"]
     cfg = compose(args[2:])
+    assert cfg.amp is False and str(cfg.device) == "cuda"
     method = build_method(cfg.method, model=cfg.model.name, task=cfg.task.name)
     if cfg.task.name == "classification":
         loader = method.search_loader(
             cifar_sized_loader(int(cfg.task.batch_size)), "classification"
         )
-        assert loader.batch_size == 64 and cfg.finetune.epochs == 300
+        assert loader.batch_size == authors["batch"] and cfg.finetune.epochs == 300
         assert list(cfg.finetune.milestones) == [150, 225] and cfg.finetune.lr == 0.1
     else:
-        steps = int(cfg.data.patches_per_epoch) // int(cfg.data.batch_size)
-        loader = method.search_loader(PatchEpoch(steps), "denoise")
-        assert cfg.data.sigma == 70 and cfg.finetune.epochs == 60
+        assert int(cfg.data.batch_size) == authors["batch"]
+        loader = method.search_loader(
+            PatchEpoch(int(cfg.data.patches_per_epoch) // int(cfg.data.batch_size)), cfg.task.name
+        )
+        assert cfg.finetune.gamma == 0.1
     st = method.settings(model=cfg.model.name, task=cfg.task.name, train=cfg.train, loader=loader)
-    assert st.gamma_mode == "paper" and st.gamma == gamma
-    assert st.optim["milestones"] == milestones
-    assert not method.trim  # the paper's stop rule, for reproduction
-    assert str(cfg.device) == "cuda"
+    assert st.gamma_mode == "paper" and method.stop_limit == authors["stop_limit"]
+    assert st.optim["milestones"] == authors["milestones"]
+    assert st.optim["gamma"] == authors["lr_factor"] and st.optim["lr"] == authors["lr"]
+    assert st.epochs == authors["epochs"] and not method.trim  # the paper's stop rule
+    assert method.check_every == 100  # the authors' --compression_check_frequency
+    ours, theirs = shrink_per_epoch(st), authors_shrink_per_epoch(authors)
+    assert len(ours) == len(theirs)
+    for epoch, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        assert a == pytest.approx(b, rel=0.01), epoch
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_first_gpu_check_is_the_recipe_cut_short(name):
+    """`--first`: the same device, precision, model and search settings, a few short epochs."""
+    recipes = load_recipes()
+    full, first = compose(recipes.command(name)[2:]), compose(recipes.command(name, first=True)[2:])
+    assert first.amp is False and str(first.device) == "cuda"
+    assert first.model == full.model and first.target == full.target
+    assert first.method.stop_limit == full.method.stop_limit and first.method.epochs <= 3
+    assert first.train.epochs <= 2 and first.finetune.epochs == 1
+
+
+def test_paper_gamma_is_scaled_to_the_papers_epoch_and_recorded():
+    """703 CIFAR steps per epoch: the per-model γ is scaled by 782 / 703 (recorded), so the
+    shrink per epoch is the paper's; an explicit γ is not; match_paper_epoch=false keeps 3e-4."""
+    cmd = load_recipes().command("dhp50-resnet56-cifar10")[2:]
+    cfg = compose(cmd)
+    method = build_method(cfg.method, model="resnet56", task="classification")
+    loader = method.search_loader(cifar_sized_loader(64), "classification")
+    st = method.settings(model="resnet56", task="classification", train=cfg.train, loader=loader)
+    assert st.steps_per_epoch == 703 and st.gamma_scale == pytest.approx(782 / 703)
+    assert st.gamma == pytest.approx(3e-4 * 782 / 703) and st.gamma_rule == "paper×782/703"
+    for extra, gamma in (["method.gamma=3.0e-4"], 3e-4), (["method.match_paper_epoch=false"], 3e-4):
+        cfg = compose([*cmd, *extra])
+        method = build_method(cfg.method, model="resnet56", task="classification")
+        st = method.settings(model="resnet56", task="classification", train=cfg.train,
+                             loader=loader)  # fmt: skip
+        assert st.gamma == gamma and st.gamma_scale == 1.0
 
 
 def cifar_like_npz(path: Path) -> Path:
@@ -94,17 +157,26 @@ def gray_folders(root: Path) -> Path:
     return root
 
 
+def rgb_folders(root: Path) -> Path:
+    g = np.random.default_rng(0)
+    for folder, n in (("T91", 6), ("Set5", 1), ("Set14", 1), ("B100", 1)):
+        (root / folder).mkdir(parents=True)
+        for i in range(n):
+            pixels = g.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels, mode="RGB").save(root / folder / f"{i:03d}.png")
+    return root
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "name", ["dhp50-resnet56-cifar10", "dhp38-resnet56-cifar10", "dhp40-dncnn-sigma70"]
-)
+@pytest.mark.parametrize("name", NAMES)
 def test_recipe_runs_end_to_end_in_tiny_mode(name, tmp_path, capsys):
     recipes = load_recipes()
-    data = (
-        [f"data.path={cifar_like_npz(tmp_path / 'cifar.npz')}"]
-        if "cifar" in name
-        else [f"data.root={gray_folders(tmp_path / 'data')}", "data.val_holdout=2"]
-    )
+    if "cifar" in name:
+        data = [f"data.path={cifar_like_npz(tmp_path / 'cifar.npz')}"]
+    elif recipes.RECIPES[name].task == "sr":
+        data = [f"data.root={rgb_folders(tmp_path / 'data')}", "data.val_holdout=2"]
+    else:
+        data = [f"data.root={gray_folders(tmp_path / 'data')}", "data.val_holdout=2"]
     extra = [*data, f"outputs={tmp_path / 'out'}", "tracking.enabled=false"]
     args = recipes.command(name, tiny=True, extra=extra)
     assert main(args[1:]) == 0
@@ -113,6 +185,12 @@ def test_recipe_runs_end_to_end_in_tiny_mode(name, tmp_path, capsys):
     assert f"target={record['target']}" in target
     assert record["method"] == "dhp" and record["device"] == "cpu"
     assert record["search_paper_gamma"] == 1.0
+    if "cifar" in name:  # the per-model γ scaled to the paper's 782 steps per epoch, recorded
+        spe = record["search_steps_per_epoch"]
+        assert record["search_gamma_scale"] == pytest.approx(782 / spe)
+        assert record["search_gamma_rule"] == f"paper×782/{spe:.0f}"
+    else:
+        assert record["search_gamma_scale"] == 1.0 and record["search_gamma"] == 0.1
     # one tiny epoch cannot reach the target with the paper's γ: the cut is forced and recorded
     assert record["search_stop_reason"] == "epochs" and record["search_forced"] == 1.0
     assert record["macs_ratio"] <= record["target"] + 1e-9

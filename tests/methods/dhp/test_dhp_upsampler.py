@@ -7,12 +7,13 @@ import copy
 
 import pytest
 import torch
+from dhp_helpers import make_sr_ctx
 from torch import nn
 
 import tasks  # noqa: F401
 from harness.registry import MODELS
 from harness.structure import Plan, build_structure, masked_copy
-from methods.dhp import build_search_net, compact, materialise
+from methods.dhp import DHP, build_search_net, compact, materialise
 from methods.dhp.latents import upsampler_ties, with_ties
 from methods.dhp.search import keep_masks
 
@@ -93,6 +94,28 @@ def test_search_net_shares_the_trunk_vector_and_compact_equals_masked(name, tie)
         out = pruned(x)
     assert out.shape == (2, 3, 24, 24)
     torch.testing.assert_close(out, reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_NETS))
+def test_dhp_search_on_an_sr_net_keeps_four_upsampler_channels_per_kept_trunk_channel(name):
+    """Issue 23: no test ran DHP's search on an SR net, so dropping the tie (`ties={}`) passed.
+    End to end on EDSR / SRResNet (12 features): the compact model's upsampler convs read the
+    kept trunk channels and write 4 sub-pixel channels for each (×2 PixelShuffle stages)."""
+    trunk, ups = PAPER_NETS[name]
+    ctx = make_sr_ctx(small(name), target=0.75)
+    # only the trunk (and what is tied to it) prunes, so reaching the target must thin it
+    others = [g.name for g in ctx.structure.prunable if g.name not in {trunk, *ups}]
+    result = DHP(search={"epochs": 8, "lr": 1e-3}, freeze=others).search(ctx)
+    stats = result.stats
+    assert stats["tied_groups"] == len(ups) and stats["batch"] == 8.0
+    assert 0.73 <= stats["macs_ratio"] <= 0.75
+    assert set(result.plan.kept) <= {trunk, *ups}
+    kept = len(result.plan.kept[trunk])
+    assert kept < 12
+    convs = dict(result.model.named_modules())
+    for up in ups:
+        assert convs[up].in_channels == kept and convs[up].out_channels == 4 * kept, up
+    assert result.model(torch.rand(1, 3, 6, 6)).shape == (1, 3, 24, 24)
 
 
 def _row_spec(gen):
