@@ -39,6 +39,8 @@ __all__ = [
 
 #: how long a tracking or study server may take to accept a connection
 CONNECT_TIMEOUT_S = 5.0
+#: how long a start waits, retrying, for a local store another process keeps locked
+START_LOCK_WAIT_S = 30.0
 #: MLflow tracking URI schemes (a database driver may follow a `+`)
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
 _DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
@@ -232,11 +234,19 @@ def _ask_store(uri: str) -> None:
         os.environ.setdefault(var, value)
     from mlflow.tracking import MlflowClient
 
-    try:
-        MlflowClient(uri).search_experiments(max_results=1)
+    from harness.retry import is_locked, retry_locked
+
+    try:  # a store another process holds locked a moment is waited for, a while
+        retry_locked(MlflowClient(uri).search_experiments, max_results=1, wait_s=START_LOCK_WAIT_S)
     except Exception as e:  # noqa: BLE001 - MLflow and its drivers raise many kinds
         text = str(e).strip().splitlines()
         reason = mask_secrets(text[0] if text else type(e).__name__)[:300]
+        if is_locked(e):
+            raise ConfigError(
+                f"tracking store tracking.uri={mask_secrets(uri)} is locked by another process "
+                f"(waited {START_LOCK_WAIT_S:g} s and more): close what holds it (a sqlite3 "
+                "shell, a backup, a hung prunebench) and rerun"
+            ) from e
         raise ConfigError(
             f"tracking store tracking.uri={mask_secrets(uri)} does not answer "
             f"({type(e).__name__}: {reason}); start it, fix tracking.uri or set it to null"

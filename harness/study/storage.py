@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from harness.errors import ConfigError
-from harness.preflight import CONNECT_TIMEOUT_S, check_folder, check_reachable, folder_lock
+from harness.preflight import (
+    CONNECT_TIMEOUT_S,
+    START_LOCK_WAIT_S,
+    check_folder,
+    check_reachable,
+    folder_lock,
+)
 from harness.retry import LOCK_WAIT_S
 from harness.tracking import mask_secrets
 
@@ -35,8 +41,6 @@ __all__ = ["StorageSpec", "find_storage", "repair_journal_tail", "resolve_storag
 log = logging.getLogger(__name__)
 
 SCHEMES = ("sqlite", "journal", "postgresql")
-#: how long a study waits, at start, for a local SQLite store another process keeps locked
-START_LOCK_WAIT_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ def check_not_locked(path: Path, wait_s: float | None = None) -> None:
 
     if not path.is_file():
         return
-    wait_s = START_LOCK_WAIT_S if wait_s is None else wait_s
+    wait_s = START_LOCK_WAIT_S if wait_s is None else wait_s  # read now: tests shorten it
     try:
         con = sqlite3.connect(str(path), timeout=wait_s)
         try:

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
+from harness.errors import PruneBenchError, StoreError
 from harness.plugins import load_configured
-from harness.secrets import install_log_filter, remember_secrets
+from harness.retry import is_locked
+from harness.secrets import install_log_filter, mask_secrets, remember_secrets
 from harness.signals import install_sigterm_handler
 from harness.study.mlflow_link import ParetoTagger
 from harness.study.objective import TrialObjective
@@ -205,9 +207,41 @@ def worker_main(spec: WorkerSpec, *, child: bool = False) -> None:
                 log.error("%d trials failed in this run (study.max_failures); stopping",
                           c["failed"])  # fmt: skip
                 break
-            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+            _optimize_one(study, objective, callbacks, spec.storage)
+    except PruneBenchError as e:
+        if not child:
+            raise
+        log.error("%s", e)  # one line; the parent reports this worker's exit code
+        raise SystemExit(1) from e
     finally:
         progress.close()
+
+
+def _optimize_one(
+    study: optuna.Study, objective: TrialObjective, callbacks: list, storage: StorageSpec
+) -> None:
+    """One trial. A failure of the study storage itself (it stayed locked past the wait, the
+    disk is full) is one line; the trial it interrupted is failed and retried on the next start
+    (harness/study/recovery.py)."""
+    import optuna
+
+    try:
+        study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=callbacks)
+    except (optuna.exceptions.StorageInternalError, OSError) as e:
+        raise StoreError(_store_failure(storage, e)) from e
+    except Exception as e:
+        if is_locked(e):
+            raise StoreError(_store_failure(storage, e)) from e
+        raise
+
+
+def _store_failure(storage: StorageSpec, e: BaseException) -> str:
+    cause = e.__cause__ or e
+    reason = mask_secrets(" ".join(str(cause).split())[:300])
+    return (
+        f"study storage {storage.masked} could not record a trial ({type(cause).__name__}: "
+        f"{reason}); finished trials are kept, rerun the study to retry the interrupted one"
+    )
 
 
 def run_processes(specs: list[WorkerSpec]) -> list[str]:

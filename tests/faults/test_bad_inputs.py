@@ -37,6 +37,8 @@ BAD = {
     "half trials": (["study", *TINY_STUDY, "study.n_trials=2.5"], "study.n_trials=2.5"),
     "enqueue": (["study", *TINY_STUDY, "study.enqueue=[{target: 0.99}]"],
                 "target=0.99 lies outside"),
+    "enqueue bound": (["study", *TINY_STUDY, "study.enqueue=[{target: 0.8}]",
+                       "study.constraints.macs_ratio_max=0.3"], "cannot meet"),
 }  # fmt: skip
 
 

@@ -122,3 +122,23 @@ def test_a_failed_artifact_copy_leaves_no_truncated_file_and_fails_the_run(tmp_p
             tracker.log_artifacts(src, "pruned")
     assert not (dest / "pruned").exists()
     assert MlflowClient(uri).get_run(tracker.run_id).info.status == "FAILED"
+
+
+def test_a_study_store_that_cannot_record_a_trial_is_one_line(tmp_path):
+    import sqlite3
+
+    from harness.errors import StoreError
+    from harness.study.workers import _optimize_one
+
+    spec = StorageSpec("sqlite", "sqlite:///u:pw@nowhere/optuna.db")
+
+    class Study:
+        def optimize(self, *args, **kwargs):
+            try:
+                raise sqlite3.OperationalError("database is locked")
+            except sqlite3.OperationalError as e:
+                raise optuna.exceptions.StorageInternalError("An exception is raised") from e
+
+    with pytest.raises(StoreError, match="database is locked") as e:
+        _optimize_one(Study(), None, [], spec)
+    assert "rerun the study" in str(e.value) and "\n" not in str(e.value)
