@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["LOCK_WAIT_S", "Retrying", "is_locked", "retry_locked"]
+__all__ = ["LOCK_WAIT_S", "Retrying", "is_locked", "quiet_lock_reports", "retry_locked"]
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class Retrying:
 
     def __init__(self, target: Any, wait_s: float = LOCK_WAIT_S) -> None:
         self._target, self._wait_s = target, wait_s
+        quiet_lock_reports()
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._target, name)
@@ -76,3 +77,20 @@ class Retrying:
 
         call.__name__ = name
         return call
+
+
+class _DropLockReports(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (is_locked(Exception(record.getMessage())) or _locked_exc(record))
+
+
+def _locked_exc(record: logging.LogRecord) -> bool:
+    return bool(record.exc_info and record.exc_info[1] and is_locked(record.exc_info[1]))
+
+
+def quiet_lock_reports() -> None:
+    """MLflow's SQL store logs every "database is locked" with a full traceback before raising;
+    `retry_locked` says once that it waits instead."""
+    logger = logging.getLogger("mlflow.store.db.utils")
+    if not any(isinstance(f, _DropLockReports) for f in logger.filters):
+        logger.addFilter(_DropLockReports())
