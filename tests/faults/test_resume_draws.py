@@ -61,3 +61,35 @@ def test_a_study_resumed_twice_has_no_two_trials_with_equal_parameters(cli, tmp_
     trials = optuna.load_study(study_name=name, storage=storage).trials
     points = [tuple(sorted(t.params.items())) for t in trials if "retry_of" not in t.user_attrs]
     assert len(points) == 6 and len(set(points)) == 6, points
+
+
+@pytest.mark.slow
+def test_a_study_killed_and_resumed_repeats_only_the_retried_trial(cli, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from optuna.trial import TrialState
+
+    from tests.faults.conftest import REPO, TINYCLI
+    from tests.faults.test_exit_codes import _running_trial, _study, _wait_for
+
+    args = [*TINY_STUDY, f"outputs={tmp_path}", "study.n_trials=3", "finetune.epochs=4",
+            "study.enqueue_defaults=false"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, str(TINYCLI), "study", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        _wait_for(lambda: len(_study(tmp_path).get_trials(states=(TrialState.COMPLETE,))), proc)
+        _wait_for(lambda: _running_trial(tmp_path), proc)
+        os.kill(proc.pid, signal.SIGKILL)  # the whole study, mid-trial
+    finally:
+        proc.kill()
+        proc.communicate()
+    r = cli("study", *args)
+    assert r.code == 0, r.stderr[-3000:]
+    trials = _study(tmp_path).trials
+    assert any("retry_of" in t.user_attrs for t in trials)
+    points = [tuple(sorted(t.params.items())) for t in trials if "retry_of" not in t.user_attrs]
+    assert len(points) == len(set(points)), points
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 3

@@ -142,3 +142,18 @@ def test_a_study_store_that_cannot_record_a_trial_is_one_line(tmp_path):
     with pytest.raises(StoreError, match="database is locked") as e:
         _optimize_one(Study(), None, [], spec)
     assert "rerun the study" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_mlflow_lock_tracebacks_are_dropped_while_the_retry_says_it_waits(caplog):
+    import logging
+
+    from harness.retry import quiet_lock_reports
+
+    quiet_lock_reports()
+    logger = logging.getLogger("mlflow.store.db.utils")
+    try:
+        raise RuntimeError("(sqlite3.OperationalError) database is locked")
+    except RuntimeError:
+        logger.exception("SQLAlchemy database error. The following exception is caught.")
+    logger.error("(sqlite3.OperationalError) no such table: runs")
+    assert "database is locked" not in caplog.text and "no such table" in caplog.text
