@@ -103,3 +103,45 @@ def test_a_sweep_leaves_no_password_in_hydra_files_or_logs(cli, tmp_path):
         f"{where}: {p}" for where, t in texts.items() for p in ("Q4,c=m:n", "Hx9pass") if p in t
     ]
     assert not leaks
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_a_postgresql_study_with_hostile_passwords_leaks_none_and_resumes_with_new_points(
+    cli, tmp_path, postgres_url
+):
+    import optuna
+    import sqlalchemy as sa
+
+    from tests.faults.conftest import TINY_STUDY
+
+    with sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT").connect() as c:
+        c.execute(sa.text("CREATE DATABASE mlfq"))
+        c.execute(sa.text("CREATE DATABASE pbq"))
+    host = postgres_url.split("@", 1)[1].rsplit("/", 1)[0]
+    storage = f"postgresql://postgres:Pq1'it<s@{host}/pbq"
+    tracking = f'postgresql://postgres:Pq2"dq@{host}/mlfq'
+    args = [*TINY_STUDY, f"outputs={tmp_path}", f'study.storage="{storage}"',
+            f"tracking.uri='{tracking}'", "study.enqueue_defaults=false"]  # fmt: skip
+    texts = {}
+    for n in (1, 2):  # created, then resumed
+        r = cli("study", *args, f"study.n_trials={n}", timeout=900)
+        assert r.code == 0, r.stderr[-3000:]
+        texts |= {f"stdout{n}": r.stdout, f"stderr{n}": r.stderr}
+    texts |= _files(tmp_path)
+    for db in ("pbq", "mlfq"):  # every row of every table of both stores
+        engine = sa.create_engine(postgres_url.rsplit("/", 1)[0] + f"/{db}")
+        with engine.connect() as c:
+            for table in sa.inspect(engine).get_table_names():
+                texts[f"{db}.{table}"] = repr(c.execute(sa.text(f'SELECT * FROM "{table}"')).all())
+        engine.dispose()
+    assert "pbq.study_user_attributes" in texts and "mlfq.params" in texts
+    leaks = [f"{w}: {p}" for w, t in texts.items() for p in ("Pq1'it<s", 'Pq2"dq') if p in t]
+    assert not leaks
+    pg = optuna.storages.RDBStorage(postgres_url.rsplit("/", 1)[0] + "/pbq")
+    (name,) = optuna.get_all_study_names(pg)
+    params = [
+        tuple(sorted(t.params.items()))
+        for t in optuna.load_study(study_name=name, storage=pg).trials
+    ]
+    assert len(params) == 2 and len(set(params)) == 2
