@@ -48,7 +48,7 @@ SECRET_NAME = re.compile(
 )
 _QUERY_SECRET = re.compile(
     r"(?P<key>[?&;][^=&;\s#]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key"
-    r"|credential)[^=&;\s#]*=)(?P<value>[^&;\s#'\"]*)",
+    r"|credential)[^=&;\s#]*=)(?P<value>[^&;\s#]*)",  # quotes may be part of it
     re.IGNORECASE,
 )
 #: `password=...` outside a URL (libpq conninfo strings, driver messages)

@@ -37,6 +37,11 @@ def test_a_url_is_masked_whatever_its_password_holds(fresh, password):
         assert "db.example/x" in masked
 
 
+def test_a_query_password_with_quotes_is_masked_whole(fresh):
+    masked = mask_secrets("url postgresql://u@db.example/x?password=it's<x&sslmode=require")
+    assert "it's" not in masked and "'s<x" not in masked and "sslmode=require" in masked
+
+
 def test_hydra_escaped_overrides_are_masked(fresh):
     line = r"#0 : study.storage=postgresql\://u\:Hx7pass@db.example/x method=l1"
     assert "Hx7pass" not in mask_secrets(line)
