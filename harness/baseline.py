@@ -107,9 +107,11 @@ def load_or_train_baseline(
             model.load_state_dict(blob["state_dict"])
             stored = (blob["val"], blob["test"], float(blob["wall_s"]))
         except Exception as e:  # noqa: BLE001 - any failure here means the file is unusable
+            from harness.external import load_problem
+
             raise CheckpointError(
                 f"cached baseline {path} is corrupt or does not match model "
-                f"'{cfg.model.name}' ({type(e).__name__}: {e}); delete it to retrain"
+                f"'{cfg.model.name}' ({load_problem(e)}); delete it to retrain"
             ) from e
         _verify(path, blob["state_dict"], stored[0], verify(model) if verify else None)
         log.info("baseline loaded from cache %s (weights finite, validation re-checked)", path)

@@ -18,6 +18,7 @@ from harness.demo import DEMO_METHODS
 from harness.errors import PruneBenchError
 from harness.launch import wants_hydra
 from harness.plugins import load_configured
+from harness.preflight import check_settings
 from harness.secrets import install_log_filter, mask_secrets, mask_tree, remember_secrets
 from harness.signals import Terminated, install_sigterm_handler
 
@@ -106,6 +107,18 @@ def _drop_launcher(overrides: Sequence[str]) -> list[str]:
     return kept
 
 
+def _unexpected(command: str, e: Exception) -> int:
+    """An error no check foresaw: one line naming it; PRUNEBENCH_DEBUG=1 adds the traceback."""
+    import traceback
+
+    if os.environ.get("PRUNEBENCH_DEBUG", "") not in ("", "0"):
+        sys.stderr.write(mask_secrets("".join(traceback.format_exception(e))))
+    first = " ".join(str(e).split())[:500] or "(no message)"
+    print(f"prunebench: error: {command} failed: {type(e).__name__}: {mask_secrets(first)} "
+          "(PRUNEBENCH_DEBUG=1 shows the traceback)", file=sys.stderr)  # fmt: skip
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -131,6 +144,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         overrides = _drop_launcher(overrides)
         cfg = compose([o for o in overrides if command != "demo"])
+        check_settings(cfg)  # seed, log level, device, sizes, budgets: one line, before any work
         load_configured(cfg)
         if command == "list":
             listing = _list()
@@ -182,6 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exit_codes.TERMINATED
         print(f"prunebench: {command} interrupted", file=sys.stderr)
         return exit_codes.INTERRUPTED
+    except Exception as e:  # noqa: BLE001 - anything unforeseen: one line (its MLflow run is FAILED)
+        return _unexpected(command, e)
     print(json.dumps(mask_tree(record), default=str))
     code = int(record.get("exit_code") or 0)  # a study that did not meet its budget
     if code:

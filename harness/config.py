@@ -5,11 +5,14 @@ Its own module so the CLI, the demo and scripts share one composer without impor
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from harness.secrets import mask_secrets, remember_secrets
 
 __all__ = [
     "CONFIG_GROUPS",
@@ -74,9 +77,30 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
             raise UnknownNameError(key, value, [p.stem for p in group.glob("*.yaml")])
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=list(overrides))
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(f"bad configuration: {' '.join(str(e).split())}") from e
+        raise ConfigError(f"bad configuration: {mask_secrets(' '.join(str(e).split()))}") from e
+    try:  # every interpolation resolves now (an unset ${oc.env:VAR}: one line, before any work)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"bad configuration: {_interpolation_problem(e)}") from e
+    remember_secrets(resolved)  # before anything is logged
+    return cfg
+
+
+def _interpolation_problem(e: Exception) -> str:
+    """OmegaConf's interpolation error in one line, with what to do for the usual causes."""
+    text = mask_secrets(" ".join(str(e).split()))
+    text = text.split(" full_key:", 1)[0]
+    env = re.search(r"Environment variable '([^']+)' not found", text)
+    if env:
+        return (
+            f"environment variable {env[1]} is not set (an ${{oc.env:{env[1]}}} in the config); "
+            f"export it, or give a default: ${{oc.env:{env[1]},default}}"
+        )
+    if "Unsupported interpolation type" in text:
+        return f"{text}; known resolvers: oc.env, oc.select, oc.decode, oc.create and the like"
+    return text
 
 
 def model_label(model: Mapping[str, Any]) -> str:

@@ -14,6 +14,7 @@ __all__ = [
     "NonFiniteLossError",
     "PruneBenchError",
     "RunStopped",
+    "StoreError",
     "UnknownNameError",
     "UnsupportedModelError",
 ]
@@ -77,3 +78,7 @@ class SearchDivergedError(PruneBenchError, FloatingPointError):
 
 class RunStopped(PruneBenchError):
     """A run was ended on purpose before it finished (e.g. an Optuna trial found infeasible)."""
+
+
+class StoreError(PruneBenchError, OSError):
+    """A store (MLflow tracking, artifacts) could not record what a run produced."""

@@ -25,6 +25,7 @@ from harness.errors import CheckpointError, ConfigError
 __all__ = [
     "adapt_in_chans",
     "import_factory",
+    "load_problem",
     "load_weights",
     "python_model",
     "timm_model",
@@ -64,16 +65,38 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
         else:
             blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"cannot read weights file {path}: {type(e).__name__}: {e}") from e
+        raise CheckpointError(
+            f"cannot read weights file {path}: {load_problem(e)}; it must be a state dict saved "
+            "by torch.save or a .safetensors file"
+        ) from e
     state = _state_dict_of(blob, path)
     own = model.state_dict()
     fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not fits:
         raise CheckpointError(f"no tensor of weights file {path} fits {type(model).__name__}")
+    bad = [k for k, v in fits.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(
+            f"weights file {path} holds non-finite values (NaN/inf) in {len(bad)} tensor(s), "
+            f"e.g. {', '.join(bad[:3])}; training from them cannot work: use an intact file"
+        )
     skipped = sorted(set(own) - set(fits))
     model.load_state_dict(fits, strict=False)
     log.info("loaded %d tensors from %s; kept random: %s", len(fits), path, skipped or "none")
     return model
+
+
+def load_problem(e: Exception) -> str:
+    """Why torch could not load a weights file, in one line and without torch's advice to load
+    it unsafely (`weights_only=False` would run whatever code the file carries)."""
+    text = " ".join(str(e).split())
+    if "Weights only load failed" in text or "weights_only" in text:
+        return (
+            "it holds pickled Python objects besides tensors, which PruneBench never unpickles "
+            "(that could run code); save a plain state dict: torch.save(model.state_dict(), f) "
+            "or use .safetensors"
+        )
+    return f"{type(e).__name__}: {text[:300]}"
 
 
 def _cached_torchvision_weights(arch: str, name: str) -> Path:

@@ -32,9 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 from harness.atomic import atomic_write_text
 from harness.config import model_label
 from harness.errors import ConfigError, PruneBenchError, UnknownNameError
+from harness.preflight import check_settings
 from harness.tracking import mask_secrets
 
-__all__ = ["NON_SWEEPABLE", "hydra_main", "job_device", "wants_hydra"]
+__all__ = ["NON_SWEEPABLE", "hydra_main", "job_device", "scrub_secrets", "wants_hydra"]
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +294,7 @@ def hydra_main(
         ]
         first = [f"{k}={v[0]}" for k, v in swept.items() if v]  # a whole job's config composes
         base = compose([*fixed, *first])
+        check_settings(base)  # a bad seed, device, budget…: one line before any job starts
         if not Path(base.outputs).is_absolute():  # launcher workers (joblib's are reused) keep
             # the cwd they started in: pin `outputs` to the launching process's view of it
             outputs = Path(base.outputs).resolve()
@@ -369,10 +371,30 @@ def _sweep(
             lines.append(record)
             emit(record)
     _write_manifest(sweep_dir, command, launcher, lines)
+    scrub_secrets(sweep_dir)
     failed = sum("error" in r for r in lines)
     if failed:
         log.error("%d of %d jobs failed (their JSON lines carry the error)", failed, len(lines))
     return 1 if failed else 0
+
+
+def scrub_secrets(sweep_dir: Path) -> list[Path]:
+    """Mask the passwords Hydra wrote into a sweep's YAML files (`multirun.yaml` and each job's
+    `.hydra/{config,hydra,overrides}.yaml` hold the overrides as typed); returns those changed.
+    A secret passed as `${oc.env:VAR}` never gets there (Hydra keeps the interpolation)."""
+    changed = []
+    for path in sorted(Path(sweep_dir).rglob("*.yaml")):
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        masked = mask_secrets(text)
+        if masked != text:
+            atomic_write_text(path, masked)
+            changed.append(path)
+    if changed:
+        log.info("masked passwords in %d of Hydra's files under %s", len(changed), sweep_dir)
+    return changed
 
 
 @contextlib.contextmanager

@@ -95,6 +95,16 @@ def load_plugins(modules: Iterable[str] = ()) -> None:
                 f"plugins entry '{name}' does not import ({e}); install it or add its directory "
                 "to PYTHONPATH"
             ) from e
+        except SyntaxError as e:
+            raise ConfigError(
+                f"plugins entry '{name}' has a syntax error: {e.msg} ({e.filename}, line "
+                f"{e.lineno}); fix the module or drop it from plugins="
+            ) from e
+        except Exception as e:  # its own code raised while it was imported
+            raise ConfigError(
+                f"plugins entry '{name}' raised {type(e).__name__} while importing: "
+                f"{' '.join(str(e).split())[:300]}; fix the module or drop it from plugins="
+            ) from e
 
 
 def load_configured(cfg: Mapping[str, Any]) -> None:
@@ -104,6 +114,10 @@ def load_configured(cfg: Mapping[str, Any]) -> None:
     for name in cfg.get("builtin_plugins") or ():
         try:
             importlib.import_module(str(name))
+        except ValueError as e:  # a plug-in loaded earlier took one of the built-in names
+            raise ConfigError(
+                f"a plug-in registered a built-in name ({e}); rename it in the plug-in"
+            ) from e
         except ImportError as e:
             raise ConfigError(
                 f"builtin_plugins entry '{name}' does not import ({e}); it lists this "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import socket
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,7 @@ __all__ = [
     "CONNECT_TIMEOUT_S",
     "check_budgets",
     "check_folder",
+    "check_settings",
     "check_tracking",
     "folder_lock",
     "preflight",
@@ -37,6 +39,8 @@ __all__ = [
 
 #: how long a tracking or study server may take to accept a connection
 CONNECT_TIMEOUT_S = 5.0
+#: how long a start waits, retrying, for a local store another process keeps locked
+START_LOCK_WAIT_S = 30.0
 #: MLflow tracking URI schemes (a database driver may follow a `+`)
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "file", "databricks")
 _DEFAULT_PORTS = {"http": 80, "https": 443, "postgresql": 5432, "mysql": 3306, "mssql": 1433}
@@ -72,16 +76,64 @@ def _is_budget(key: str) -> bool:
 
 
 def check_budgets(cfg: DictConfig) -> None:
-    """Every epoch / step budget in the config is ≥ 0 (`prune.steps` ≥ 1)."""
+    """Every epoch / step budget in the config is a whole number ≥ 0 (`prune.steps` ≥ 1 and at
+    most `MAX_PRUNE_STEPS`: a huge count runs for hours without a word)."""
     from harness.tracking import flatten
 
     tree = OmegaConf.to_container(cfg, resolve=True)
     for key, value in flatten(tree).items():
-        if not _is_budget(key) or isinstance(value, bool) or not isinstance(value, int | float):
+        if not _is_budget(key) or isinstance(value, bool) or value is None:
             continue
+        if not _whole(value):
+            raise ConfigError(f"{key}={value!r} is not a whole number; budgets count epochs/steps")
         low = 1 if key == "prune.steps" else 0
         if value < low:
             raise ConfigError(f"{key}={value} is negative; budgets must be ≥ {low}: set {key}=")
+        if key == "prune.steps" and value > MAX_PRUNE_STEPS:
+            raise ConfigError(
+                f"prune.steps={value} is more than {MAX_PRUNE_STEPS} pruning steps; "
+                "a few (1–20) reach the target"
+            )
+
+
+#: a progressive schedule with more steps than this is a typo, not a plan
+MAX_PRUNE_STEPS = 1000
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_settings(cfg: DictConfig) -> None:
+    """The top-level values every command reads, checked right after the config composes (one
+    line each, before any logging, data or training): seed, log level, device, batch sizes,
+    class count, input shape and budgets."""
+    seed = cfg.get("seed")
+    if not _whole(seed) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed={seed!r}; give a whole number from 0 to 2**32-1")
+    level = cfg.get("log_level", "INFO")
+    if str(level) not in LOG_LEVELS:
+        raise ConfigError(f"log_level={level!r}; known: {', '.join(LOG_LEVELS)}")
+    device = str(cfg.get("device", "auto"))
+    if not (device in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", device)):
+        raise ConfigError(f"device={device!r}; known: auto, cpu, cuda, cuda:N, mps")
+    for key in ("task.batch_size", "task.eval_batch_size", "train.batch_size"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (not _whole(value) or value < 1):
+            raise ConfigError(f"{key}={value!r}; give a whole number ≥ 1")
+    classes = OmegaConf.select(cfg, "data.num_classes")
+    if classes is not None and (not _whole(classes) or classes < 1):
+        raise ConfigError(f"data.num_classes={classes!r}; give a whole number ≥ 1")
+    shape = OmegaConf.select(cfg, "data.shape")
+    if shape is not None:
+        dims = list(shape) if OmegaConf.is_list(shape) else [shape]
+        if not dims or not all(_whole(d) and d >= 1 for d in dims):
+            raise ConfigError(
+                f"data.shape={OmegaConf.to_container(shape) if OmegaConf.is_list(shape) else shape}"
+                "; give positive whole numbers, e.g. [3,32,32] (channels, height, width)"
+            )
+    check_budgets(cfg)
 
 
 # ---------------------------------------------------------------------------- folders
@@ -182,11 +234,19 @@ def _ask_store(uri: str) -> None:
         os.environ.setdefault(var, value)
     from mlflow.tracking import MlflowClient
 
-    try:
-        MlflowClient(uri).search_experiments(max_results=1)
+    from harness.retry import is_locked, retry_locked
+
+    try:  # a store another process holds locked a moment is waited for, a while
+        retry_locked(MlflowClient(uri).search_experiments, max_results=1, wait_s=START_LOCK_WAIT_S)
     except Exception as e:  # noqa: BLE001 - MLflow and its drivers raise many kinds
         text = str(e).strip().splitlines()
         reason = mask_secrets(text[0] if text else type(e).__name__)[:300]
+        if is_locked(e):
+            raise ConfigError(
+                f"tracking store tracking.uri={mask_secrets(uri)} is locked by another process "
+                f"(waited {START_LOCK_WAIT_S:g} s and more): close what holds it (a sqlite3 "
+                "shell, a backup, a hung prunebench) and rerun"
+            ) from e
         raise ConfigError(
             f"tracking store tracking.uri={mask_secrets(uri)} does not answer "
             f"({type(e).__name__}: {reason}); start it, fix tracking.uri or set it to null"

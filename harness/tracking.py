@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.errors import StoreError
 from harness.processes import process_token
+from harness.retry import Retrying
 from harness.secrets import MASK, SECRET_NAME, mask_secrets
 
 __all__ = [
@@ -124,7 +126,7 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         mlflow.set_tracking_uri(self.uri)
-        self._client = MlflowClient(self.uri)
+        self._client = Retrying(MlflowClient(self.uri))  # a briefly locked store is waited for
         exp = self._client.get_experiment_by_name(self.experiment)
         if exp is None:
             try:
@@ -156,9 +158,20 @@ class Tracker:
             status = "KILLED"
         else:
             status = "FAILED"
-        if exc is not None:
-            self.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
-        self._client.set_terminated(self.run_id, status=status)
+        try:
+            if exc is not None:
+                self.set_tags({"error": f"{type(exc).__name__}: {exc}"[:5000]})
+            self._client.set_terminated(self.run_id, status=status)
+        except Exception as e:
+            reason = mask_secrets(" ".join(str(e).split())[:300])
+            if exc is None:  # the run's work is done but its store will not record it
+                raise StoreError(
+                    f"MLflow run {self.run_id} finished but {mask_secrets(self.uri)} could not "
+                    f"record it ({type(e).__name__}: {reason}); its results are in the run's "
+                    "folder under outputs/runs, rerun to record them"
+                ) from e
+            log.error("could not mark MLflow run %s %s (%s: %s)", self.run_id, status,
+                      type(e).__name__, reason)  # fmt: skip
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         if self.enabled:
@@ -186,5 +199,35 @@ class Tracker:
             self._client.log_batch(self.run_id, metrics=items)
 
     def log_artifacts(self, directory: str | Path, artifact_path: str | None = None) -> None:
-        if self.enabled:
+        """Copy `directory` into the run's artifacts; a failed copy (disk full) leaves no
+        truncated file behind there and is one line (StoreError)."""
+        if not self.enabled:
+            return
+        try:
             self._client.log_artifacts(self.run_id, str(directory), artifact_path)
+        except Exception as e:
+            removed = self._drop_partial_artifacts(artifact_path)
+            reason = mask_secrets(" ".join(str(e).split())[:300])
+            raise StoreError(
+                f"could not store the artifacts of MLflow run {self.run_id} "
+                f"({type(e).__name__}: {reason}); "
+                + ("the partial copy was removed" if removed else "check the artifact store")
+            ) from e
+
+    def _drop_partial_artifacts(self, artifact_path: str | None) -> bool:
+        """Remove what a failed copy left in a local artifact store (a truncated model.pt)."""
+        import shutil
+        from urllib.parse import unquote, urlsplit
+
+        try:
+            uri = self._client.get_run(self.run_id).info.artifact_uri
+        except Exception:  # noqa: BLE001 - the store itself is failing: nothing to clean here
+            return False
+        parts = urlsplit(uri)
+        if parts.scheme not in ("", "file"):
+            return False
+        target = Path(unquote(parts.path))
+        target = target / artifact_path if artifact_path else target
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        return not target.exists()

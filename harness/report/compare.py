@@ -17,6 +17,7 @@ import logging
 import math
 import shutil
 import statistics
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -604,7 +605,7 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
 
     c = cfg.compare
     split = str(c.get("quality", "test"))
-    targets = [float(t) for t in c.targets]
+    targets = _check_compare(c)
     granularity = float(c.get("granularity") or 0.0)
     alpha = float(c.get("alpha", 0.05))
     if not 0 < alpha < 1:
@@ -636,6 +637,55 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def _check_compare(c: DictConfig) -> list[float]:
+    """`compare.methods` names at least one method and `compare.targets` are MAC ratios in (0, 1];
+    returns the targets. Checked before any study is read or any file written."""
+    methods = c.get("methods")
+    if not methods or isinstance(methods, str):
+        raise ConfigError(
+            f"compare.methods={methods!r} names no methods; give a list such as "
+            "compare.methods=[dhp,l1,random]"
+        )
+    targets = []
+    for t in c.get("targets") or []:
+        try:
+            value = float(t)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not 0 < value <= 1:
+            raise ConfigError(
+                f"compare.targets holds {t!r}; give MAC ratios in (0, 1], e.g. [0.7,0.5,0.3]"
+            )
+        targets.append(value)
+    return targets
+
+
+def _keep_fuller_report(out: Path, studies: Sequence[StudyPoints]) -> None:
+    """A report about to be replaced by one covering fewer (method, seed) studies is moved to
+    `<out>/previous-<time>/` first, and the move is logged: nothing is silently lost."""
+    import pandas as pd
+
+    summary = out / "summary.csv"
+    if not summary.exists():
+        return
+    try:
+        old_methods = set(pd.read_csv(summary)["method"].astype(str))
+    except Exception:  # noqa: BLE001 - an unreadable old summary: keep it, to be safe
+        old_methods = {"?"}
+    missing = old_methods - {sp.method for sp in studies}
+    if not missing:
+        return
+    keep = out / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
+    keep.mkdir(parents=True, exist_ok=True)
+    for name in ("pareto_points.csv", "summary.csv", "compare.md", "pareto.png"):
+        if (out / name).exists():
+            shutil.copy2(out / name, keep / name)
+    log.warning(
+        "the report in %s covered %s, which this comparison does not; the previous report is "
+        "kept in %s", out, ", ".join(sorted(missing)), keep,
+    )  # fmt: skip
+
+
 def _write_report(
     cfg: DictConfig,
     tables: dict[str, pd.DataFrame],
@@ -657,6 +707,7 @@ def _write_report(
     from harness.registry import TASKS
 
     out.mkdir(parents=True, exist_ok=True)
+    _keep_fuller_report(out, studies)
     files = {
         "points_csv": out / "pareto_points.csv",
         "summary_csv": out / "summary.csv",

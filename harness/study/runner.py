@@ -31,6 +31,7 @@ from harness.preflight import preflight
 from harness.secrets import install_log_filter, remember_secrets
 from harness.study.fingerprint import trial_settings
 from harness.study.mlflow_link import ParentRun, ParetoTagger, log_front
+from harness.study.objective import EARLY_TOL
 from harness.study.opening import READY_ATTR, open_storage, open_study, wait_ready
 from harness.study.outcome import StudyOutcome, outcome_of, quiet_optuna_failures
 from harness.study.placement import place_workers, visible_devices
@@ -114,8 +115,15 @@ def _validate(cfg: DictConfig) -> tuple[StudySettings, StorageSpec, SearchSpace]
             f"study.shared_space.{cfg.task.name} nor method.search_space has a parameter): every "
             "trial would repeat one configuration; add a parameter, or use prunebench run"
         )
+    bound = settings.constraints.get("macs_ratio_max")
     for i, extra in enumerate(settings.enqueue):
         space.check_values(extra, f"study.enqueue[{i}]")
+        target = extra.get("target")
+        if bound is not None and target is not None and float(target) > bound + EARLY_TOL:
+            raise ConfigError(
+                f"study.enqueue[{i}]: target={target} cannot meet study.constraints."
+                f"macs_ratio_max={bound:g}; the trial would be pruned and use up the budget"
+            )
     build_method(cfg.method, model=cfg.model.name, task=cfg.task.name)  # its own arguments, too
     return settings, spec, space
 

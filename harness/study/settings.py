@@ -83,13 +83,18 @@ class StudySettings:
                 raise ConfigError(
                     f"unknown study constraint '{k}'; known: {', '.join(CONSTRAINTS)}"
                 )
+        for key in ("n_trials", "workers", "job", "max_failures", "max_retry", "heartbeat_s",
+                    "n_startup_trials", "population_size", "workers_per_device"):  # fmt: skip
+            value = s.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ConfigError(f"study.{key}={value!r} is not a whole number")
         n_trials = None if s.get("n_trials") is None else int(s.n_trials)
         timeout = None if s.get("timeout_s") is None else float(s.timeout_s)
         if n_trials is None and timeout is None:
             raise ConfigError("a study needs a budget: set study.n_trials and/or study.timeout_s")
         if (n_trials is not None and n_trials < 1) or (timeout is not None and timeout <= 0):
             raise ConfigError(f"study.n_trials={n_trials} / timeout_s={timeout} must be positive")
-        workers = int(s.get("workers") or 1)
+        workers = 1 if s.get("workers") is None else int(s.workers)
         if workers < 1:
             raise ConfigError(f"study.workers={workers}; use 1 or more worker processes")
         enqueue = s.get("enqueue") or []

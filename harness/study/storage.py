@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from harness.errors import ConfigError
-from harness.preflight import CONNECT_TIMEOUT_S, check_folder, check_reachable, folder_lock
+from harness.preflight import (
+    CONNECT_TIMEOUT_S,
+    START_LOCK_WAIT_S,
+    check_folder,
+    check_reachable,
+    folder_lock,
+)
+from harness.retry import LOCK_WAIT_S
 from harness.tracking import mask_secrets
 
 if TYPE_CHECKING:
@@ -28,7 +36,7 @@ if TYPE_CHECKING:
 
     import optuna
 
-__all__ = ["StorageSpec", "find_storage", "resolve_storage"]
+__all__ = ["StorageSpec", "find_storage", "repair_journal_tail", "resolve_storage"]
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +69,22 @@ class StorageSpec:
         import optuna
 
         if self.kind == "journal":
-            from optuna.storages.journal import JournalFileBackend
+            from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
             Path(self.url).parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.JournalStorage(JournalFileBackend(self.url))
+            lock = JournalFileSymlinkLock(self.url)  # the lock Optuna appends under
+            lock.acquire()
+            try:
+                repair_journal_tail(Path(self.url))
+            finally:
+                lock.release()
+            try:
+                return optuna.storages.JournalStorage(JournalFileBackend(self.url, lock))
+            except ValueError as e:  # a damaged line inside the journal: Optuna cannot replay it
+                raise ConfigError(
+                    f"study journal {self.url} is damaged ({e}); restore it from a copy or start "
+                    "a new one (move it away)"
+                ) from e
         kwargs: dict[str, Any] = {}
         if heartbeat_s:
             kwargs.update(
@@ -73,11 +93,13 @@ class StorageSpec:
         engine: dict[str, Any] = {"pool_pre_ping": True}
         lock: Any = contextlib.nullcontext()
         if self.kind == "sqlite":
-            # several workers write one file: wait for the lock instead of failing at once
-            engine["connect_args"] = {"timeout": 60}
+            # several workers write one file, and a backup or sqlite3 shell may hold it a while:
+            # wait for the lock (SQLite retries with backoff) instead of losing a trial's result
+            engine["connect_args"] = {"timeout": LOCK_WAIT_S}
             path = self.url.split(":///", 1)[-1]
             if path and path != ":memory:":  # a concurrent creator waits, then finds the tables
                 lock = folder_lock(Path(path).expanduser().resolve().parent)
+                check_not_locked(Path(path).expanduser())
         else:
             check_reachable("study.storage", self.url)
             engine["connect_args"] = {"connect_timeout": int(CONNECT_TIMEOUT_S)}
@@ -91,6 +113,65 @@ class StorageSpec:
                 f"cannot open study storage {self.masked}: {reason}; check study.storage "
                 "(host, port, user, password, database) and that the server runs"
             ) from e
+
+
+def check_not_locked(path: Path, wait_s: float | None = None) -> None:
+    """Refuse, in one line, a local SQLite store that another process keeps locked at start
+    (waiting `wait_s` first): a lock is not a host, port or password problem."""
+    import sqlite3
+
+    if not path.is_file():
+        return
+    wait_s = START_LOCK_WAIT_S if wait_s is None else wait_s  # read now: tests shorten it
+    try:
+        con = sqlite3.connect(str(path), timeout=wait_s)
+        try:
+            con.execute("BEGIN IMMEDIATE")  # the write lock a study needs
+            con.rollback()
+        finally:
+            con.close()
+    except sqlite3.OperationalError as e:
+        if "locked" not in str(e) and "busy" not in str(e):
+            return  # not a lock: RDBStorage reports it
+        raise ConfigError(
+            f"study storage {path} is locked by another process (waited {wait_s:g} s): close "
+            "what holds it (a sqlite3 shell, a backup, a hung prunebench) and rerun"
+        ) from e
+
+
+def repair_journal_tail(path: Path) -> int:
+    """Cut a torn last line off an Optuna journal (a writer died mid-append: the line has no
+    newline) so that appending after it does not make the whole journal unreadable; the torn
+    bytes are kept beside it. Call under the journal's lock. Returns the bytes cut."""
+    if not path.is_file():
+        return 0
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        f.seek(max(0, size - 1))
+        if f.read(1) == b"\n":
+            return 0
+        keep, chunk = size, 1 << 16
+        while keep > 0:  # back to the last newline
+            start = max(0, keep - chunk)
+            f.seek(start)
+            block = f.read(keep - start)
+            nl = block.rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                break
+            keep = start
+        f.seek(keep)
+        torn = f.read()
+        kept = path.with_name(f"{path.name}.torn-{int(time.time())}")
+        kept.write_bytes(torn)
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    log.warning("study journal %s ended in a torn line (%d bytes, a writer died mid-append); "
+                "cut it off, kept in %s", path, len(torn), kept)  # fmt: skip
+    return len(torn)
 
 
 def resolve_storage(spec: str | None, *, outputs: str | Path, workers: int) -> StorageSpec:
