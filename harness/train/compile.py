@@ -51,6 +51,7 @@ AUTO_MIN_VALUES = 1.0e8
 _RECOMPILE_LIMIT = 64
 _ATTR = "_prunebench_compiled"
 _total_compile_s = 0.0
+_failed: dict[type, str] = {}  # model class → why it did not compile: said once per process
 _phases = {"compiled": 0, "eager": 0}  # training phases (`fit` calls) of this process, by mode
 
 
@@ -131,6 +132,9 @@ class CompiledModel:
         self.compile_s = 0.0
         self._graphs: dict[tuple[bool, bool], set[tuple]] = {}
         self._opt: Callable[..., Any] | None = None
+        if type(model) in _failed:  # its class failed before (e.g. the pruned twin): said once
+            self.failed = _failed[type(model)]
+            return
         try:
             limit = getattr(torch._dynamo.config, "recompile_limit", None)
             if limit is not None and limit < _RECOMPILE_LIMIT:
@@ -187,6 +191,7 @@ class CompiledModel:
     def _give_up(self, e: BaseException) -> None:
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         self.failed = f"{type(e).__name__}: {first}"
+        _failed[type(self.model)] = self.failed
         log.warning("%s runs eagerly: torch.compile failed (%s)", self.name, self.failed)
 
 

@@ -12,9 +12,11 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import harness.train.compile as compile_mod
+from harness.config import compose
 from harness.data import TensorBatches
 from harness.device import pick_runtime
 from harness.errors import ConfigError
+from harness.pipeline import run
 from harness.train import Hook, LoopState
 from harness.train.compile import AUTO_MIN_VALUES, compile_mode, twin_of, wants_compile
 from harness.train.loop import fit
@@ -94,6 +96,7 @@ def test_a_model_that_does_not_compile_trains_eagerly_with_one_line(monkeypatch,
         return run
 
     monkeypatch.setattr(compile_mod.torch, "compile", broken_compile)
+    monkeypatch.setattr(compile_mod, "_failed", {})
     with caplog.at_level(logging.WARNING, logger="harness.train.compile"):
         model, result = train_tiny("on")
     lines = [r.getMessage() for r in caplog.records if r.name == "harness.train.compile"]
@@ -104,6 +107,62 @@ def test_a_model_that_does_not_compile_trains_eagerly_with_one_line(monkeypatch,
     reference, _ = train_tiny("off")
     for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True):
         assert torch.equal(a, b)  # the fallback is the eager run, step for step
+
+
+def tiny_run(outputs, *extra: str) -> dict:
+    """A whole `prunebench run` on the 3.7k-parameter test net and 8×8 digits, in seconds."""
+    return run(
+        compose(
+            [
+                "data=digits", "model.name=test_resnet", "~model.shortcut", "train.epochs=1",
+                "finetune.epochs=1", "measure.latency_repeats=1", "tracking.enabled=false",
+                f"outputs={outputs}", *extra,
+            ]
+        )
+    )  # fmt: skip
+
+
+def test_the_record_says_which_mode_produced_each_number(tmp_path, monkeypatch):
+    compiles = []
+
+    def traced(model, **kwargs):  # stands in for inductor: the twin's plumbing, no compile time
+        compiles.append(type(model).__name__)
+        return model
+
+    monkeypatch.setattr(compile_mod.torch, "compile", traced)
+    monkeypatch.setattr(compile_mod, "_failed", {})
+    on = tiny_run(tmp_path / "on", "compile=true", "method=l1")
+    assert on["compile"] == "on" and compiles
+    assert on["compiled_baseline"] == on["compiled_finetune"] == on["compiled_eval"] == 1.0
+    assert on["compile_s"] >= 0
+    n_on = len(compiles)
+    off = tiny_run(tmp_path / "off", "compile=false", "method=l1")
+    auto = tiny_run(tmp_path / "auto", "method=l1")  # the default: a digits run stays eager
+    for record, mode in ((off, "off"), (auto, "auto")):
+        assert record["compile"] == mode
+        assert record["compiled_baseline"] == record["compiled_finetune"] == 0.0
+        assert record["compiled_eval"] == 0.0
+    assert len(compiles) == n_on  # neither `false` nor `auto` (tiny work) compiled anything
+    assert off["test_metric"] == auto["test_metric"]
+
+
+def test_a_plugin_model_that_does_not_compile_runs_to_completion_with_one_line(
+    tmp_path, monkeypatch, caplog
+):
+    def broken_compile(model, **kwargs):
+        raise RuntimeError("unsupported operator in plug-in")
+
+    monkeypatch.setattr(compile_mod.torch, "compile", broken_compile)
+    monkeypatch.setattr(compile_mod, "_failed", {})
+    with caplog.at_level(logging.WARNING):
+        record = tiny_run(tmp_path, "compile=true", "method=l1", "train.epochs=0")
+    lines = [r.getMessage() for r in caplog.records if r.name == "harness.train.compile"]
+    assert lines == [
+        "TinyResNet runs eagerly: torch.compile failed (RuntimeError: unsupported operator in "
+        "plug-in)"
+    ]
+    assert record["compiled_finetune"] == record["compiled_eval"] == 0.0
+    assert record["latency_ms"] > 0 and record["test_metric"] >= 0
 
 
 @pytest.mark.slow
