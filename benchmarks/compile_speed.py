@@ -72,8 +72,9 @@ def pruned(model: nn.Module, runtime: Runtime) -> nn.Module:
 
 def phase_runner(
     phase: str, model_name: str, mode: str, batch: int, steps: int, device: str
-) -> tuple[Callable[[], int], str]:
-    """A callable that runs one timed unit of `phase` in `mode` and returns the images it saw."""
+) -> tuple[Callable[[], int], nn.Module]:
+    """A callable that runs one timed unit of `phase` in `mode` (it returns the images it saw),
+    and the model it trains or evaluates."""
     runtime = pick_runtime(device, compile=mode)
     task, model = build(model_name, runtime)
     dev = runtime.device
@@ -92,7 +93,7 @@ def phase_runner(
     y = torch.randint(0, 10, (n,), generator=g).to(dev)
     if phase == "eval":
         batches = TensorBatches((x, y), 512)
-        return lambda: (evaluate(task, model, batches, runtime), n)[1], runtime.compile
+        return lambda: (evaluate(task, model, batches, runtime), n)[1], model
     train = TensorBatches((x, y), batch, shuffle=True, drop_last=True, seed=0)
     optimizer = build_optimizer(model.parameters(), OPTIM)
 
@@ -115,13 +116,14 @@ def phase_runner(
             raise RuntimeError(f"{phase} {model_name}: expected compiled={mode == 'on'}")
         return r.steps * batch
 
-    return run, runtime.compile
+    return run, model
 
 
 def measure(
     phase: str, model_name: str, batch: int, steps: int, rounds: int, device: str
 ) -> dict[str, float]:
-    runs = {m: phase_runner(phase, model_name, m, batch, steps, device)[0] for m in ("off", "on")}
+    built = {m: phase_runner(phase, model_name, m, batch, steps, device) for m in ("off", "on")}
+    runs = {m: run for m, (run, _) in built.items()}
     first: dict[str, float] = {}
     secs: dict[str, list[float]] = {"off": [], "on": []}
     images = 0
@@ -137,7 +139,7 @@ def measure(
     per_epoch = CIFAR_VAL if phase == "eval" else CIFAR_TRAIN
     breakeven = compile_s / saved_per_image / per_epoch if saved_per_image > 0 else float("inf")
     auto = phase != "eval" and wants_compile(
-        "auto", torch.device(pick_runtime(device).device), CIFAR_TRAIN * 3 * 32 * 32
+        "auto", pick_runtime(device).device, CIFAR_TRAIN * 3 * 32 * 32, built["off"][1]
     )
     return {
         "eager_ips": images / eager_s,

@@ -70,16 +70,21 @@ def compile_mode(value: Any) -> str:
     return aliases[mode]
 
 
-def wants_compile(mode: str, device: torch.device, planned_values: float | None) -> bool:
+def wants_compile(
+    mode: str, device: torch.device, planned_values: float | None, model: nn.Module | None = None
+) -> bool:
     """Whether a training phase compiles: `on` always, `off` never; `auto` always on CUDA (compile
     takes seconds there and small nets are launch-bound) and on a CPU when the phase's planned
-    input values (None: unknown) reach AUTO_MIN_VALUES, where the speed-up repays the compile."""
+    input values (None: unknown) reach AUTO_MIN_VALUES, where the speed-up repays the compile,
+    unless the model's class says compiling does not pay on a CPU (`compile_on_cpu = False`)."""
     if mode == "on":
         return True
     if mode != "auto":
         return False
     if device.type == "cuda":
         return True
+    if model is not None and not getattr(type(model), "compile_on_cpu", True):
+        return False
     return planned_values is not None and planned_values >= AUTO_MIN_VALUES
 
 
@@ -224,7 +229,7 @@ def forward_for(
     name: str = "",
 ) -> nn.Module | CompiledModel:
     """What a training phase calls: the compiled twin when `wants_compile`, else the model."""
-    if wants_compile(mode, device, planned_values):
+    if wants_compile(mode, device, planned_values, model):
         twin = compiled(model, cache_dir, name)
         if twin.active:
             return twin

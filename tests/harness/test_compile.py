@@ -87,6 +87,14 @@ def test_auto_compiles_on_cuda_and_on_cpu_only_where_the_work_repays_it():
     assert wants_compile("auto", CPU, 45_000 * 3 * 32 * 32)
     assert not wants_compile("auto", CPU, 20 * 1293 * 64)
 
+    class NoGainOnCpu(nn.Module):
+        compile_on_cpu = False  # e.g. DHP's search network
+
+    assert not wants_compile("auto", CPU, 1e12, NoGainOnCpu())
+    assert wants_compile("auto", CUDA, 1.0, NoGainOnCpu()) and wants_compile(
+        "on", CPU, 1, NoGainOnCpu()
+    )
+
 
 def test_a_model_that_does_not_compile_trains_eagerly_with_one_line(monkeypatch, caplog):
     def broken_compile(model, **kwargs):
