@@ -2,7 +2,7 @@
 
     PYTHONPATH=. python benchmarks/compile_speed.py [--models resnet20 resnet56 ...]
         [--phases train finetune dhp eval] [--batch 128] [--steps 4] [--rounds 3]
-        [--device auto] [--out results/benchmarks/compile_cpu.txt]
+        [--device auto] [--threads 0] [--out results/benchmarks/compile_cpu.txt]
 
 Phases, each on CIFAR-sized inputs (3×32×32, 10 classes; random tensors: speed does not depend
 on pixel values, and no augmentation runs in either mode):
@@ -160,8 +160,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="steps per timed call")
     parser.add_argument("--rounds", type=int, default=3, help="timed calls per mode")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument("--out", default=None, help="also write the table here")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:  # cold cache: the compile time a first run pays
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
     load_configured(OmegaConf.load(CONF / "config.yaml"))
