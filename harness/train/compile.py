@@ -43,8 +43,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: `compile: auto` on a CPU compiles a training phase whose planned input values (steps × batch
-#: × values per input image) reach this: ≈ 33k CIFAR images, about 3× the break-even of ResNet-20
-#: measured in results/benchmarks/compile_cpu.txt (compile with a cold cache included)
+#: × values per input image) reach this: ≈ 33k CIFAR images (0.72 of a CIFAR-10 epoch), above
+#: the break-even of ResNet-20 with a cold inductor cache measured in
+#: results/benchmarks/compile_cpu.txt (0.53–0.75 epochs; a warm cache repays sooner)
 AUTO_MIN_VALUES = 1.0e8
 #: dynamo's per-code-object cache: every model instance of one class and each (mode, shape) adds
 #: an entry; a run (baseline, pruned model, latency shapes) stays far below this

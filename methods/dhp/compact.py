@@ -36,10 +36,6 @@ class SearchNet(nn.Module):
     state_dict holds the backbone (BN, biases, Linear), every hypernetwork and every latent.
     """
 
-    #: `compile=auto` keeps the search eager on a CPU: compiled it was no faster there
-    #: (results/benchmarks/compile_cpu.txt); on CUDA it compiles
-    compile_on_cpu = False
-
     def __init__(self, net: nn.Module, latents: Latents) -> None:
         super().__init__()
         self.net = net
