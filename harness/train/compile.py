@@ -111,7 +111,8 @@ def _signature(model: nn.Module) -> tuple[tuple[int, ...], ...]:
 def _use_cache_dir(cache_dir: str | None) -> None:
     """Inductor's and Triton's on-disk caches under the run's cache folder, so the trials of a
     study reuse compiled kernels; inductor writes cache entries atomically (temp file + rename),
-    so concurrent workers can share the folder. A directory the user set is kept."""
+    so concurrent workers can share the folder. A directory the user (or an earlier compile in
+    this process: inductor pins it on first use) set is kept."""
     if not cache_dir:
         return
     root = Path(cache_dir) / "inductor"
