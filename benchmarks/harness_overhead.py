@@ -2,7 +2,7 @@
 physically pruned ResNet-56 against its MAC ratio.
 
     PYTHONPATH=. .venv/bin/python benchmarks/harness_overhead.py [--model resnet20] [--data digits]
-        [--batch 128] [--steps 50] [--repeats 5] [--device auto] [--latency-batch 64]
+        [--batch 128] [--steps 50] [--repeats 5] [--device auto] [--latency-batch 64] [--compiled]
 
 (a) Throughput. `harness.train.fit` with the ClassificationTask, on the device-resident
 TensorBatches of `task.build_data`, against a plain for-loop (forward, cross-entropy, backward, SGD
@@ -15,7 +15,10 @@ loss dict, the detached on-device loss sum, the hook dispatch (no hooks here), o
 one NaN check per epoch, and the per-epoch log line. `fit` runs without validation (the pure loop);
 the `fit+val` column adds the per-epoch validation pass every pipeline stage pays. Each timed
 repeat is `ceil(steps / batches per epoch)` epochs of each loop, interleaved (the order alternates)
-so a change in machine load hits both alike; median of `--repeats` after `--warmup`.
+so a change in machine load hits both alike; median of `--repeats` after `--warmup`. With
+`--compiled`, `bare-c` (the bare loop on `torch.compile(model)`) and `fit-c` (`fit` with
+`compile: true`) join them, compiled in the warm-up, and the overhead is also measured against the
+fastest (compiled) loop.
 
 (b) Latency. ResNet-56 (CIFAR, 3×32×32, the conf's projection shortcuts) pruned with l1 at each
 `--targets` MAC ratio through build_structure → score_groups → allocate → apply_plan (physical
@@ -32,6 +35,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -93,30 +97,34 @@ def throughput(args: argparse.Namespace, runtime: Runtime) -> dict[str, object]:
         torch.manual_seed(0)
         return runtime.prepare(task.build_model(cfg.model, cfg.data))
 
-    def harness_run(val: bool) -> Callable[[], int]:
+    def harness_run(val: bool, rt: Runtime = runtime) -> Callable[[], int]:
         model = fresh()
         opt = build_optimizer(model.parameters(), cfg.train)
 
         def run() -> int:
             sched = build_scheduler(opt, cfg.train, epochs=epochs, steps_per_epoch=len(data.train))
             fit(
-                model, task, data.train, epochs=epochs, optimizer=opt, runtime=runtime,
+                model, task, data.train, epochs=epochs, optimizer=opt, runtime=rt,
                 scheduler=sched, val=data.val if val else None, select_best=False,
             )  # fmt: skip
             return images
 
         return run
 
-    def bare_run() -> Callable[[], int]:
+    def bare_run(compiled: bool = False) -> Callable[[], int]:
         model = fresh()
         t = cfg.train
         opt = torch.optim.SGD(
             model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
             nesterov=t.nesterov,
         )  # fmt: skip
-        return lambda: sum(bare_epoch(model, opt, data, runtime) for _ in range(epochs))
+        net = torch.compile(model, dynamic=False) if compiled else model
+        return lambda: sum(bare_epoch(net, opt, data, runtime) for _ in range(epochs))
 
     runs = {"bare": bare_run(), "fit": harness_run(False), "fit+val": harness_run(True)}
+    if args.compiled:
+        runs["bare-c"] = bare_run(compiled=True)
+        runs["fit-c"] = harness_run(False, replace(runtime, compile="on"))
     secs: dict[str, list[float]] = {k: [] for k in runs}
     names = list(runs)
     for r in range(args.warmup + args.repeats):
@@ -209,6 +217,9 @@ def main() -> None:
     parser.add_argument("--latency-batch", type=int, default=64)
     parser.add_argument("--latency-repeats", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved latency rounds")
+    parser.add_argument(
+        "--compiled", action="store_true", help="add compiled bare and fit loops (bare-c, fit-c)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -224,13 +235,17 @@ def main() -> None:
           f"{tp['steps']} steps ({tp['epochs']} epochs, {tp['images']} images) per repeat, "
           f"median of {args.repeats} after {args.warmup} warm-up, interleaved")  # fmt: skip
     print(f"{'loop':8} {'images/s':>10} {'min..max':>17} {'ms/step':>8} {'vs bare':>8}")
-    for name in ("bare", "fit", "fit+val"):
+    for name in ips:
         lo, hi = spread[name]
         ms_step = tp["images"] / ips[name] / tp["steps"] * 1e3
         print(f"{name:8} {ips[name]:10.1f} {lo:8.1f}..{hi:<8.1f} {ms_step:8.2f} "
               f"{ips[name] / ips['bare']:8.3f}")  # fmt: skip
     print(f"harness overhead (bare / fit − 1): {ips['bare'] / ips['fit'] - 1:+.1%}; "
           f"with per-epoch validation: {ips['bare'] / ips['fit+val'] - 1:+.1%}")  # fmt: skip
+    if "bare-c" in ips:
+        over = ips["bare-c"] / ips["fit-c"] - 1
+        print(f"compiled harness overhead (bare-c / fit-c − 1): {over:+.1%}; "
+              f"fit-c vs bare (eager): {ips['fit-c'] / ips['bare']:.2f}×")  # fmt: skip
 
     rows = latency(args, runtime)
     b = args.latency_batch

@@ -17,6 +17,8 @@ class Runtime:
     device: torch.device
     amp_dtype: torch.dtype | None = None
     channels_last: bool = False
+    compile: str = "off"  # off | on | auto: see harness.train.compile
+    cache_dir: str | None = None  # the run's cache folder: inductor's on-disk cache goes under it
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
@@ -34,8 +36,16 @@ class Runtime:
             torch.cuda.synchronize(self.device)
 
 
-def pick_runtime(device: str = "auto", amp: bool | None = None) -> Runtime:
-    """`device`: auto | cpu | cuda | cuda:N. `amp`: None = on for CUDA, off elsewhere."""
+def pick_runtime(
+    device: str = "auto",
+    amp: bool | None = None,
+    compile: object = "off",
+    cache_dir: str | None = None,
+) -> Runtime:
+    """`device`: auto | cpu | cuda | cuda:N. `amp`: None = on for CUDA, off elsewhere.
+    `compile`: auto | true | false (`harness.train.compile`)."""
+    from harness.train.compile import compile_mode
+
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
@@ -45,7 +55,13 @@ def pick_runtime(device: str = "auto", amp: bool | None = None) -> Runtime:
         raise ConfigError(f"device={device} requested but CUDA is not available; use device=auto")
     on_gpu = dev.type == "cuda"
     use_amp = on_gpu if amp is None else amp
-    return Runtime(dev, torch.bfloat16 if use_amp else None, channels_last=on_gpu)
+    return Runtime(
+        dev,
+        torch.bfloat16 if use_amp else None,
+        channels_last=on_gpu,
+        compile=compile_mode(compile),
+        cache_dir=None if cache_dir is None else str(cache_dir),
+    )
 
 
 @contextlib.contextmanager

@@ -65,20 +65,26 @@ def measure_latency(
     repeats: int = 20,
     warmup: int = 5,
 ) -> dict[int, float]:
-    """Median forward latency in ms per batch size, on the run's device, after warm-up."""
+    """Median forward latency in ms per batch size, on the run's device, after warm-up; compiled
+    (one graph per batch size, built in the warm-up) when `evaluate` runs the model compiled."""
+    from harness.train.compile import CompiledModel, twin_of
+
     result = {}
+    net: nn.Module | CompiledModel = model
+    if twin_of(model) is not None or runtime.compile == "on":
+        net = CompiledModel(model, shapes_per_mode=len(batch_sizes))
     with eval_mode(model), runtime.autocast():
         for b in batch_sizes:
             x = torch.randn(b, *input_shape, device=runtime.device)
             if runtime.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
-            for _ in range(warmup):
-                model(x)
+            for _ in range(warmup if net is model else max(1, warmup)):
+                net(x)
             times = []
             for _ in range(repeats):
                 runtime.synchronize()
                 t = time.perf_counter()
-                model(x)
+                net(x)
                 runtime.synchronize()  # sync: the clock reads finished GPU work
                 times.append((time.perf_counter() - t) * 1e3)
             result[b] = statistics.median(times)

@@ -56,6 +56,8 @@ from harness.structure import (
 from harness.task import DataSplits, Task
 from harness.tracking import Tracker
 from harness.train import FitResult, Hook, build_optimizer, build_scheduler, evaluate, fit
+from harness.train.compile import compile_seconds, compiled_phases
+from harness.train.loop import eval_compiled
 
 __all__ = ["RunObserver", "build_method", "ensure_baseline", "measure", "run"]
 
@@ -221,9 +223,10 @@ def _baseline_train(task: Task, data: DataSplits, runtime: Runtime, cfg: DictCon
     def train(model: nn.Module) -> tuple[dict[str, float], dict[str, float], float]:
         t = time.perf_counter()
         if cfg.train.epochs > 0:
-            run_fit(
+            r = run_fit(
                 model, epochs=cfg.train.epochs, optim=cfg.train, select_best=True, name="baseline"
             )
+            train.compiled = r.compiled  # type: ignore[attr-defined]
         val = evaluate(task, model, data.val, runtime)
         test = evaluate(task, model, data.test, runtime)
         return val, test, time.perf_counter() - t
@@ -248,7 +251,7 @@ def ensure_baseline(cfg: DictConfig) -> dict[str, Any]:
     """
     load_configured(cfg)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
-    runtime = pick_runtime(cfg.device, cfg.amp)
+    runtime = pick_runtime(cfg.device, cfg.amp, cfg.get("compile"), cfg.cache_dir)
     seed_everything(cfg.seed)
     model = runtime.prepare(task.build_model(cfg.model, cfg.data))
     data = task.build_data(cfg.data, seed=cfg.seed).to(runtime.device)
@@ -299,7 +302,9 @@ class RunParts:
     run_fit: Callable[..., FitResult] | None = None  # `make_fit` of this run
     budget: Budget | None = None  # `budget.mode`: how many epochs fine-tuning gets
     spent_epochs: float = 0.0  # epochs the method trained before fine-tuning (set by prune)
+    compile_s0: float = field(default_factory=compile_seconds)  # compile seconds before the run
     wall: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    compiled: dict[str, float] = field(default_factory=dict)  # stage → 1 if it ran compiled
 
 
 def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
@@ -333,9 +338,10 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
         # 3. fine-tune (same budget and optimizer for every method)
         ft = _finetune_stage(parts, model)
 
-        # 4. evaluate: validation for selection, test once
+        # 4. evaluate: validation for selection, test once (in the fine-tuned model's mode)
         val = evaluate(task, model, data.val, runtime)
         test = evaluate(task, model, data.test, runtime)
+        parts.compiled["eval"] = float(eval_compiled(model))  # also the latency's mode
 
         # 5. measure the physically pruned model (MACs and params were counted after pruning)
         latency = _measure_latency(parts, model)
@@ -371,7 +377,7 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
     preflight(cfg)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
     method = build_method(cfg.method, model=cfg.model.name, task=cfg.task.name)
-    runtime = pick_runtime(cfg.device, cfg.amp)
+    runtime = pick_runtime(cfg.device, cfg.amp, cfg.get("compile"), cfg.cache_dir)
     seed_everything(cfg.seed)
     model = task.build_model(cfg.model, cfg.data)
     method.check(model, cfg.task.name)
@@ -434,13 +440,11 @@ def _baseline_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Basel
     cfg, task, data, runtime = parts.cfg, parts.task, parts.data, parts.runtime
     t = time.perf_counter()
     model = runtime.prepare(model)
-    baseline = load_or_train_baseline(
-        cfg,
-        model,
-        _baseline_train(task, data, runtime, cfg),
-        _baseline_check(task, data, runtime),
-    )
+    train = _baseline_train(task, data, runtime, cfg)
+    baseline = load_or_train_baseline(cfg, model, train, _baseline_check(task, data, runtime))
     parts.wall["baseline_s"] = time.perf_counter() - t
+    if not baseline.cached:  # a cached baseline's mode is the run's that trained it
+        parts.compiled["baseline"] = float(getattr(train, "compiled", False))
     if not parts.method.needs.pretrained:  # e.g. DHP searches from scratch, same seed
         seed_everything(cfg.seed)
         model = runtime.prepare(task.build_model(cfg.model, cfg.data))
@@ -490,8 +494,10 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
     ctx = within_needs(ctx, method)  # what `method.needs` does not declare raises on use
     search_stats: dict[str, float] = {}
     if isinstance(method, SearchMethod):
+        before = compiled_phases()
         result = method.search(ctx)
         model, plan, search_stats = result.model, result.plan, dict(result.stats)
+        parts.compiled["prune"] = float(compiled_phases() > before)
     else:
         if isinstance(method, TrainTimeMethod) and method.epochs > 0:
             r = run_fit(
@@ -503,6 +509,7 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
             )
             search_stats = {"epochs": r.epochs_run, "iterations": r.steps, "wall_s": r.wall_s}
             search_stats.update(method.train_stats())
+            parts.compiled["prune"] = float(r.compiled)
         model, plan = _prune_one_shot(method, ctx, cfg, run_fit, parts.base_report.macs)
     model = runtime.prepare(model)
     parts.wall["prune_s"] = time.perf_counter() - t
@@ -525,6 +532,7 @@ def _finetune_stage(parts: RunParts, model: nn.Module) -> FitResult | None:
             select_best=True,
             name="finetune",
         )
+        parts.compiled["finetune"] = float(ft.compiled)
     parts.wall["finetune_s"] = time.perf_counter() - t
     return ft
 
@@ -583,6 +591,9 @@ def _record(
         "latency_batch": int(cfg.measure.latency_batch),
         "device": str(parts.runtime.device),
         **{f"wall_{k}": v for k, v in wall.items()},
+        "compile": parts.runtime.compile,  # the setting; compiled_*: what each stage ran
+        **{f"compiled_{k}": v for k, v in parts.compiled.items()},
+        "compile_s": compile_seconds() - parts.compile_s0,
         **{f"search_{k}": v for k, v in search_stats.items()},
         "finetune_epochs": ft.epochs_run if ft else 0,
         **parts.budget.record(),

@@ -15,6 +15,7 @@ import torch
 from harness.device import Runtime, eval_mode
 from harness.errors import NonFiniteLossError
 from harness.progress import track_steps
+from harness.train.compile import compiled, count_phase, forward_for, twin_of
 from harness.train.hooks import Hook, LoopState
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from harness.data import TensorBatches
     from harness.task import Task
 
-__all__ = ["FitResult", "evaluate", "fit"]
+__all__ = ["FitResult", "eval_compiled", "evaluate", "fit"]
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +40,24 @@ class FitResult:
     wall_s: float = 0.0
     best_epoch: int | None = None
     best_val: float | None = None
+    compiled: bool = False  # the phase's training steps and validation ran the compiled twin
 
 
 def evaluate(
     task: Task, model: nn.Module, batches: TensorBatches, runtime: Runtime
 ) -> dict[str, float]:
-    """Score a split in eval mode under the run's autocast."""
+    """Score a split in eval mode under the run's autocast, in the model's mode: compiled when it
+    was trained compiled (or `compile: true`), eagerly otherwise (`eval_compiled` tells)."""
+    net = twin_of(model)
+    if net is None and runtime.compile == "on":
+        net = compiled(model, runtime.cache_dir)
     with eval_mode(model), runtime.autocast():
-        return task.evaluate(model, batches)
+        return task.evaluate(net if net is not None and net.active else model, batches)
+
+
+def eval_compiled(model: nn.Module) -> bool:
+    """Whether `evaluate` (and `measure_latency`) run `model` compiled now."""
+    return twin_of(model) is not None
 
 
 def fit(
@@ -68,7 +79,9 @@ def fit(
 
     With `val` and `select_best`, the weights of the epoch with the best validation metric are
     restored at the end (selection on validation; the test split is never seen here). Pass a
-    `state` from a checkpoint to resume at its epoch and step.
+    `state` from a checkpoint to resume at its epoch and step. The steps run the model's
+    compiled twin where `runtime.compile` says so for this phase's planned work (decided at its
+    first batch); hooks always see the original module, which shares the twin's parameters.
     """
     s = state or LoopState(model, optimizer, scheduler, epochs=epochs, steps_per_epoch=len(train))
     result = FitResult()
@@ -76,6 +89,8 @@ def fit(
     t0 = time.perf_counter()
     log.info("%s: %d epochs × %d steps", name, epochs, len(train))
     log.info("%6s %10s %10s %10s %9s", "epoch", "loss", f"val_{task.metric}", "lr", "epoch_s")
+    steps_left = (epochs - s.epoch) * len(train)
+    choose = _Chooser(model, runtime, steps_left, name)
     for h in hooks:
         h.before_fit(s)
     try:
@@ -83,7 +98,7 @@ def fit(
             te = time.perf_counter()
             lr = s.lr  # what this epoch's first step uses (after a one-epoch cosine, s.lr is 0)
             loss_sum, n_steps = _train_epoch(
-                model, task, train, optimizer, scheduler, runtime, hooks, s, name
+                model, task, train, optimizer, scheduler, runtime, hooks, s, name, choose
             )
             s.epoch += 1
             mean_loss = (loss_sum / max(1, n_steps)).item()  # sync: once per epoch
@@ -111,7 +126,36 @@ def fit(
         log.info("%s stopped: %s", name, s.stop_reason)
     result.steps, result.epochs_run = s.step, s.epoch
     result.wall_s = time.perf_counter() - t0
+    result.compiled = (
+        choose.net is not None and choose.net is not model and twin_of(model) is not None
+    )
+    count_phase(result.compiled)
     return result
+
+
+class _Chooser:
+    """Picks, at a phase's first batch, what its steps call: the model or its compiled twin.
+
+    The planned work is steps × the first batch's input values (None when the batch holds no
+    tensor), so one rule covers 8×8 digits and 32×32 CIFAR alike."""
+
+    def __init__(self, model: nn.Module, runtime: Runtime, steps: int, name: str) -> None:
+        self.model, self.runtime, self.steps, self.name = model, runtime, steps, name
+        self.net: nn.Module | None = None
+
+    def __call__(self, batch: object) -> nn.Module:
+        if self.net is None:
+            first = batch[0] if isinstance(batch, tuple | list) and batch else batch
+            values = first.numel() * self.steps if isinstance(first, torch.Tensor) else None
+            r = self.runtime
+            self.net = forward_for(
+                self.model, r.compile, r.device, values, r.cache_dir, type(self.model).__name__
+            )
+            if self.net is not self.model:
+                log.info("%s: training compiled (compile=%s)", self.name, r.compile)
+        elif self.net is not self.model and not self.net.active:
+            self.net = self.model  # the twin gave up (it logged why): eager from here on
+        return self.net
 
 
 def _train_epoch(
@@ -124,6 +168,7 @@ def _train_epoch(
     hooks: Sequence[Hook],
     s: LoopState,
     name: str,
+    choose: _Chooser,
 ) -> tuple[torch.Tensor, int]:
     """One pass over `train` (or up to a hook's stop): the hot path, so no host sync here.
 
@@ -133,8 +178,9 @@ def _train_epoch(
     loss_sum = torch.zeros((), device=runtime.device)
     n_steps = 0
     for batch in track_steps(train, len(train), f"{name} epoch {s.epoch + 1}"):
+        net = choose(batch)
         with runtime.autocast():
-            loss = task.loss(model, batch)["loss"]
+            loss = task.loss(net, batch)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         s.loss = loss.detach()
