@@ -23,7 +23,7 @@ import torch
 import torchvision
 
 from benchmarks.reference_allocate import allocate as reference_allocate
-from harness.provenance import git_state, hardware
+from harness.runtime.provenance import git_state, hardware
 from harness.structure import CostModel, allocate, build_structure, score_groups
 
 MODELS = (

@@ -27,11 +27,11 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from harness.config import compose
-from harness.device import pick_runtime
 from harness.method import PruneContext, SearchMethod
-from harness.plugins import load_configured
-from harness.provenance import git_state, hardware
 from harness.registry import METHODS, TASKS
+from harness.runtime.device import pick_runtime
+from harness.runtime.plugins import load_configured
+from harness.runtime.provenance import git_state, hardware
 from harness.structure import CostModel, allocate, build_structure, score_groups
 from harness.train import LoopState, fit
 

@@ -37,10 +37,10 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from harness.data import TensorBatches
-from harness.device import Runtime, pick_runtime
-from harness.plugins import load_configured
-from harness.provenance import git_state, hardware, versions
 from harness.registry import METHODS, TASKS
+from harness.runtime.device import Runtime, pick_runtime
+from harness.runtime.plugins import load_configured
+from harness.runtime.provenance import git_state, hardware, versions
 from harness.structure import CostModel, allocate, apply_plan, build_structure, score_groups
 from harness.task import Task
 from harness.train import build_optimizer, build_scheduler, evaluate, fit

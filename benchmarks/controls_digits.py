@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from harness.config import compose
-from harness.plugins import load_configured
+from harness.runtime.plugins import load_configured
 
 METHODS = ("l1", "random")
 CONTROLS = ("scratch_b@l1", "uniform", "random_widths@l1")

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.device import Runtime, pick_runtime
 from harness.registry import MODELS
+from harness.runtime.device import Runtime, pick_runtime
 from harness.structure import CostModel, build_structure
 from harness.train import LoopState
 from methods.dhp import build_search_net

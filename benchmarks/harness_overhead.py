@@ -23,9 +23,9 @@ fastest (compiled) loop.
 (b) Latency. ResNet-56 (CIFAR, 3×32×32, the conf's projection shortcuts) pruned with l1 at each
 `--targets` MAC ratio through build_structure → score_groups → allocate → apply_plan (physical
 removal, untrained weights: latency does not depend on their values), beside the unpruned model.
-`harness.measure.measure_latency` at batch 1 and `--latency-batch`; all models are measured in
+`harness.run.measure.measure_latency` at batch 1 and `--latency-batch`; all models are measured in
 `--rounds` interleaved rounds and each cell is the median over rounds. MACs are fvcore conv+linear
-(`harness.measure.count_macs`).
+(`harness.run.measure.count_macs`).
 """
 
 from __future__ import annotations
@@ -44,10 +44,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch import nn
 
-from harness.device import Runtime, pick_runtime
-from harness.measure import count_macs, count_params, measure_latency
-from harness.plugins import load_configured
 from harness.registry import METHODS, TASKS
+from harness.run.measure import count_macs, count_params, measure_latency
+from harness.runtime.device import Runtime, pick_runtime
+from harness.runtime.plugins import load_configured
 from harness.structure import CostModel, allocate, apply_plan, build_structure, score_groups
 from harness.task import DataSplits, Task
 from harness.train import build_optimizer, build_scheduler, fit

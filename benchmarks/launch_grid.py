@@ -29,7 +29,7 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from harness.provenance import git_state, hardware, versions
+from harness.runtime.provenance import git_state, hardware, versions
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = [
@@ -50,7 +50,7 @@ TRIALS, STUDIES = 3, 4
 
 
 def _prunebench(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "harness.cli", *args]
+    cmd = [sys.executable, "-m", "harness.cli.main", *args]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=3600)
 
 

@@ -19,9 +19,9 @@ import torch
 
 import tasks  # noqa: F401  (registers tasks and datasets)
 from harness.config import compose
-from harness.device import pick_runtime
-from harness.provenance import provenance, provenance_lines
 from harness.registry import TASKS
+from harness.runtime.device import pick_runtime
+from harness.runtime.provenance import provenance, provenance_lines
 from harness.train import evaluate
 from tasks.denoise.data import add_noise
 from tasks.restoration import ImageBatches

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.cli import compose
-from harness.pipeline import ensure_baseline
+from harness.cli.main import compose
+from harness.run.pipeline import ensure_baseline
 from harness.study import run_study
 
 

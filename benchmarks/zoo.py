@@ -6,12 +6,12 @@
         --out results/zoo_timm.md
 
 Per model of `torchvision.models.list_models(module=torchvision.models)`: built through
-`model=torchvision` (harness.external.torchvision_model: random weights, seed 0, 10 classes,
-3×size×size input; a model that cannot run at `--size` is retried at 224, and the size used is
-listed), then check_prunable → l1 scores → uniform allocation to `--target` (floor 0.05,
-min_channels 1, the run defaults) → apply_plan (physical removal) → one forward of the compact
-model. As in a run, the allocation target is corrected for MACs the cost model cannot see
-(`allocation_target`, then `loosest_plan`: Swin's functional attention, MaxViT's einsum,
+`model=torchvision` (tasks.classification.models.factories.torchvision_model: random weights,
+seed 0, 10 classes, 3×size×size input; a model that cannot run at `--size` is retried at 224, and
+the size used is listed), then check_prunable → l1 scores → uniform allocation to `--target`
+(floor 0.05, min_channels 1, the run defaults) → apply_plan (physical removal) → one forward of
+the compact model. As in a run, the allocation target is corrected for MACs the cost model cannot
+see (`allocation_target`, then `loosest_plan`: Swin's functional attention, MaxViT's einsum,
 MobileViT's attention matmuls), and `ratio` is fvcore's
 conv+linear+matmul MAC ratio of the compact model, the run's `macs_ratio`; `ok` means within
 ±0.03 of the target with output shape (1, 10). A refusal is the one-line error a run would give
@@ -35,8 +35,7 @@ import torchvision
 
 from benchmarks.allocation import l1_score, provenance
 from harness.errors import ConfigError, PruneBenchError
-from harness.external import timm_model, torchvision_model
-from harness.measure import count_macs
+from harness.run.measure import count_macs
 from harness.structure import (
     CostModel,
     Plan,
@@ -47,6 +46,7 @@ from harness.structure import (
     loosest_plan,
     score_groups,
 )
+from tasks.classification.models.factories import timm_model, torchvision_model
 
 CLASSES = 10
 

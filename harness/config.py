@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from harness.secrets import mask_secrets, remember_secrets
+from harness.runtime.secrets import mask_secrets, remember_secrets
 
 __all__ = [
     "CONFIG_GROUPS",
@@ -67,7 +67,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     from harness.errors import ConfigError, UnknownNameError
-    from harness.plugins import plugin_overrides
+    from harness.runtime.plugins import plugin_overrides
 
     overrides = plugin_overrides(overrides, config_dir())
     for override in overrides:  # `model=resnet57` → the registry's error, not Hydra's

@@ -17,6 +17,7 @@ __all__ = [
     "StoreError",
     "UnknownNameError",
     "UnsupportedModelError",
+    "load_problem",
 ]
 
 
@@ -82,3 +83,16 @@ class RunStopped(PruneBenchError):
 
 class StoreError(PruneBenchError, OSError):
     """A store (MLflow tracking, artifacts) could not record what a run produced."""
+
+
+def load_problem(e: Exception) -> str:
+    """Why torch could not load a weights file, in one line and without torch's advice to load
+    it unsafely (`weights_only=False` would run whatever code the file carries)."""
+    text = " ".join(str(e).split())
+    if "Weights only load failed" in text or "weights_only" in text:
+        return (
+            "it holds pickled Python objects besides tensors, which PruneBench never unpickles "
+            "(that could run code); save a plain state dict: torch.save(model.state_dict(), f) "
+            "or use .safetensors"
+        )
+    return f"{type(e).__name__}: {text[:300]}"

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from omegaconf import DictConfig
 
-    from harness.device import Runtime
+    from harness.runtime.device import Runtime
     from harness.structure import CostModel, LayerView, Plan, Structure
     from harness.task import DataSplits, Task
     from harness.train import FitResult, Hook
@@ -93,13 +93,13 @@ class Method(ABC):  # noqa: B024 - abstract in intent: use one of the three kind
     #: as network slimming's |γ|); used when `prune.normalize` is null
     normalize_scores: ClassVar[bool] = True
     #: the pipeline fine-tunes the method's compact model (False: a control that trains its own
-    #: model from scratch and needs no fine-tuning, harness/budget.py)
+    #: model from scratch and needs no fine-tuning, harness/run/budget.py)
     finetunes: ClassVar[bool] = True
 
     def phase_epochs(self, *, task: str | None, train: Mapping[str, Any]) -> float | None:
         """Epochs of training this method plans before the harness fine-tunes (its search,
         sparsity or soft-pruning epochs); `train` is the run's train section. Equal budgets
-        (harness/budget.py) give one-shot methods the difference as fine-tuning. None: unknown
+        (harness/run/budget.py) give one-shot methods the difference as fine-tuning. None: unknown
         (it then gets what its measured search, `SearchResult.stats["epochs"]`, leaves of the
         total). Default: 0, no training of its own; a method that trains inside `prepare` must
         say so here and report the epochs, or equal budgets undercount it."""

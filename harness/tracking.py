@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import StoreError
-from harness.processes import process_token
 from harness.retry import Retrying
-from harness.secrets import MASK, SECRET_NAME, mask_secrets
+from harness.runtime.processes import process_token
+from harness.runtime.secrets import MASK, SECRET_NAME, mask_secrets
 
 __all__ = [
     "Tracker",
@@ -27,7 +27,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: the `host:pid:start` of the process that runs an MLflow run (harness/processes.py)
+#: the `host:pid:start` of the process that runs an MLflow run (harness/runtime/processes.py)
 OWNER_TAG = "owner"
 
 
@@ -62,7 +62,7 @@ def log_params(
 def mark_dead_runs(client: Any, experiment_id: str) -> list[str]:
     """Mark KILLED the RUNNING runs of this experiment whose process is gone (SIGKILL, a crash,
     a lost machine's runs stay as they are: `is_alive` does not judge other hosts)."""
-    from harness.processes import is_alive
+    from harness.runtime.processes import is_alive
 
     dead = []
     runs = client.search_runs(

@@ -32,10 +32,10 @@ import torch
 from torch import nn
 
 from harness.errors import ConfigError, DataNotFoundError
-from harness.measure import count_macs
 from harness.method import Needs, SearchMethod, SearchResult
 from harness.registry import METHODS
-from harness.seeds import derive_seed
+from harness.run.measure import count_macs
+from harness.runtime.seeds import derive_seed
 from harness.structure import Plan, allocate, apply_plan, resize_to
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from harness.method import Needs, OneShotMethod
 from harness.registry import METHODS
-from harness.seeds import derive_seed
+from harness.runtime.seeds import derive_seed
 
 if TYPE_CHECKING:
     from harness.method import PruneContext

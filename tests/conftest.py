@@ -13,8 +13,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from harness.config import config_dir
-from harness.plugins import load_configured
 from harness.registry import MODELS
+from harness.runtime.plugins import load_configured
 
 # what every entry point does first: register the built-in methods, tasks, models and datasets
 load_configured(OmegaConf.load(config_dir() / "config.yaml"))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import compose
+from harness.cli.main import compose
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TIMED = re.compile(r"^(prunebench (run|study|demo)\b|make (demo|test)\b)")

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from harness.atomic import atomic_write_text
 from harness.config import model_label, parse_method_label
 from harness.errors import ConfigError, DataNotFoundError
 from harness.report.pareto import Point, Trained, at_target, coverage, hypervolume_2d, pareto_front
@@ -38,6 +37,7 @@ from harness.report.significance import (
     paired_t,
     rank_family,
 )
+from harness.runtime.atomic import atomic_write_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -531,7 +531,7 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
 
 
 def _budget_line(summary: pd.DataFrame) -> str:
-    """Which budget mode produced the trials (harness/budget.py), and a warning when they mix."""
+    """Which budget mode produced the trials (run/budget.py), and a warning when they mix."""
     if "control" in summary:
         summary = summary[~summary["control"].astype(bool)]  # controls keep their own budget
     labels = sorted({b.strip() for v in summary.get("budget", []) for b in str(v).split(",")})
@@ -601,7 +601,7 @@ def _tests_markdown(tests: pd.DataFrame, alpha: float, correction: str) -> list[
 
 def run_compare(cfg: DictConfig) -> dict[str, Any]:
     """Collect, tabulate, plot, write and log the comparison; returns where everything went."""
-    from harness.provenance import provenance
+    from harness.runtime.provenance import provenance
 
     c = cfg.compare
     split = str(c.get("quality", "test"))
@@ -703,8 +703,8 @@ def _write_report(
     """The CSVs (each stamped with its provenance), the Markdown and the Pareto plot under
     `out`, copied to `compare.results_dir` when set; returns where each went, and the
     Markdown."""
-    from harness.provenance import provenance_lines
     from harness.registry import TASKS
+    from harness.runtime.provenance import provenance_lines
 
     out.mkdir(parents=True, exist_ok=True)
     _keep_fuller_report(out, studies)

@@ -3,8 +3,8 @@
 from harness.structure.allocate import allocate, allocation_target, check_target, floor_of
 from harness.structure.build import build_structure, check_prunable
 from harness.structure.cost import CostModel
+from harness.structure.fvcore_landing import loosest_plan
 from harness.structure.groups import ChannelGroup, Slot, Structure
-from harness.structure.measured import loosest_plan
 from harness.structure.plan import (
     Plan,
     apply_plan,

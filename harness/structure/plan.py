@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.atomic import atomic_write
 from harness.errors import CheckpointError
+from harness.runtime.atomic import atomic_write
 from harness.structure.groups import Structure
 from harness.structure.layers import PRUNABLE_TYPES, channel_sizes
 

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
-from harness.cost import COST_PREFIX
 from harness.errors import ConfigError, ImpossibleTargetError, PruneBenchError, RunStopped
-from harness.processes import process_token
+from harness.run.accounting import COST_PREFIX
+from harness.runtime.processes import process_token
 from harness.study.mlflow_link import kill_finished_run
 from harness.study.settings import CONSTRAINTS, OBJECTIVES, StudySettings
 from harness.study.space import SearchSpace
@@ -119,7 +119,7 @@ class TrialObjective:
     def _run_pipeline(self, trial: optuna.Trial, cfg: DictConfig) -> dict[str, Any]:
         """One pipeline run; a stopped run or an impossible target prunes the trial, any other
         error fails it with its (masked) reason."""
-        from harness.pipeline import run
+        from harness.run.pipeline import run
 
         try:
             return run(cfg, observer=_TrialObserver(trial, self.settings.constraints))

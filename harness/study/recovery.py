@@ -1,7 +1,7 @@
 """Dead-worker recovery: a trial whose worker died (SIGKILL, a lost host, Ctrl-C) is failed with
 its reason, its MLflow run marked KILLED, and its parameters enqueued again (at most
 `study.max_retry` times along its chain). Liveness comes from the process token each trial
-records as its `owner` (harness/processes.py); RDB storages also report stale heartbeats."""
+records as its `owner` (harness/runtime/processes.py); RDB storages also report stale heartbeats."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from harness.processes import is_alive
+from harness.runtime.processes import is_alive
 from harness.study.mlflow_link import mark_run
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """`prunebench study`: one multi-objective Optuna study per (task, data, model, method, seed).
 
-Each trial is one ordinary pipeline run (harness/pipeline.py) with the trial's sampled values
+Each trial is one ordinary pipeline run (harness/run/pipeline.py) with the trial's sampled values
 written into the config, so a trial is exactly what `prunebench run` would do with those
 overrides, and every method gets the same data, baseline, measurement and trial budget.
 
@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness.errors import ConfigError
-from harness.plugins import load_configured
-from harness.preflight import preflight
-from harness.secrets import install_log_filter, remember_secrets
+from harness.run.preflight import preflight
+from harness.runtime.plugins import load_configured
+from harness.runtime.secrets import install_log_filter, remember_secrets
 from harness.study.fingerprint import trial_settings
 from harness.study.mlflow_link import ParentRun, ParetoTagger, log_front
 from harness.study.objective import EARLY_TOL
@@ -54,7 +54,7 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
     """Create or resume the study of `cfg`, run its workers, log the front; return a summary."""
     import optuna
 
-    from harness.pipeline import ensure_baseline
+    from harness.run.pipeline import ensure_baseline
 
     load_configured(cfg)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -103,7 +103,7 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
 def _validate(cfg: DictConfig) -> tuple[StudySettings, StorageSpec, SearchSpace]:
     """Everything a study checks before it creates anything: its settings, storage, budgets
     and folders (preflight), search space, enqueued values and the method's own arguments."""
-    from harness.pipeline import build_method
+    from harness.run.pipeline import build_method
 
     settings = StudySettings.from_cfg(cfg)
     spec = settings.storage(cfg)  # a bad study.storage path fails here, in one line
@@ -137,7 +137,7 @@ def _open_parent_run(
     space: SearchSpace,
 ) -> ParentRun:
     """The study's MLflow run (reopened on resume), tagged with what the study is."""
-    from harness.provenance import git_label
+    from harness.runtime.provenance import git_label
 
     tags = {
         **identity(cfg, settings),
@@ -218,7 +218,7 @@ def _enqueue_first(
 ) -> None:
     """A new study's first trials: the configured (paper) values, then `study.enqueue`, each
     entry merged over the configured values (e.g. the same method at other MAC targets)."""
-    from harness.pipeline import method_defaults
+    from harness.run.pipeline import method_defaults
 
     method_args = method_defaults(cfg.method, model=cfg.model.name, task=cfg.task.name)
     defaults = space.defaults(cfg, method_args)

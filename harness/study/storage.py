@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from harness.errors import ConfigError
-from harness.preflight import (
+from harness.retry import LOCK_WAIT_S
+from harness.run.preflight import (
     CONNECT_TIMEOUT_S,
     START_LOCK_WAIT_S,
     check_folder,
     check_reachable,
     folder_lock,
 )
-from harness.retry import LOCK_WAIT_S
 from harness.tracking import mask_secrets
 
 if TYPE_CHECKING:

@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from harness.errors import PruneBenchError, StoreError
-from harness.plugins import load_configured
 from harness.retry import is_locked
-from harness.secrets import install_log_filter, mask_secrets, remember_secrets
-from harness.signals import install_sigterm_handler
+from harness.runtime.plugins import load_configured
+from harness.runtime.secrets import install_log_filter, mask_secrets, remember_secrets
+from harness.runtime.signals import install_sigterm_handler
 from harness.study.mlflow_link import ParetoTagger
 from harness.study.objective import TrialObjective
 from harness.study.outcome import count_trials, quiet_optuna_failures
-from harness.study.progress import StudyProgress
 from harness.study.recovery import on_stale, recover_dead_trials
 from harness.study.settings import StudySettings
+from harness.study.status import StudyProgress
 from harness.study.storage import StorageSpec
 
 if TYPE_CHECKING:

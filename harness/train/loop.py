@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from harness.device import Runtime, eval_mode
 from harness.errors import NonFiniteLossError
-from harness.progress import track_steps
+from harness.runtime.device import Runtime, eval_mode
+from harness.runtime.progress import track_steps
 from harness.train.compile import compiled, count_phase, forward_for, twin_of
 from harness.train.hooks import Hook, LoopState
 

@@ -54,8 +54,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from harness.atomic import atomic_write, clean_stale_temps
 from harness.errors import CheckpointError, ConfigError, SearchDivergedError
+from harness.runtime.atomic import atomic_write, clean_stale_temps
 from harness.train import Hook, LoopState
 from methods.dhp.latents import with_ties
 

@@ -74,7 +74,7 @@ def run_main(capsys):
     import signal
     import time
 
-    from harness.cli import main
+    from harness.cli.main import main
 
     saved = signal.getsignal(signal.SIGTERM), sys.excepthook
 

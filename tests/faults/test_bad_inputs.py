@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 from harness.errors import CheckpointError
-from harness.external import load_weights
+from tasks.classification.models.factories import load_weights
 from tests.faults.conftest import TINY, TINY_STUDY
 
 BAD = {
@@ -73,12 +73,12 @@ def test_a_broken_plugin_module_is_one_line(run_main, tmp_path, monkeypatch, sou
 
 
 def test_an_unexpected_error_is_one_line_and_fails_the_mlflow_run(run_main, tmp_path, monkeypatch):
-    import harness.pipeline
+    import harness.run.pipeline
 
     def broken(*args, **kwargs):
         raise RuntimeError("disk on fire\nsecond line")
 
-    monkeypatch.setattr(harness.pipeline, "evaluate", broken)
+    monkeypatch.setattr(harness.run.pipeline, "evaluate", broken)
     r = run_main("run", *TINY, f"outputs={tmp_path}")
     assert r.code == 1
     assert "RuntimeError: disk on fire second line" in _one_line(r)

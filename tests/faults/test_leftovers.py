@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from harness.atomic import atomic_write, clean_stale_temps, temp_path
-from harness.processes import process_token
+from harness.runtime.atomic import atomic_write, clean_stale_temps, temp_path
+from harness.runtime.processes import process_token
 from tests.faults.conftest import REPO, TINY, TINY_STUDY, TINYCLI
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.secrets import mask_secrets, mask_tree, remember_secrets
+from harness.runtime.secrets import mask_secrets, mask_tree, remember_secrets
 from tests.faults.conftest import TINY, TINY_STUDY
 
 #: one distinct secret per URL form, so a leak names the form that leaked

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-import harness.secrets
-from harness.secrets import install_log_filter, mask_secrets, remember_secrets
+import harness.runtime.secrets
+from harness.runtime.secrets import install_log_filter, mask_secrets, remember_secrets
 from tests.faults.conftest import TINY
 
 #: password → the Hydra override that sets it (quoted so Hydra's grammar accepts it)
@@ -25,7 +25,7 @@ PASSWORDS = {
 
 @pytest.fixture
 def fresh(monkeypatch):
-    monkeypatch.setattr(harness.secrets, "_known", set())
+    monkeypatch.setattr(harness.runtime.secrets, "_known", set())
 
 
 @pytest.mark.parametrize("password", ["Q1'uote", 'Q2"dq<lt', "Q4,c=m:n"])

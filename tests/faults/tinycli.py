@@ -11,7 +11,7 @@ sys.path[:0] = [str(HERE.parents[1]), str(HERE.parents[2])]
 
 import conftest  # noqa: E402, F401  (registers test_resnet, test_depthwise, test_concat)
 
-from harness.cli import main  # noqa: E402
+from harness.cli.main import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.budget import Budget, plan_budget
 from harness.config import compose
 from harness.errors import ConfigError
-from harness.pipeline import build_method, run
-from harness.plugins import load_configured
+from harness.run.budget import Budget, plan_budget
+from harness.run.pipeline import build_method, run
+from harness.runtime.plugins import load_configured
 from tests.conftest import TINY_RUN
 
 TINY = [*TINY_RUN, "train.epochs=1", "finetune.epochs=1"]

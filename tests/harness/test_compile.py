@@ -14,9 +14,9 @@ from torch import nn
 import harness.train.compile as compile_mod
 from harness.config import compose
 from harness.data import TensorBatches
-from harness.device import pick_runtime
 from harness.errors import ConfigError
-from harness.pipeline import run
+from harness.run.pipeline import run
+from harness.runtime.device import pick_runtime
 from harness.train import Hook, LoopState
 from harness.train.compile import AUTO_MIN_VALUES, compile_mode, twin_of, wants_compile
 from harness.train.loop import fit

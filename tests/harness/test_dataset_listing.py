@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.cli import _list
+from harness.cli.main import _list
 
 
 def test_every_dataset_says_whether_it_is_offline():

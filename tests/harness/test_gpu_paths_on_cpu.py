@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import harness.pipeline as pipeline
-from harness.cli import compose
-from harness.device import Runtime
+import harness.run.pipeline as pipeline
+from harness.cli.main import compose
+from harness.runtime.device import Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 

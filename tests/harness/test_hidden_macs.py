@@ -10,8 +10,8 @@ from torch import nn
 
 from harness.config import compose
 from harness.errors import ImpossibleTargetError
-from harness.measure import count_macs
-from harness.pipeline import run
+from harness.run.measure import count_macs
+from harness.run.pipeline import run
 from harness.structure import CostModel, allocation_target, build_structure
 
 

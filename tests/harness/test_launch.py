@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cli import main
-from harness.launch import job_device
+from harness.cli.launch import job_device
+from harness.cli.main import main
 from harness.study.placement import place_workers, visible_devices
 
 GROUP_NAMES = ("data:", "method:", "model:", "study:", "task:")
@@ -148,7 +148,7 @@ def test_study_names_its_objectives_for_optuna_dashboard(tmp_path):
 
     import optuna
 
-    from harness.cli import compose
+    from harness.cli.main import compose
     from harness.study import SearchSpace
     from harness.study.fingerprint import trial_settings
     from harness.study.opening import open_study

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from harness.cli import main
+from harness.cli.main import main
 from harness.config import compose
 from harness.errors import (
     DataNotFoundError,
@@ -14,7 +14,7 @@ from harness.errors import (
     IncompatibleMethodError,
     UnknownNameError,
 )
-from harness.pipeline import run
+from harness.run.pipeline import run
 
 BASELINES = ["random", "l1", "l2", "fpgm", "slimming", "taylor"]
 
@@ -68,7 +68,7 @@ def test_each_baseline_meets_the_target_and_is_tracked(method, outputs):
 
 
 def test_baseline_is_trained_once_and_shared(tmp_path, monkeypatch):
-    import harness.pipeline as pipeline
+    import harness.run.pipeline as pipeline
 
     trained = []
     real = pipeline._baseline_train
@@ -143,12 +143,12 @@ def test_cli_reports_errors_without_traceback(capsys):
 
 
 def test_cli_ctrl_c_exits_130_without_traceback_or_json(monkeypatch, capsys):
-    import harness.pipeline
+    import harness.run.pipeline
 
     def interrupted(cfg):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(harness.pipeline, "measure", interrupted)
+    monkeypatch.setattr(harness.run.pipeline, "measure", interrupted)
     assert main(["measure", "model=resnet20"]) == 130
     out = capsys.readouterr()
     assert out.out == "" and "measure interrupted" in out.err

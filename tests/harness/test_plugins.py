@@ -16,8 +16,8 @@ import pytest
 
 import methods  # noqa: F401
 from harness.errors import ConfigError, UnknownNameError
-from harness.plugins import _load_entry_point, load_configured, load_plugins
 from harness.registry import METHODS, Registry
+from harness.runtime.plugins import _load_entry_point, load_configured, load_plugins
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +44,7 @@ def _env(site: Path) -> dict[str, str]:
 @pytest.mark.slow
 def test_installed_plugin_method_and_model_run_from_the_cli(plugin_site, tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "data=digits", "model=example_cnn",
+        [sys.executable, "-m", "harness.cli.main", "run", "data=digits", "model=example_cnn",
          "+model.width=8", "method=linf", "target=0.5", "train.epochs=1", "finetune.epochs=1",
          "measure.latency=false", "tracking.enabled=false", f"outputs={tmp_path}"],
         capture_output=True, text=True, env=_env(plugin_site), cwd=tmp_path, timeout=600,
@@ -99,7 +99,7 @@ def test_an_unknown_builtin_package_names_itself():
 
 def test_the_cli_entry_point_registers_the_builtins_in_a_fresh_process():
     out = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "list"],
+        [sys.executable, "-m", "harness.cli.main", "list"],
         capture_output=True,
         text=True,
         cwd=ROOT,

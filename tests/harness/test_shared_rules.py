@@ -6,8 +6,8 @@ import zlib
 
 import pytest
 
-from harness.atomic import atomic_write, atomic_write_text
-from harness.seeds import derive_seed
+from harness.runtime.atomic import atomic_write, atomic_write_text
+from harness.runtime.seeds import derive_seed
 
 
 def test_atomic_write_replaces_and_leaves_no_temporary(tmp_path):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from harness.errors import CheckpointError, ConfigError, ImpossibleTargetError
-from harness.measure import count_macs
+from harness.run.measure import count_macs
 from harness.structure import (
     CostModel,
     Plan,

@@ -182,7 +182,7 @@ def test_two_workers_give_the_requested_trials_without_duplicates(tmp_path):
 def test_a_killed_worker_leaves_a_study_that_the_next_run_completes(tmp_path):
     args = [*FAST, f"outputs={tmp_path}", "method=l1", "study.n_trials=3", "finetune.epochs=4"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "study", *args],
+        [sys.executable, "-m", "harness.cli.main", "study", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         cwd=Path(__file__).resolve().parents[2],
@@ -289,7 +289,7 @@ def test_search_space_conditions_task_overrides_and_defaults():
 
 
 def test_study_cli_prints_one_json_line(tmp_path, capsys):
-    from harness.cli import main
+    from harness.cli.main import main
 
     assert main(["study", *FAST, f"outputs={tmp_path}", "study.n_trials=1", "method=random"]) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -303,7 +303,7 @@ def test_trial_zero_is_the_paper_configuration_of_the_model(model, gamma, thresh
     """DHP leaves γ and T null in its config (the per-model maps fill them): the enqueued
     first trial must still carry the model's paper values, not a sampled draw."""
     import methods  # noqa: F401  (registers dhp)
-    from harness.pipeline import method_defaults
+    from harness.run.pipeline import method_defaults
 
     cfg = compose([f"model={model}", "method=dhp", "method.gamma_mode=paper"])
     space = SearchSpace.from_config(cfg)

@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from harness.cli import main
+from harness.cli.main import main
 
 TINY = [
     "data=digits", "model=resnet20", "train.epochs=1", "finetune.epochs=1",

@@ -94,7 +94,7 @@ def test_two_machines_share_one_study_and_one_tracking_server(tmp_path, postgres
         out = tmp_path / f"machine{job}"
         out.mkdir()
         machines.append((out, subprocess.Popen(
-            [sys.executable, "-m", "harness.cli", "study", *args, f"outputs={out}",
+            [sys.executable, "-m", "harness.cli.main", "study", *args, f"outputs={out}",
              f"study.job={job}"],
             stdout=open(out / "stdout.txt", "w"), stderr=open(out / "stderr.txt", "w"),  # noqa: SIM115
             env=env, cwd=tmp_path,

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from harness.data import TensorBatches
-from harness.device import pick_runtime
+from harness.runtime.device import pick_runtime
 from harness.train.loop import fit
 from harness.train.optim import build_optimizer, build_scheduler
 

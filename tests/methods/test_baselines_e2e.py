@@ -12,10 +12,10 @@ from torch import nn
 
 import methods  # noqa: F401  (registers every method)
 from harness.data import TensorBatches
-from harness.device import pick_runtime
 from harness.method import PruneContext, TrainTimeMethod
-from harness.pipeline import build_method as pipeline_build_method
 from harness.registry import METHODS
+from harness.run.pipeline import build_method as pipeline_build_method
+from harness.runtime.device import pick_runtime
 from harness.structure import CostModel, allocate, apply_plan, build_structure, score_groups
 from harness.task import DataSplits, Task
 from harness.train import fit

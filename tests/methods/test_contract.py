@@ -17,11 +17,11 @@ import yaml
 import methods  # noqa: F401
 import tasks  # noqa: F401
 from harness.config import compose, config_dir
-from harness.device import pick_runtime
 from harness.method import OneShotMethod, TrainTimeMethod
-from harness.pipeline import build_method, run
-from harness.plugins import load_plugins
 from harness.registry import METHODS, MODELS, TASKS
+from harness.run.pipeline import build_method, run
+from harness.runtime.device import pick_runtime
+from harness.runtime.plugins import load_plugins
 from harness.structure import CostModel, build_structure, floor_of, load_pruned
 from harness.train import evaluate
 

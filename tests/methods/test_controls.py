@@ -103,7 +103,7 @@ def test_a_method_clearly_ahead_of_its_scratch_b_is_marked_better():
 
 
 def test_a_control_without_its_source_is_refused_with_the_fix(tmp_path):
-    from harness.pipeline import run
+    from harness.run.pipeline import run
 
     with pytest.raises(ConfigError, match="needs method.source"):
         run(compose([*TINY, "method=scratch_b", f"outputs={tmp_path}"]))
@@ -120,7 +120,7 @@ def kept_counts(run_dir: str) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_controls_rebuild_the_source_architecture_and_train_it_as_declared(tmp_path):
-    from harness.pipeline import run
+    from harness.run.pipeline import run
 
     base = [*TINY, f"outputs={tmp_path}"]
     source = run(compose([*base, "method=l1"]))
@@ -181,7 +181,7 @@ def test_a_scratch_study_mirrors_its_method_study_and_compare_pairs_them(tmp_pat
 
 
 def test_the_listing_names_controls_as_controls(capsys):
-    from harness.cli import main
+    from harness.cli.main import main
 
     assert main(["list"]) == 0
     listing = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["methods"]

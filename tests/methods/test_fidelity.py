@@ -14,10 +14,10 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from harness.data import TensorBatches
-from harness.device import pick_runtime
 from harness.errors import IncompatibleMethodError
 from harness.method import OneShotMethod, PruneContext, SearchMethod
 from harness.registry import METHODS
+from harness.runtime.device import pick_runtime
 from harness.structure import CostModel, allocate, build_structure, score_groups
 from harness.task import DataSplits
 from methods.taylor import Taylor
@@ -485,7 +485,7 @@ def test_taylor_epochs_apply_to_the_iterative_schedule_only():
 
 def test_taylor_iterative_schedule_runs_through_the_pipeline(tmp_path):
     from harness.config import compose
-    from harness.pipeline import run
+    from harness.run.pipeline import run
 
     cfg = compose([
         "data=digits", "model.name=test_resnet", "~model.shortcut", "method=taylor",
@@ -502,7 +502,7 @@ def test_taylor_iterative_schedule_runs_through_the_pipeline(tmp_path):
 def test_show_states_the_remaining_difference_of_the_default(name, capsys):
     import json
 
-    from harness.cli import main
+    from harness.cli.main import main
 
     assert main(["show", f"method={name}"]) == 0
     captured = capsys.readouterr()
@@ -512,7 +512,7 @@ def test_show_states_the_remaining_difference_of_the_default(name, capsys):
 
 def test_slimming_paper_schedule_runs_from_scratch_through_the_pipeline(tmp_path):
     from harness.config import compose
-    from harness.pipeline import run
+    from harness.run.pipeline import run
 
     cfg = compose([
         "data=digits", "model.name=test_resnet", "~model.shortcut", "method=slimming",

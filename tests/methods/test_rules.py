@@ -10,11 +10,11 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from harness.data import TensorBatches
-from harness.device import pick_runtime
 from harness.errors import ConfigError, IncompatibleMethodError
 from harness.method import PruneContext
-from harness.pipeline import METHOD_META_KEYS, method_arguments
 from harness.registry import METHODS
+from harness.run.pipeline import METHOD_META_KEYS, method_arguments
+from harness.runtime.device import pick_runtime
 from harness.structure import LayerView
 from harness.task import DataSplits, Task
 from harness.train import LoopState

@@ -9,8 +9,8 @@ The data config gives the input channels, the class count and the input size, as
 
 from __future__ import annotations
 
-from harness.external import python_model, timm_model, torchvision_model
 from harness.registry import MODELS
+from tasks.classification.models.factories import python_model, timm_model, torchvision_model
 
 __all__ = ["python_model", "timm_model", "torchvision_model"]
 

@@ -12,8 +12,8 @@ from torch import nn
 
 import methods  # noqa: F401  (registers every method)
 from harness.data import TensorBatches
-from harness.device import pick_runtime
 from harness.method import PruneContext
+from harness.runtime.device import pick_runtime
 from harness.structure import CostModel, build_structure
 from harness.task import DataSplits, Task
 from harness.train import build_optimizer, build_scheduler, fit

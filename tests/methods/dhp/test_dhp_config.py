@@ -13,7 +13,7 @@ import tasks  # noqa: F401
 from harness.config import compose
 from harness.data import TensorBatches
 from harness.errors import ConfigError
-from harness.pipeline import build_method
+from harness.run.pipeline import build_method
 from harness.train import LoopState, build_optimizer, build_scheduler
 from methods.dhp import DHP, build_search_net
 from methods.dhp.search import DHPSearch, GammaController
@@ -189,7 +189,7 @@ def test_bad_input_is_one_line_config_error(override, match):
 
 
 def test_bad_input_through_the_cli_is_one_line(tmp_path, capsys):
-    from harness.cli import main
+    from harness.cli.main import main
 
     code = main(["run", "data=digits", "model=resnet20", "method=dhp", "method.search_batch=0",
                  f"outputs={tmp_path}", "tracking.enabled=false"])  # fmt: skip

@@ -12,10 +12,10 @@ import torch
 import methods  # noqa: F401
 import tasks  # noqa: F401
 from harness.config import compose
-from harness.device import pick_runtime
-from harness.measure import count_macs, count_params
-from harness.pipeline import run
 from harness.registry import MODELS, TASKS
+from harness.run.measure import count_macs, count_params
+from harness.run.pipeline import run
+from harness.runtime.device import pick_runtime
 from harness.structure import CostModel, build_structure, load_pruned
 from harness.train import evaluate
 from methods.dhp import DHP

@@ -19,9 +19,9 @@ from test_dhp_config import cifar_sized_loader
 
 import methods  # noqa: F401
 import tasks  # noqa: F401
-from harness.cli import main
+from harness.cli.main import main
 from harness.config import compose
-from harness.pipeline import build_method
+from harness.run.pipeline import build_method
 from harness.train import build_optimizer, build_scheduler
 from methods.dhp.search import lr_schedule
 

@@ -12,8 +12,8 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from harness.errors import CheckpointError, ConfigError, SearchDivergedError
-from harness.pipeline import build_method
 from harness.registry import MODELS
+from harness.run.pipeline import build_method
 from harness.structure import CostModel, build_structure
 from harness.train import LoopState
 from methods.dhp import DHP, build_search_net, cut_to_target

@@ -10,10 +10,10 @@ from torch import nn
 import tasks  # noqa: F401  (registers the classification task and the external model sources)
 from harness.config import compose
 from harness.errors import ConfigError, UnsupportedModelError
-from harness.external import python_model, torchvision_model
-from harness.measure import count_macs
 from harness.registry import TASKS
+from harness.run.measure import count_macs
 from harness.structure import CostModel, allocate, apply_plan, check_prunable, score_groups
+from tasks.classification.models.factories import python_model, torchvision_model
 
 
 def build(*overrides: str) -> nn.Module:

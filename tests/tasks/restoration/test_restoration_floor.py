@@ -13,10 +13,10 @@ import torch
 from omegaconf import OmegaConf
 
 import tasks  # noqa: F401  (registers tasks, datasets, models)
-from harness.device import pick_runtime
 from harness.errors import ConfigError
 from harness.registry import DATASETS, TASKS
 from harness.report.compare import StudyPoints, _markdown, compare_tables
+from harness.runtime.device import pick_runtime
 from harness.train import evaluate
 from tasks.denoise.data import fixed_noisy, image_noise_seed
 from tasks.restoration import (
@@ -280,7 +280,7 @@ def test_a_restoration_run_records_its_floor_and_gain(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 
     from harness.config import compose
-    from harness.pipeline import run
+    from harness.run.pipeline import run
 
     cfg = compose(
         ["task=denoise", "model=dncnn", "model.depth=3", "model.n_feats=8", "method=l1",

@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import tasks  # noqa: F401  (registers tasks, datasets, models)
-from harness.device import pick_runtime
 from harness.errors import ConfigError
 from harness.registry import DATASETS, MODELS, TASKS
+from harness.runtime.device import pick_runtime
 from harness.train import build_optimizer, evaluate, fit
 from tasks.restoration import ImageBatches
 

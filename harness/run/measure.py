@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from harness.device import Runtime, eval_mode
+from harness.runtime.device import Runtime, eval_mode
 
 __all__ = ["MacReport", "count_macs", "count_params", "measure_latency"]
 

@@ -13,14 +13,14 @@ import warnings
 from collections.abc import Sequence
 
 from harness import exit_codes
+from harness.cli.demo import DEMO_METHODS
+from harness.cli.launch import wants_hydra
 from harness.config import compose, config_dir
-from harness.demo import DEMO_METHODS
 from harness.errors import PruneBenchError
-from harness.launch import wants_hydra
-from harness.plugins import load_configured
-from harness.preflight import check_settings
-from harness.secrets import install_log_filter, mask_secrets, mask_tree, remember_secrets
-from harness.signals import Terminated, install_sigterm_handler
+from harness.run.preflight import check_settings
+from harness.runtime.plugins import load_configured
+from harness.runtime.secrets import install_log_filter, mask_secrets, mask_tree, remember_secrets
+from harness.runtime.signals import Terminated, install_sigterm_handler
 
 __all__ = ["main"]
 
@@ -132,13 +132,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         remember_secrets(overrides)
         if command in ("run", "study", "measure") and wants_hydra(overrides):
-            from harness.launch import hydra_main
+            from harness.cli.launch import hydra_main
 
             _log_to_stderr("INFO")
             install_log_filter()
             return hydra_main(command, overrides, config_dir(), compose, _emit)
         if command == "show":
-            from harness.show import show
+            from harness.cli.show import show
 
             print(json.dumps(show(compose, overrides), default=str))
             return 0
@@ -156,16 +156,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "run":
             import torch
 
-            from harness.pipeline import run
+            from harness.run.pipeline import run
 
             torch.backends.cudnn.benchmark = True
             record = run(cfg)
         elif command == "demo":
-            from harness.demo import run_demo
+            from harness.cli.demo import run_demo
 
             record = run_demo(overrides)
         elif command == "measure":
-            from harness.pipeline import measure
+            from harness.run.pipeline import measure
 
             record = measure(cfg)
         elif command == "study":
@@ -179,7 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from harness.report.compare import run_compare
 
             if cfg.compare.get("sweep"):
-                from harness.launch import compare_sweep
+                from harness.cli.launch import compare_sweep
 
                 record = compare_sweep(cfg, overrides, compose)
             else:

@@ -7,7 +7,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from harness.progress import Ticker
+from harness.runtime.progress import Ticker
 
 if TYPE_CHECKING:
     import optuna

@@ -139,7 +139,7 @@ def plan_budget(
             if str(name) == str(cfg.method.name):
                 continue
             if build is None:
-                raise ConfigError("budget.methods needs a method builder (harness/pipeline.py)")
+                raise ConfigError("budget.methods needs a method builder (harness/run/pipeline.py)")
             other = build(_method_cfg(str(name)))
             if other.finetunes and other.needs.pretrained:
                 theirs = phase_epochs_of(other, cfg)

@@ -18,7 +18,7 @@ from typing import Any
 
 __all__ = ["git_state", "hardware", "provenance", "provenance_lines", "versions"]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _git(*args: str) -> str | None:

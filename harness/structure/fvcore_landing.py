@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from harness.measure import count_macs
+from harness.run.measure import count_macs
 from harness.structure.groups import Structure
 from harness.structure.plan import Plan, apply_plan
 

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from omegaconf import DictConfig, OmegaConf
 
 from harness.errors import ConfigError
-from harness.secrets import mask_secrets
+from harness.runtime.secrets import mask_secrets
 
 __all__ = [
     "CONNECT_TIMEOUT_S",

@@ -50,8 +50,8 @@ METHOD_OVERRIDES = {"dhp": ["method.epochs=20"]}
 
 def run_demo(overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Run (or resume) each (method, seed) study, then compare them; returns the report's paths."""
-    from harness.progress import Ticker
     from harness.report.compare import run_compare
+    from harness.runtime.progress import Ticker
     from harness.study import run_study
 
     methods = [m for m in DEMO_METHODS if m in METHODS]

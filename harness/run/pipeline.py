@@ -18,13 +18,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from harness.baseline import Baseline, load_or_train_baseline
-from harness.budget import Budget, plan_budget
 from harness.config import model_label
-from harness.cost import run_cost
-from harness.device import Runtime, pick_runtime
 from harness.errors import ConfigError
-from harness.measure import MacReport, count_macs, count_params, measure_latency
 from harness.method import (
     Method,
     OneShotMethod,
@@ -33,12 +28,17 @@ from harness.method import (
     TrainTimeMethod,
     within_needs,
 )
-from harness.plugins import load_configured
-from harness.preflight import preflight
-from harness.provenance import git_label
 from harness.registry import METHODS, TASKS
-from harness.secrets import mask_tree, remember_secrets
-from harness.seeds import derive_seed, seed_everything
+from harness.run.accounting import run_cost
+from harness.run.baseline import Baseline, load_or_train_baseline
+from harness.run.budget import Budget, plan_budget
+from harness.run.measure import MacReport, count_macs, count_params, measure_latency
+from harness.run.preflight import preflight
+from harness.runtime.device import Runtime, pick_runtime
+from harness.runtime.plugins import load_configured
+from harness.runtime.provenance import git_label
+from harness.runtime.secrets import mask_tree, remember_secrets
+from harness.runtime.seeds import derive_seed, seed_everything
 from harness.structure import (
     CostModel,
     Plan,

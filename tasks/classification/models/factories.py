@@ -20,12 +20,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.errors import CheckpointError, ConfigError
+from harness.errors import CheckpointError, ConfigError, load_problem
 
 __all__ = [
     "adapt_in_chans",
     "import_factory",
-    "load_problem",
     "load_weights",
     "python_model",
     "timm_model",
@@ -84,19 +83,6 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     model.load_state_dict(fits, strict=False)
     log.info("loaded %d tensors from %s; kept random: %s", len(fits), path, skipped or "none")
     return model
-
-
-def load_problem(e: Exception) -> str:
-    """Why torch could not load a weights file, in one line and without torch's advice to load
-    it unsafely (`weights_only=False` would run whatever code the file carries)."""
-    text = " ".join(str(e).split())
-    if "Weights only load failed" in text or "weights_only" in text:
-        return (
-            "it holds pickled Python objects besides tensors, which PruneBench never unpickles "
-            "(that could run code); save a plain state dict: torch.save(model.state_dict(), f) "
-            "or use .safetensors"
-        )
-    return f"{type(e).__name__}: {text[:300]}"
 
 
 def _cached_torchvision_weights(arch: str, name: str) -> Path:

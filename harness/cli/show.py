@@ -17,9 +17,9 @@ SKIP = ("name", "search_space", "search_space_by_task")
 def show(compose: Callable[[Sequence[str]], DictConfig], overrides: Sequence[str]) -> dict:
     """The composed method (hyperparameters, defaults, space) for `overrides`; printed readably
     to stderr, returned for the JSON line."""
-    from harness.pipeline import method_defaults
-    from harness.plugins import load_configured
     from harness.registry import METHODS
+    from harness.run.pipeline import method_defaults
+    from harness.runtime.plugins import load_configured
     from harness.study.space import SearchSpace
 
     cfg = compose(list(overrides))

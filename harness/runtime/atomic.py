@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.processes import is_alive, process_token
+from harness.runtime.processes import is_alive, process_token
 
 __all__ = ["atomic_write", "atomic_write_text", "clean_stale_temps", "temp_path"]
 

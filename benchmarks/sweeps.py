@@ -5,11 +5,11 @@ Every run goes through the CLI (`prunebench run ...`, under `nice -n 10`), one a
 line, wall time and exact command are appended to `<outputs>/<name>.jsonl` (runs already there are
 skipped, so an interrupted sweep resumes) and the markdown table is printed on stdout.
 
-    .venv/bin/python results/sweeps.py measure
-    .venv/bin/python results/sweeps.py matrix
-    .venv/bin/python results/sweeps.py dncnn70 --data-root ../shared/data
-    .venv/bin/python results/sweeps.py dhp_targets
-    .venv/bin/python results/sweeps.py dhp_gamma
+    .venv/bin/python benchmarks/sweeps.py measure
+    .venv/bin/python benchmarks/sweeps.py matrix
+    .venv/bin/python benchmarks/sweeps.py dncnn70 --data-root ../shared/data
+    .venv/bin/python benchmarks/sweeps.py dhp_targets
+    .venv/bin/python benchmarks/sweeps.py dhp_gamma
 
 The runs' outputs go to `--outputs` (default `$PRUNEBENCH_SWEEPS`, else outputs/sweeps in the
 repo); the BSD68/DnCNN data root is `--data-root` (default `$PRUNEBENCH_DATA_ROOT`).
@@ -30,7 +30,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from harness.provenance import provenance, provenance_lines  # noqa: E402
+from harness.runtime.provenance import provenance, provenance_lines  # noqa: E402
 
 #: the console script beside the running interpreter (the repo's .venv, or a shared one with the
 #: checkout on PYTHONPATH)
@@ -200,8 +200,8 @@ def dhp_convention_macs(task: str, model_name: str) -> dict[str, float]:
     from torch import nn
 
     from harness.config import compose
-    from harness.plugins import load_configured
     from harness.registry import TASKS
+    from harness.runtime.plugins import load_configured
 
     cfg = compose([f"task={task}", f"model={model_name}"])
     load_configured(cfg)

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from omegaconf import OmegaConf
 
-from harness.atomic import atomic_write, clean_stale_temps
-from harness.errors import CheckpointError
+from harness.errors import CheckpointError, load_problem
+from harness.runtime.atomic import atomic_write, clean_stale_temps
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -107,8 +107,6 @@ def load_or_train_baseline(
             model.load_state_dict(blob["state_dict"])
             stored = (blob["val"], blob["test"], float(blob["wall_s"]))
         except Exception as e:  # noqa: BLE001 - any failure here means the file is unusable
-            from harness.external import load_problem
-
             raise CheckpointError(
                 f"cached baseline {path} is corrupt or does not match model "
                 f"'{cfg.model.name}' ({load_problem(e)}); delete it to retrain"

@@ -1,6 +1,6 @@
 """Hydra's own entry point for `prunebench run|study|measure` sweeps, `--help` and `--cfg`.
 
-Single runs keep the compose API (harness/cli.py): no working-directory change, nothing written
+Single runs keep the compose API (harness/cli/main.py): no working-directory change, nothing written
 by Hydra. When Hydra's flags are given (`-m/--multirun`, `--cfg`, `--help`, `--info`), the
 command goes through Hydra's runner so its sweepers and launcher plug-ins work
 (`hydra/launcher=joblib|submitit_local|submitit_slurm`). A sweep:
@@ -29,10 +29,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from harness.atomic import atomic_write_text
 from harness.config import model_label
 from harness.errors import ConfigError, PruneBenchError, UnknownNameError
-from harness.preflight import check_settings
+from harness.run.preflight import check_settings
+from harness.runtime.atomic import atomic_write_text
 from harness.tracking import mask_secrets
 
 __all__ = ["NON_SWEEPABLE", "hydra_main", "job_device", "scrub_secrets", "wants_hydra"]
@@ -94,14 +94,14 @@ def _dispatch(command: str, cfg: DictConfig) -> dict[str, Any]:
 
     torch.backends.cudnn.benchmark = True
     if command == "run":
-        from harness.pipeline import run
+        from harness.run.pipeline import run
 
         return run(cfg)
     if command == "study":
         from harness.study import run_study
 
         return run_study(cfg)
-    from harness.pipeline import measure
+    from harness.run.pipeline import measure
 
     return measure(cfg)
 

@@ -1,0 +1,1 @@
+"""One run's stages: baseline, preflight checks, budget, pipeline, measurement, accounting."""

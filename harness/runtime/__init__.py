@@ -1,0 +1,2 @@
+"""Process housekeeping: device, seeds, plug-ins, secrets, signals, atomic files,
+progress and provenance."""

@@ -1,0 +1,160 @@
+"""Landing DHP's compact network on its MAC target: cut the smallest-|z| units until the ratio
+lies in [target − land_within, target], searching a few swaps where one unit is coarser than the
+band (tiny nets), so a search never stops far under the target it was asked for."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from harness.structure import CostModel
+from methods.dhp.latents import with_ties
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+__all__ = ["cut_to_target"]
+
+log = logging.getLogger(__name__)
+
+
+def cut_to_target(
+    cost: CostModel,
+    scores: Mapping[str, Tensor],
+    removed: Mapping[str, Tensor],
+    target: float,
+    *,
+    min_channels: int = 4,
+    ties: Mapping[str, str] | None = None,
+    floor: float | None = None,
+) -> tuple[dict[str, Tensor], int]:
+    """Remove the smallest-|z| remaining units (one global ranking, as the threshold T is one
+    global value) until the MAC ratio is ≤ `target`, keeping ≥ min(min_channels, size) units per
+    group; tied groups follow their owner. Returns the new masks (tied groups set from their
+    owners) and the count of units removed. Stops short, with a warning, when the floors leave
+    nothing to cut.
+
+    With `floor`, a unit whose removal would take the ratio under `floor` is passed over for the
+    next-smallest; if the ranking cannot land in [floor, target] that way (on small nets one unit
+    can be several % of the MACs), `_land` moves single units in or out, or swaps pairs, until
+    it does."""
+    ties = dict(ties or {})
+    state = {g: m.clone() for g, m in removed.items()}
+    heap = [
+        (float(s[i]), g, i) for g, s in scores.items() for i in range(len(s)) if not state[g][i]
+    ]
+    heapq.heapify(heap)
+    ratio = cost.ratio(with_ties(state, ties))
+    while ratio > target and heap:
+        _, g, i = heapq.heappop(heap)
+        if _at_floor(state[g], min_channels):
+            continue
+        state[g][i] = True
+        after = cost.ratio(with_ties(state, ties))
+        if floor is not None and after < floor:
+            state[g][i] = False  # passed over: it would land under the floor
+            continue
+        ratio = after
+    if floor is not None and not floor <= ratio <= target:
+        ratio = _land(cost, scores, state, target, floor, min_channels=min_channels, ties=ties)
+    if ratio > target:
+        log.warning(
+            "dhp: cannot cut to %.3f: %.3f is the least the ≥ %d-unit floor allows",
+            target, ratio, min_channels,
+        )  # fmt: skip
+    cut = sum(int((state[g] & ~removed[g]).sum()) for g in scores)
+    return with_ties(state, ties), cut
+
+
+def _at_floor(mask: Tensor, min_channels: int) -> bool:
+    return int((~mask).sum()) <= min(min_channels, len(mask))
+
+
+#: `_land`'s limits: rounds, states kept per round, pair swaps only while removed × kept is small
+LAND_ROUNDS, LAND_BEAM, LAND_PAIRS = 24, 8, 40_000
+
+Move = tuple[tuple[str, int], ...]
+
+
+def _land(
+    cost: CostModel,
+    scores: Mapping[str, Tensor],
+    state: dict[str, Tensor],
+    target: float,
+    floor: float,
+    *,
+    min_channels: int,
+    ties: Mapping[str, str],
+) -> float:
+    """Move `state` (in place) into MAC ratio [floor, target] by a beam search over single-unit
+    moves (cut a kept unit, keep a removed one) and pair swaps.
+
+    The beam keeps the states nearest the band, one per MAC ratio (units of one layer are
+    interchangeable for the cost; of those, the one that disturbs the |z| ranking least: cutting
+    a unit costs its |z|, keeping a removed one gains it), so a few moves away from the band, and
+    through states above the target, are explored: on coarse nets the band is often a swap or two
+    from where the greedy cut stopped. Leaves the best state found (≤ target first, then nearest
+    the band, then least disturbance) and returns its ratio."""
+    groups = list(scores)
+
+    def ratio_of(st: dict[str, Tensor]) -> float:
+        return cost.ratio(with_ties(st, ties))
+
+    def distance(r: float) -> float:
+        return max(floor - r, r - target, 0.0)
+
+    def final_rank(r: float, penalty: float) -> tuple[bool, float, float]:
+        return (r > target, distance(r), penalty)
+
+    ratio0 = ratio_of(state)
+    best = (final_rank(ratio0, 0.0), {g: m.clone() for g, m in state.items()})
+    beam: list[tuple[float, dict[str, Tensor]]] = [(0.0, best[1])]
+    visited = {ratio0}
+    for _ in range(LAND_ROUNDS):
+        if best[0][:2] == (False, 0.0):
+            break
+        found: dict[float, tuple[float, int, Move]] = {}  # ratio → (penalty, parent, move)
+        for parent, (penalty, st) in enumerate(beam):
+            kept = [
+                (g, i)
+                for g in groups
+                if not _at_floor(st[g], min_channels)
+                for i in (~st[g]).nonzero().flatten().tolist()
+            ]
+            gone = [(g, i) for g in groups for i in st[g].nonzero().flatten().tolist()]
+            moves: list[Move] = [(u,) for u in kept + gone]
+            if len(kept) * len(gone) <= LAND_PAIRS:
+                moves += [(v, u) for v in kept for u in gone]
+            for move in moves:
+                cost_of = penalty
+                for g, i in move:
+                    z = float(scores[g][i])
+                    cost_of += -z if st[g][i] else z
+                    st[g][i] = not bool(st[g][i])
+                if not any(_floor_broken(st[g], min_channels) for g, _ in move):
+                    r = ratio_of(st)
+                    if r not in visited and (r not in found or cost_of < found[r][0]):
+                        found[r] = (cost_of, parent, move)
+                for g, i in move:
+                    st[g][i] = not bool(st[g][i])
+        if not found:
+            break
+        chosen = sorted(found.items(), key=lambda f: (distance(f[0]), f[1][0]))[:LAND_BEAM]
+        next_beam = []
+        for r, (penalty, parent, move) in chosen:
+            st = {g: m.clone() for g, m in beam[parent][1].items()}
+            for g, i in move:
+                st[g][i] = not bool(st[g][i])
+            next_beam.append((penalty, st))
+            if final_rank(r, penalty) < best[0]:
+                best = (final_rank(r, penalty), st)
+        visited.update(found)
+        beam = next_beam
+    state.update(best[1])
+    return ratio_of(state)
+
+
+def _floor_broken(mask: Tensor, min_channels: int) -> bool:
+    return int((~mask).sum()) < min(min_channels, len(mask))
