@@ -381,6 +381,7 @@ def latency_allocation_target(
         raise ImpossibleTargetError(
             f"latency target={target} is out of reach: with the floors the smallest plan is "
             f"predicted at {lowest:.3f} of the measured latency ({residual_ms / total:.1%} of it "
-            "is in layers pruning does not shrink); raise the target or lower prune.floor"
+            "is work pruning does not shrink: dispatch, pooling, ...); raise the target or "
+            "lower prune.floor"
         )
     return min(1.0, t)
