@@ -394,7 +394,7 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
         cfg.target, measured=base_report.macs, analytic=CostModel(structure).base_macs
     )
     latency = None
-    round_to(cfg)
+    round_to(cfg, method)
     if target_kind(cfg) == "latency":  # table, base timing and reachability, before training
         latency = plan_latency_target(
             cfg, model, structure, runtime, task.example_input(cfg.data), shape, method

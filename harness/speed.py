@@ -52,11 +52,19 @@ def target_kind(cfg: DictConfig) -> str:
     return kind
 
 
-def round_to(cfg: DictConfig) -> int:
-    """`prune.round_to`, validated (1: no rounding)."""
+def round_to(cfg: DictConfig, method: Any = None) -> int:
+    """`prune.round_to`, validated (1: no rounding); refused for a search method, whose plan
+    does not come from the shared allocation."""
+    from harness.method import SearchMethod
+
     value = cfg.prune.get("round_to", 1)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"prune.round_to={value} must be a positive integer (1: off, 8: AVX2)")
+    if value > 1 and isinstance(method, SearchMethod):
+        raise IncompatibleMethodError(
+            f"method {cfg.method.name} searches its own plan; prune.round_to={value} applies to "
+            "methods pruned by the shared allocation (one-shot and train-time)"
+        )
     return value
 
 

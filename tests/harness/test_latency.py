@@ -209,3 +209,25 @@ def test_round_to_refuses_what_the_floors_cannot_reach():
     scores = {g.name: torch.rand(g.size) for g in structure.prunable}
     with pytest.raises(ImpossibleTargetError, match="round_to=32"):
         allocate(CostModel(structure), scores, 0.3, round_to=32)
+
+
+def test_compare_shows_speedup_beside_mac_ratio_of_the_picked_trials():
+    from harness.report.compare import StudyPoints, _speed_lines, compare_tables
+
+    def study(seed, trials):
+        macs, val, test, ratio = (list(x) for x in zip(*trials, strict=True))
+        costs = [{"latency_ratio_batch": r} if r else {} for r in ratio]
+        return StudyPoints("l1", seed, f"l1-s{seed}", list(range(len(macs))), macs, val, test,
+                           costs)  # fmt: skip
+
+    studies = [  # picked at 0.5: the best on validation among MAC ratio ≤ 0.5
+        study(0, [(0.5, 90.0, 89.0, 0.5), (0.4, 80.0, 79.0, 0.25), (0.9, 99.0, 99.0, 0.9)]),
+        study(1, [(0.45, 91.0, 90.0, 0.4), (0.3, 70.0, 70.0, None)]),
+    ]
+    t = compare_tables(studies, split="test", targets=[0.5, 0.35], reference=(1.0, 10.0))
+    row = t["summary"].set_index("method").loc["l1"]
+    assert row["q@0.5_speedup"] == pytest.approx((2.0 + 2.5) / 2)
+    assert row["q@0.5_macs"] == pytest.approx(0.475)
+    assert math.isnan(row["q@0.35_speedup"])  # the picked trial measured no latency
+    lines = _speed_lines(t["summary"], [0.5, 0.35], 0.0)
+    assert any("×2.25 (MACs 0.475)" in line and "| — |" in line for line in lines)
