@@ -1,0 +1,180 @@
+"""MAC target vs latency target: what each measures on this machine's device.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/latency_targets.py [--models resnet20 resnet56]
+        [--target 0.5] [--allocations uniform] [--batch 64] [--repeats 10] [--threads 1]
+        [--out results/latency_targets.md]
+
+For each model (built with the conf's settings for `--data`, untrained weights: dense latency
+does not depend on their values, and l1 ranks them as it would trained ones) and each allocation:
+the run's own path for `target_kind=latency` (`harness.speed.plan_latency_target`: the per-device
+latency table, the unpruned model and two pruned probes measured, the residual calibrated, the
+table checked, floors checked), then l1 scores → `allocate` to the MAC target and to the latency
+target, with `prune.round_to` 1 and 8 → `apply_plan`. Every compact model and the unpruned one
+are timed interleaved in one `measure_speed` call (median of `--repeats`, IQR kept) at batch 1
+and `--batch`; the latency target is set at `--batch`. MACs are fvcore conv+linear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from pathlib import Path
+
+import torch
+
+from harness.config import compose
+from harness.device import pick_runtime
+from harness.measure import count_macs, measure_speed
+from harness.pipeline import build_method
+from harness.plugins import load_configured
+from harness.provenance import provenance, provenance_lines
+from harness.registry import TASKS
+from harness.speed import plan_latency_target
+from harness.structure import CostModel, allocate, apply_plan, check_prunable, score_groups
+
+
+def rows_for(model_name: str, args: argparse.Namespace) -> list[dict]:
+    cfg = compose(
+        [
+            f"model={model_name}",
+            f"data={args.data}",
+            "method=l1",
+            f"target={args.target}",
+            "target_kind=latency",
+            f"measure.latency_batch={args.batch}",
+            f"latency.repeats={args.repeats}",
+            f"outputs={args.outputs}",
+        ]
+    )
+    load_configured(cfg)
+    task = TASKS.get(cfg.task.name)(cfg.task)
+    runtime = pick_runtime(args.device)
+    torch.manual_seed(0)
+    model = task.build_model(cfg.model, cfg.data).eval()
+    example = task.example_input(cfg.data)
+    shape = task.input_shape(cfg.data)
+    structure = check_prunable(model, example)
+    method = build_method(cfg.method, model=cfg.model.name, task=cfg.task.name)
+    t0 = time.perf_counter()
+    lat = plan_latency_target(cfg, model, structure, runtime, example, shape, method)
+    setup_s = time.perf_counter() - t0
+    scores = score_groups(model, structure, method.score)
+    macs_cost = CostModel(structure)
+    base_macs = count_macs(model, shape).macs
+    plans, models = {}, {"base": lat.base_model}
+    for allocation in args.allocations:
+        for rounding in (1, 8):
+            for kind, cost, t in (
+                ("MACs", macs_cost, args.target),
+                ("latency", lat.cost, lat.allocation_target),
+            ):
+                key = (allocation, rounding, kind)
+                plans[key] = allocate(
+                    cost, scores, t, allocation=allocation, floor=cfg.prune.floor, round_to=rounding
+                )
+                models[key] = apply_plan(copy.deepcopy(lat.base_model), structure, plans[key])
+    times = measure_speed(models, shape, runtime, batch_sizes=(1, args.batch), repeats=args.repeats)
+    rows = []
+    for key, plan in plans.items():
+        allocation, rounding, kind = key
+        removed = plan.removed(structure)
+        pb, bb = times[key][args.batch], times["base"][args.batch]
+        ratio = pb.median_ms / bb.median_ms
+        predicted = lat.predicted_ratio(removed)
+        rows.append(
+            {
+                "model": model_name,
+                "allocation": allocation,
+                "target": f"{kind} {args.target:g}",
+                "round_to": rounding,
+                "macs_ratio": count_macs(models[key].cpu(), shape).macs / base_macs,
+                "pred": predicted,
+                "measured": ratio,
+                "noise": pb.relative_spread + bb.relative_spread,
+                "pred_error": abs(predicted - ratio) / ratio,
+                "batch1": times[key][1].median_ms / times["base"][1].median_ms,
+                "base_ms": bb.median_ms,
+                "probe_error": lat.probe_error,
+                "setup_s": setup_s,
+                "timed": lat.cost.table.timed,
+            }
+        )
+        models[key].to(runtime.device)
+    return rows
+
+
+def markdown(rows: list[dict], args: argparse.Namespace, wall_s: float) -> str:
+    head = (
+        "| model | allocation | target | round_to | MAC ratio | predicted latency ratio | "
+        f"measured ratio (batch {args.batch}) | noise (IQR/median, both) | prediction error | "
+        "measured ratio (batch 1) | unpruned ms |"
+    )
+    lines = [head, "|" + "---|" * 11]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['allocation']} | {r['target']} | {r['round_to']} | "
+            f"{r['macs_ratio']:.3f} | {r['pred']:.3f} | {r['measured']:.3f} | {r['noise']:.3f} | "
+            f"{r['pred_error']:.1%} | {r['batch1']:.3f} | {r['base_ms']:.1f} |"
+        )
+    tables = sorted({(r["model"], r["probe_error"], r["setup_s"], r["timed"]) for r in rows})
+    setup = [
+        f"- {m}: table check (a probe pruned half-way to the floors) error {e:.1%}; table and "
+        f"calibration {s:.0f} s ({n} layer timings; 0 = from the cache)"
+        for m, e, s, n in tables
+    ]
+    return "\n".join(
+        [
+            "# MAC target vs latency target (CPU)",
+            "",
+            f"l1 at a MAC target of {args.target:g} and at a latency target of {args.target:g} "
+            f"(latency ratio measured at batch {args.batch}, {args.threads} thread(s)), "
+            "rounding off (round_to 1) and on (round_to 8). The latency target goes through the "
+            "run's own path (`target_kind=latency`): per-device table of every prunable layer, "
+            "timed in isolation on a coarse grid of kept-channel counts (multiples of 8) and "
+            "interpolated; residual (BatchNorm, activations, dispatch) calibrated on the unpruned "
+            "model and one pruned probe; the table checked on a second probe.",
+            "",
+            "**The machine was shared with other jobs while this ran (2 cores, several processes "
+            "busy): the timings are noisy.** Measured ratios are medians over interleaved "
+            "repeats, so load drift hits pruned and unpruned alike; the noise column is the sum "
+            "of both models' interquartile range / median. Rerun on a quiet machine for numbers "
+            "to quote. Untrained weights (dense latency does not depend on them).",
+            "",
+            *lines,
+            "",
+            *setup,
+            f"- total wall time {wall_s:.0f} s",
+            "",
+            "## Provenance",
+            "",
+            *provenance_lines(provenance(seeds=[0])),
+            "",
+        ]
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["resnet20", "resnet56"])
+    p.add_argument("--data", default="cifar10")
+    p.add_argument("--target", type=float, default=0.5)
+    p.add_argument("--allocations", nargs="+", default=["uniform"])
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--outputs", default="outputs")
+    p.add_argument("--out", default=None, help="write the Markdown table here")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    t = time.perf_counter()
+    rows = [r for m in args.models for r in rows_for(m, args)]
+    text = markdown(rows, args, time.perf_counter() - t)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
