@@ -9,7 +9,8 @@ does not depend on their values, and l1 ranks them as it would trained ones) and
 the run's own path for `target_kind=latency` (`harness.speed.plan_latency_target`: the per-device
 latency table, the unpruned model and two pruned probes measured, the residual calibrated, the
 table checked, floors checked), then l1 scores → `allocate` to the MAC target and to the latency
-target, with `prune.round_to` 1 and 8 → `apply_plan`. Every compact model and the unpruned one
+target (`LatencyTarget.land`: measured and corrected, as in a run), with `prune.round_to`
+1 and 8 → `apply_plan`. Every compact model and the unpruned one
 are timed interleaved in one `measure_speed` call (median of `--repeats`, IQR kept) at batch 1
 and `--batch`; the latency target is set at `--batch`. MACs are fvcore conv+linear.
 """
@@ -25,6 +26,7 @@ import torch
 
 from harness.config import compose
 from harness.device import pick_runtime
+from harness.errors import ImpossibleTargetError
 from harness.measure import count_macs, measure_speed
 from harness.pipeline import build_method
 from harness.plugins import load_configured
@@ -62,17 +64,27 @@ def rows_for(model_name: str, args: argparse.Namespace) -> list[dict]:
     scores = score_groups(model, structure, method.score)
     macs_cost = CostModel(structure)
     base_macs = count_macs(model, shape).macs
-    plans, models = {}, {"base": lat.base_model}
+    plans, models, tries = {}, {"base": lat.base_model}, {}
     for allocation in args.allocations:
         for rounding in (1, 8):
-            for kind, cost, t in (
-                ("MACs", macs_cost, args.target),
-                ("latency", lat.cost, lat.allocation_target),
-            ):
+            for kind in ("MACs", "latency"):
                 key = (allocation, rounding, kind)
-                plans[key] = allocate(
-                    cost, scores, t, allocation=allocation, floor=cfg.prune.floor, round_to=rounding
-                )
+
+                def allocate_to(t, kind=kind, allocation=allocation, rounding=rounding):
+                    cost = macs_cost if kind == "MACs" else lat.cost
+                    return allocate(
+                        cost, scores, t, allocation=allocation, floor=cfg.prune.floor,
+                        round_to=rounding,
+                    )  # fmt: skip
+
+                before = len(lat.landing)
+                if kind == "MACs":
+                    plans[key] = allocate_to(args.target)
+                else:  # the run's path: allocate to the prediction, measure, correct
+                    plans[key] = lat.land(
+                        allocate_to, lat.allocation_target, lat.base_model, structure, cfg
+                    )
+                tries[key] = len(lat.landing) - before
                 models[key] = apply_plan(copy.deepcopy(lat.base_model), structure, plans[key])
     times = measure_speed(models, shape, runtime, batch_sizes=(1, args.batch), repeats=args.repeats)
     rows = []
@@ -98,24 +110,25 @@ def rows_for(model_name: str, args: argparse.Namespace) -> list[dict]:
                 "probe_error": lat.probe_error,
                 "setup_s": setup_s,
                 "timed": lat.cost.table.timed,
+                "tries": tries[key],
             }
         )
         models[key].to(runtime.device)
     return rows
 
 
-def markdown(rows: list[dict], args: argparse.Namespace, wall_s: float) -> str:
+def markdown(rows: list[dict], args: argparse.Namespace, wall_s: float, refused: list[str]) -> str:
     head = (
         "| model | allocation | target | round_to | MAC ratio | predicted latency ratio | "
         f"measured ratio (batch {args.batch}) | noise (IQR/median, both) | prediction error | "
-        "measured ratio (batch 1) | unpruned ms |"
+        "measured ratio (batch 1) | unpruned ms | measured tries |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 12]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['allocation']} | {r['target']} | {r['round_to']} | "
             f"{r['macs_ratio']:.3f} | {r['pred']:.3f} | {r['measured']:.3f} | {r['noise']:.3f} | "
-            f"{r['pred_error']:.1%} | {r['batch1']:.3f} | {r['base_ms']:.1f} |"
+            f"{r['pred_error']:.1%} | {r['batch1']:.3f} | {r['base_ms']:.1f} | {r['tries']} |"
         )
     tables = sorted({(r["model"], r["probe_error"], r["setup_s"], r["timed"]) for r in rows})
     setup = [
@@ -133,7 +146,11 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall_s: float) -> str:
             "run's own path (`target_kind=latency`): per-device table of every prunable layer, "
             "timed in isolation on a coarse grid of kept-channel counts (multiples of 8) and "
             "interpolated; residual (BatchNorm, activations, dispatch) calibrated on the unpruned "
-            "model and one pruned probe; the table checked on a second probe.",
+            "model and one pruned probe; the table checked on a second probe; then the plan "
+            "allocated to the prediction is measured and the allocation corrected by the "
+            "measured/predicted factor (up to `latency.correct_steps`=2 times; `measured tries` "
+            "counts the plans measured). The final measurement below is a fresh one, taken "
+            "with every plan interleaved.",
             "",
             "**The machine was shared with other jobs while this ran (2 cores, several processes "
             "busy): the timings are noisy.** Measured ratios are medians over interleaved "
@@ -144,6 +161,7 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall_s: float) -> str:
             *lines,
             "",
             *setup,
+            *refused,
             f"- total wall time {wall_s:.0f} s",
             "",
             "## Provenance",
@@ -169,8 +187,13 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t = time.perf_counter()
-    rows = [r for m in args.models for r in rows_for(m, args)]
-    text = markdown(rows, args, time.perf_counter() - t)
+    rows, refused = [], []
+    for m in args.models:
+        try:
+            rows.extend(rows_for(m, args))
+        except ImpossibleTargetError as e:  # the run would refuse it too: say so, go on
+            refused.append(f"- {m}: refused before pruning: {e}")
+    text = markdown(rows, args, time.perf_counter() - t, refused)
     print(text)
     if args.out:
         Path(args.out).write_text(text)

@@ -165,6 +165,7 @@ def _prune_one_shot(
     cfg: DictConfig,
     fit: Callable[..., FitResult],
     measured_base: int,
+    latency: LatencyTarget | None = None,
 ) -> tuple[nn.Module, Plan]:
     """Score → allocate → remove, in `prune.steps` progressive steps (geometric targets).
     `measured_base`: fvcore MACs of the unpruned model, for the last step's check where the
@@ -193,9 +194,9 @@ def _prune_one_shot(
                 round_to=round_to(cfg),
             )
 
-        if (
-            k == steps and ctx.target != cfg.target and target_kind(cfg) == "macs"
-        ):  # hidden MACs: land at the measured target
+        if latency is not None:  # latency target: land at the measured latency ratio
+            plan = latency.land(allocate_to, step_target, model, structure, cfg)
+        elif k == steps and ctx.target != cfg.target:  # hidden MACs: land at the measured target
             plan = loosest_plan(
                 allocate_to,
                 step_target,
@@ -517,7 +518,9 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
                 name=f"{cfg.method.name}-train",
             )
             search_stats = {"epochs": r.epochs_run, "iterations": r.steps, "wall_s": r.wall_s}
-        model, plan = _prune_one_shot(method, ctx, cfg, run_fit, parts.base_report.macs)
+        model, plan = _prune_one_shot(
+            method, ctx, cfg, run_fit, parts.base_report.macs, parts.latency
+        )
     model = runtime.prepare(model)
     parts.wall["prune_s"] = time.perf_counter() - t
     return model, plan, search_stats

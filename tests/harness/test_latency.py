@@ -224,3 +224,34 @@ def test_compare_shows_speedup_beside_mac_ratio_of_the_picked_trials():
     assert math.isnan(row["q@0.35_speedup"])  # the picked trial measured no latency
     lines = _speed_lines(t["summary"], [0.5, 0.35], 0.0)
     assert any("×2.25 (MACs 0.475)" in line and "| — |" in line for line in lines)
+
+
+def test_landing_corrects_a_table_that_errs_fast():
+    """The device runs pruned models 25 % slower than the table predicts: the first plan measures
+    above the target, the corrected one at or below it and close."""
+    from omegaconf import OmegaConf
+
+    from harness.speed import LatencyTarget
+
+    model, example = _resnet20()
+    structure = build_structure(model, example)
+    cost = _latency_model(model, example, structure)
+
+    class SlowDevice(LatencyTarget):
+        def measured_ratio(self, compact):
+            ms = fake_network_ms(compact, example)
+            base = fake_network_ms(model, example)
+            return 1.25 * ms / base if ms < base else 1.0
+
+    lat = SlowDevice(cost, 4, Timing(1.0, 0.0), 0.0, 0.5, 0.0, model, correct_steps=3)
+    gen = torch.Generator().manual_seed(3)
+    scores = {g.name: torch.rand(g.size, generator=gen) for g in structure.prunable}
+    plan = lat.land(
+        lambda t: allocate(cost, scores, t, floor=0.05), 0.5, model, structure,
+        OmegaConf.create({"target": 0.5}),
+    )  # fmt: skip
+    first, last = lat.landing[0], lat.landing[-1]
+    assert first["measured"] > 0.5 and len(lat.landing) >= 2
+    measured = lat.measured_ratio(apply_plan(copy.deepcopy(model), structure, plan))
+    assert 0.45 < measured <= 0.5
+    assert last["measured"] == pytest.approx(measured)
