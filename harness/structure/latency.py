@@ -5,7 +5,8 @@ steps of `step` (8), on the run's device, batch, dtype, memory format and thread
 predict a network's latency as the sum over its layers. Timing every multiple of 8 of both sides
 of every layer is too slow on a 2-core CPU, so each prunable side is timed on a coarse grid of
 step multiples (`grid` points between `step` and the full width, plus 1 channel and the full
-width) and the table interpolates bilinearly between them at the exact kept counts. (Rounding a
+width) and the table interpolates bilinearly between them at the exact kept counts. The table is
+made monotone (a running maximum: more channels never time faster; see `_monotone`). (Rounding a
 query up to the step, as if every kernel padded channels, mispredicted PyTorch's CPU convs by up
 to 70 % on ResNet-20: they do not pad; `prune.round_to` is the setting that makes widths
 hardware-friendly.)
@@ -56,7 +57,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: bumped when what a table entry means changes: older caches are then rebuilt, not reused
-TABLE_FORMAT = 2
+TABLE_FORMAT = 3
 #: (spec, kept in, kept out) → timing of that layer in isolation
 Timer = Callable[["LayerSpec", int, int], Timing]
 
@@ -210,6 +211,14 @@ def _grid(full: int, step: int, points: int, varies: bool) -> list[int]:
     return sorted(values)
 
 
+def _monotone(ms: list[list[float]]) -> list[list[float]]:
+    """Running maximum along both axes: a layer never gets faster with more channels, so a
+    timing that says so is noise (a loaded machine) and would let a pruned plan predict slower
+    than the unpruned one. The raw timings are kept beside it."""
+    a = np.maximum.accumulate(np.maximum.accumulate(np.asarray(ms, dtype=float), axis=0), axis=1)
+    return a.tolist()
+
+
 class LatencyTable:
     """Per-layer latency (ms) at kept-channel counts, for one environment, cached on disk.
 
@@ -260,7 +269,8 @@ class LatencyTable:
                 ms.append([t.median_ms for t in row])
                 spread.append([t.spread_ms for t in row])
                 self.timed += len(row)
-            self.entries[key] = {"in": ins, "out": outs, "ms": ms, "spread": spread}
+            self.entries[key] = {"in": ins, "out": outs, "ms": _monotone(ms), "timed_ms": ms,
+                                 "spread": spread}  # fmt: skip
             added = True
         if added:
             self._save()
@@ -316,6 +326,7 @@ class LatencyCostModel(CostModel):
         self.table, self.specs = table, dict(specs)
         self.per_element_ms = 0.0  # residual per output element, set by `calibrate`
         self.fixed_ms = 0.0  # residual that does not shrink
+        self.scale = 1.0  # < 1 where the table sums to more than the measured network
         # set before CostModel.__init__, which computes base_macs through layer_macs
         sides = {(s.module, s.side) for g in structure.prunable for s in g.slots}
         self.varies = {n: ((n, "in") in sides, (n, "out") in sides) for n in self.specs}
@@ -327,7 +338,7 @@ class LatencyCostModel(CostModel):
         if spec is None:
             return 0.0
         elements = out_ch * self.layers[name].positions if self.per_element_ms else 0
-        return self.table.predict(spec, self.varies[name], in_ch, out_ch) + (
+        return self.scale * self.table.predict(spec, self.varies[name], in_ch, out_ch) + (
             self.per_element_ms * elements
         )
 
@@ -347,10 +358,16 @@ class LatencyCostModel(CostModel):
     ) -> None:
         """Split the residual into a per-element and a fixed part from two measured forward
         passes: the unpruned model (`base_ms`) and a pruned probe (`probe_ms`, its removed
-        units `probe`). Afterwards `macs()` (+ `fixed_ms`) predicts the whole network."""
-        self.per_element_ms = 0.0
+        units `probe`). Afterwards `macs()` (+ `fixed_ms`) predicts the whole network. Where
+        the table alone sums to more than the measured network (timed under another load), it
+        is scaled down to it instead, with no residual."""
+        self.per_element_ms, self.fixed_ms, self.scale = 0.0, 0.0, 1.0
         table0, table1 = self.macs(), self.macs(probe)
         r0, r1 = base_ms - table0, probe_ms - table1
+        if r0 < 0:
+            self.scale = base_ms / table0
+            self.base_macs = self.macs()
+            return
         e0, e1 = self.elements(), self.elements(probe)
         slope = (r0 - r1) / (e0 - e1) if e0 != e1 else 0.0
         slope = min(max(slope, 0.0), max(r0, 0.0) / e0 if e0 else 0.0)

@@ -255,3 +255,35 @@ def test_landing_corrects_a_table_that_errs_fast():
     measured = lat.measured_ratio(apply_plan(copy.deepcopy(model), structure, plan))
     assert 0.45 < measured <= 0.5
     assert last["measured"] == pytest.approx(measured)
+
+
+def test_noisy_timings_never_make_a_narrower_layer_slower():
+    model = TINY_MODELS["resnet"]().eval()
+    example = torch.randn(1, 3, 8, 8)
+    structure = build_structure(model, example)
+    noisy = iter([5.0, 1.0, 2.0, 0.5, 4.0, 3.0] * 1000)  # a loaded machine: no order at all
+
+    def timer(spec, kept_in, kept_out):
+        return Timing(next(noisy), 0.0)
+
+    table = LatencyTable(ENV, timer=timer, step=2, grid=3)
+    cost = LatencyCostModel(structure, table, layer_specs(model, example, list(structure.layers)))
+    for g in structure.prunable:
+        removed = {g.name: torch.zeros(g.size, dtype=torch.bool)}
+        previous = cost.macs()
+        for unit in range(g.size - 1):
+            removed[g.name][unit] = True
+            now = cost.macs(removed)
+            assert now <= previous + 1e-12
+            previous = now
+
+
+def test_a_table_slower_than_the_network_is_scaled_not_given_a_negative_residual():
+    model = TINY_MODELS["resnet"]().eval()
+    example = torch.randn(1, 3, 8, 8)
+    structure = build_structure(model, example)
+    cost = _latency_model(model, example, structure)
+    table_ms = cost.macs()
+    cost.calibrate(table_ms / 2, table_ms / 4, {})  # the network measures half the table's sum
+    assert cost.fixed_ms == 0.0 and cost.per_element_ms == 0.0
+    assert cost.predict_ms() == pytest.approx(table_ms / 2)

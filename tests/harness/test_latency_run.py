@@ -1,8 +1,9 @@
 """Latency targets and the speed record through `run`, on the embedded digits data.
 
 These runs time real forward passes, so they assert what does not depend on the clock: refusals
-before training, the record's keys, and that the *predicted* ratio (the table's arithmetic) is at
-or below the target. Whether the measured ratio is is recorded (`latency_target_met`), not tested.
+before training, the record's keys, and that the first plan's *predicted* ratio (the table's
+arithmetic) is at or below the target. Whether the measured ratio is, is recorded
+(`latency_target_met`), not tested.
 """
 
 from __future__ import annotations
@@ -62,7 +63,9 @@ def test_latency_run_records_speed_and_lands_by_prediction(tmp_path):
     except ImpossibleTargetError as e:  # timings on a loaded machine put dispatch above 30 %
         pytest.skip(f"this machine's timings put the target out of reach: {e}")
     assert record["target_kind"] == "latency"
-    assert record["latency_pred_ratio"] <= 0.7 + 1e-9
+    first = record["latency_landing"][0]  # allocated to the table's prediction of the target
+    assert first["predicted"] <= 0.7 + 1e-9
+    assert 1 <= record["latency_landing_tries"] == len(record["latency_landing"]) <= 3
     assert isinstance(record["latency_target_met"], bool)
     for key in ("latency_ratio", "latency_ratio_batch", "latency_ms_base", "latency_ms_spread"):
         assert record[key] is not None and record[key] > 0, key
