@@ -36,7 +36,7 @@ from harness.speed import plan_latency_target
 from harness.structure import CostModel, allocate, apply_plan, check_prunable, score_groups
 
 
-def rows_for(model_name: str, args: argparse.Namespace) -> list[dict]:
+def rows_for(model_name: str, args: argparse.Namespace, refused: list[str]) -> list[dict]:
     cfg = compose(
         [
             f"model={model_name}",
@@ -78,12 +78,16 @@ def rows_for(model_name: str, args: argparse.Namespace) -> list[dict]:
                     )  # fmt: skip
 
                 before = len(lat.landing)
-                if kind == "MACs":
-                    plans[key] = allocate_to(args.target)
-                else:  # the run's path: allocate to the prediction, measure, correct
-                    plans[key] = lat.land(
-                        allocate_to, lat.allocation_target, lat.base_model, structure, cfg
-                    )
+                try:
+                    if kind == "MACs":
+                        plans[key] = allocate_to(args.target)
+                    else:  # the run's path: allocate to the prediction, measure, correct
+                        plans[key] = lat.land(
+                            allocate_to, lat.allocation_target, lat.base_model, structure, cfg
+                        )
+                except ImpossibleTargetError as e:  # a run would refuse it before training
+                    refused.append(f"- {model_name} {allocation} {kind} round_to={rounding}: {e}")
+                    continue
                 tries[key] = len(lat.landing) - before
                 models[key] = apply_plan(copy.deepcopy(lat.base_model), structure, plans[key])
     times = measure_speed(models, shape, runtime, batch_sizes=(1, args.batch), repeats=args.repeats)
@@ -190,7 +194,7 @@ def main() -> None:
     rows, refused = [], []
     for m in args.models:
         try:
-            rows.extend(rows_for(m, args))
+            rows.extend(rows_for(m, args, refused))
         except ImpossibleTargetError as e:  # the run would refuse it too: say so, go on
             refused.append(f"- {m}: refused before pruning: {e}")
     text = markdown(rows, args, time.perf_counter() - t, refused)

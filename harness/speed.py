@@ -121,6 +121,8 @@ class LatencyTarget:
             try:
                 plan = allocate_to(t)
             except ImpossibleTargetError:
+                if not tried:
+                    raise  # the floors (or round_to) refuse the target itself
                 break  # corrected below what the floors allow: keep what was measured
             removed = plan.removed(structure)
             predicted = self.predicted_ratio(removed)
