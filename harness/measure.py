@@ -27,6 +27,7 @@ __all__ = [
     "count_params",
     "measure_latency",
     "measure_speed",
+    "summarize",
     "time_call",
 ]
 
@@ -78,7 +79,8 @@ class Timing:
         return self.spread_ms / self.median_ms if self.median_ms > 0 else 0.0
 
 
-def _summary(times: list[float]) -> Timing:
+def summarize(times: list[float]) -> Timing:
+    """Median and interquartile range of timings in ms (the range when fewer than 4)."""
     if len(times) < 4:
         return Timing(statistics.median(times), max(times) - min(times))
     q = statistics.quantiles(times, n=4, method="inclusive")
@@ -99,7 +101,7 @@ def time_call(
         fn()
         runtime.synchronize()
         times.append((time.perf_counter() - t) * 1e3)
-    return _summary(times)
+    return summarize(times)
 
 
 def _input(batch: int, input_shape: tuple[int, ...], runtime: Runtime) -> torch.Tensor:
@@ -157,5 +159,5 @@ def measure_speed(
                     one = time_call(lambda m=m, x=x: m(x), runtime, repeats=1, warmup=0)
                     times[n].append(one.median_ms)
             for n in models:
-                out[n][b] = _summary(times[n])
+                out[n][b] = summarize(times[n])
     return out

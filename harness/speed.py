@@ -262,6 +262,18 @@ def speed_record(
         repeats=int(cfg.measure.latency_repeats),
     )  # fmt: skip
     out: dict[str, Any] = {"target_kind": target_kind(cfg)}
+    if cfg.measure.get("onnx", False):  # the second runtime: onnxruntime on CPU
+        from harness.export import onnx_record
+
+        out.update(
+            onnx_record(
+                model,
+                base_model,
+                shape,
+                batch_sizes=tuple(batches),
+                repeats=int(cfg.measure.latency_repeats),
+            )
+        )
     for b, suffix in ((1, ""), (big, "_batch")):
         p, q = times["pruned"][b], times["base"][b]
         out[f"latency_ms{suffix}"] = p.median_ms
