@@ -100,16 +100,21 @@ def export_onnx(
     return result
 
 
-def _time_session(result: ExportResult, x: torch.Tensor, repeats: int, warmup: int = 3) -> Timing:
-    session, feed = result.session(), {"x": x.numpy()}
-    for _ in range(warmup):
-        session.run(None, feed)
-    times = []
+def _time_sessions(
+    results: list[ExportResult], x: torch.Tensor, repeats: int, warmup: int = 3
+) -> list[Timing]:
+    """Each session's latency on `x`, the repeats interleaved (load drift hits all alike)."""
+    sessions, feed = [r.session() for r in results], {"x": x.numpy()}
+    for s in sessions:
+        for _ in range(warmup):
+            s.run(None, feed)
+    times: list[list[float]] = [[] for _ in sessions]
     for _ in range(repeats):
-        t = time.perf_counter()
-        session.run(None, feed)
-        times.append((time.perf_counter() - t) * 1e3)
-    return summarize(times)
+        for s, t in zip(sessions, times, strict=True):
+            start = time.perf_counter()
+            s.run(None, feed)
+            t.append((time.perf_counter() - start) * 1e3)
+    return [summarize(t) for t in times]
 
 
 def onnx_record(
@@ -137,7 +142,7 @@ def onnx_record(
     }
     for b in batch_sizes:
         x = torch.randn(b, *input_shape)
-        p, q = _time_session(pruned, x, repeats), _time_session(base, x, repeats)
+        p, q = _time_sessions([pruned, base], x, repeats)
         out[f"onnx_latency_ms_b{b}"] = p.median_ms
         out[f"onnx_latency_ms_b{b}_spread"] = p.spread_ms
         out[f"onnx_latency_ms_b{b}_base"] = q.median_ms
