@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/latency_targets.py [--models resnet20 resnet56]
         [--target 0.5] [--allocations uniform] [--batch 64] [--repeats 10] [--threads 1]
-        [--out results/latency_targets.md]
+        [--onnx] [--out results/latency_targets.md]
 
 For each model (built with the conf's settings for `--data`, untrained weights: dense latency
 does not depend on their values, and l1 ranks them as it would trained ones) and each allocation:
@@ -12,7 +12,9 @@ table checked, floors checked), then l1 scores → `allocate` to the MAC target 
 target (`LatencyTarget.land`: measured and corrected, as in a run), with `prune.round_to`
 1 and 8 → `apply_plan`. Every compact model and the unpruned one
 are timed interleaved in one `measure_speed` call (median of `--repeats`, IQR kept) at batch 1
-and `--batch`; the latency target is set at `--batch`. MACs are fvcore conv+linear.
+and `--batch`; the latency target is set at `--batch`. MACs are fvcore conv+linear. `--onnx`:
+each compact model exported (`harness.export`), checked against PyTorch, and timed in onnxruntime
+(CPU) interleaved with the unpruned model's export: the ratio at `--batch`.
 """
 
 from __future__ import annotations
@@ -91,6 +93,14 @@ def rows_for(model_name: str, args: argparse.Namespace, refused: list[str]) -> l
                 tries[key] = len(lat.landing) - before
                 models[key] = apply_plan(copy.deepcopy(lat.base_model), structure, plans[key])
     times = measure_speed(models, shape, runtime, batch_sizes=(1, args.batch), repeats=args.repeats)
+    onnx = {}
+    if args.onnx:  # the second runtime: every compact model against the unpruned one
+        from harness.export import onnx_record
+
+        for key in plans:
+            onnx[key] = onnx_record(
+                models[key], lat.base_model, shape, batch_sizes=(args.batch,), repeats=args.repeats
+            )
     rows = []
     for key, plan in plans.items():
         allocation, rounding, kind = key
@@ -115,10 +125,17 @@ def rows_for(model_name: str, args: argparse.Namespace, refused: list[str]) -> l
                 "setup_s": setup_s,
                 "timed": lat.cost.table.timed,
                 "tries": tries[key],
+                "onnx": onnx.get(key, {}).get(
+                    f"onnx_latency_ratio_b{args.batch}", onnx.get(key, {}).get("onnx_skipped")
+                ),
             }
         )
         models[key].to(runtime.device)
     return rows
+
+
+def _cell(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v or "—")
 
 
 def markdown(rows: list[dict], args: argparse.Namespace, wall_s: float, refused: list[str]) -> str:
@@ -126,13 +143,15 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall_s: float, refused:
         "| model | allocation | target | round_to | MAC ratio | predicted latency ratio | "
         f"measured ratio (batch {args.batch}) | noise (IQR/median, both) | prediction error | "
         "measured ratio (batch 1) | unpruned ms | measured tries |"
+        + (f" onnxruntime ratio (batch {args.batch}) |" if args.onnx else "")
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * (12 + bool(args.onnx))]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['allocation']} | {r['target']} | {r['round_to']} | "
             f"{r['macs_ratio']:.3f} | {r['pred']:.3f} | {r['measured']:.3f} | {r['noise']:.3f} | "
             f"{r['pred_error']:.1%} | {r['batch1']:.3f} | {r['base_ms']:.1f} | {r['tries']} |"
+            + (f" {_cell(r['onnx'])} |" if args.onnx else "")
         )
     tables = sorted({(r["model"], r["probe_error"], r["setup_s"], r["timed"]) for r in rows})
     setup = [
@@ -188,6 +207,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--outputs", default="outputs")
     p.add_argument("--out", default=None, help="write the Markdown table here")
+    p.add_argument("--onnx", action="store_true", help="also time every model in onnxruntime")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t = time.perf_counter()
