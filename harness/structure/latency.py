@@ -251,8 +251,19 @@ class LatencyTable:
             except (OSError, ValueError, KeyError):
                 log.warning("latency table %s is unreadable; rebuilding it", self.path)
 
-    def ensure(self, specs: Mapping[str, LayerSpec], varies: Mapping[str, tuple[bool, bool]]):
-        """Time every (shape, prunable sides) not in the table yet, then save the table."""
+    def ensure(
+        self,
+        specs: Mapping[str, LayerSpec],
+        varies: Mapping[str, tuple[bool, bool]],
+        *,
+        force: bool = False,
+    ):
+        """Time every (shape, prunable sides) not in the table yet (`force`: every one of
+        `specs` again, replacing the cached timings), then save the table."""
+        if force:
+            for name, spec in specs.items():
+                vin, vout = varies.get(name, (False, False))
+                self.entries.pop(self._key(spec, vin and not spec.depthwise_like, vout), None)
         added = False
         for name, spec in specs.items():
             vin, vout = varies.get(name, (False, False))

@@ -287,3 +287,15 @@ def test_a_table_slower_than_the_network_is_scaled_not_given_a_negative_residual
     cost.calibrate(table_ms / 2, table_ms / 4, {})  # the network measures half the table's sum
     assert cost.fixed_ms == 0.0 and cost.per_element_ms == 0.0
     assert cost.predict_ms() == pytest.approx(table_ms / 2)
+
+
+def test_force_times_the_cached_layers_again(tmp_path):
+    model = TINY_MODELS["resnet"]().eval()
+    example = torch.randn(1, 3, 8, 8)
+    structure = build_structure(model, example)
+    first = FakeTimer()
+    cost = _latency_model(model, example, structure, tmp_path, first)
+    again = FakeTimer()
+    cost.table.timer = again
+    cost.table.ensure(cost.specs, cost.varies, force=True)
+    assert again.calls == first.calls
