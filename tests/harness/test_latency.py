@@ -78,6 +78,12 @@ def _resnet20():
     return MODELS.get("resnet20")(in_chans=3, num_classes=10).eval(), torch.randn(1, 3, 16, 16)
 
 
+def _tiny():
+    model = TINY_MODELS["resnet"]().eval()
+    example = torch.randn(1, 3, 8, 8)
+    return model, example, build_structure(model, example)
+
+
 def _latency_model(model, example, structure, tmp_path=None, timer=None):
     table = LatencyTable(ENV, timer=timer or FakeTimer(), cache_dir=tmp_path, step=STEP, grid=3)
     specs = layer_specs(model, example, list(structure.layers))
@@ -85,9 +91,7 @@ def _latency_model(model, example, structure, tmp_path=None, timer=None):
 
 
 def test_table_is_cached_and_rebuilt_when_its_key_changes(tmp_path):
-    model = TINY_MODELS["resnet"]().eval()
-    example = torch.randn(1, 3, 8, 8)
-    structure = build_structure(model, example)
+    model, example, structure = _tiny()
     first = FakeTimer()
     cost = _latency_model(model, example, structure, tmp_path, first)
     assert first.calls > 0
@@ -258,9 +262,7 @@ def test_landing_corrects_a_table_that_errs_fast():
 
 
 def test_noisy_timings_never_make_a_narrower_layer_slower():
-    model = TINY_MODELS["resnet"]().eval()
-    example = torch.randn(1, 3, 8, 8)
-    structure = build_structure(model, example)
+    model, example, structure = _tiny()
     noisy = iter([5.0, 1.0, 2.0, 0.5, 4.0, 3.0] * 1000)  # a loaded machine: no order at all
 
     def timer(spec, kept_in, kept_out):
@@ -279,9 +281,7 @@ def test_noisy_timings_never_make_a_narrower_layer_slower():
 
 
 def test_a_table_slower_than_the_network_is_scaled_not_given_a_negative_residual():
-    model = TINY_MODELS["resnet"]().eval()
-    example = torch.randn(1, 3, 8, 8)
-    structure = build_structure(model, example)
+    model, example, structure = _tiny()
     cost = _latency_model(model, example, structure)
     table_ms = cost.macs()
     cost.calibrate(table_ms / 2, table_ms / 4, {})  # the network measures half the table's sum
@@ -290,9 +290,7 @@ def test_a_table_slower_than_the_network_is_scaled_not_given_a_negative_residual
 
 
 def test_force_times_the_cached_layers_again(tmp_path):
-    model = TINY_MODELS["resnet"]().eval()
-    example = torch.randn(1, 3, 8, 8)
-    structure = build_structure(model, example)
+    model, example, structure = _tiny()
     first = FakeTimer()
     cost = _latency_model(model, example, structure, tmp_path, first)
     again = FakeTimer()
