@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import StoreError
-from harness.retry import Retrying
 from harness.runtime.processes import process_token
+from harness.runtime.retry import Retrying
 from harness.runtime.secrets import MASK, SECRET_NAME, mask_secrets
 
 __all__ = [

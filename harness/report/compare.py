@@ -66,6 +66,8 @@ COST_KEYS = {
     "cost_baseline_epochs": "baseline epochs",
     "cost_baseline_wall_s": "baseline wall s",
 }
+#: measured latency of a trial over its unpruned model's (same process, measure.latency_batch)
+SPEED_KEY = "latency_ratio_batch"
 
 
 @dataclass
@@ -144,7 +146,7 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
                 sp.macs.append(float(t.user_attrs.get("macs_ratio", t.values[1])))
                 sp.val.append(float(t.user_attrs.get("val_metric", t.values[0])))
                 sp.test.append(float(t.user_attrs.get("test_metric", math.nan)))
-                sp.costs.append({k: float(t.user_attrs[k]) for k in COST_KEYS
+                sp.costs.append({k: float(t.user_attrs[k]) for k in (*COST_KEYS, SPEED_KEY)
                                  if t.user_attrs.get(k) is not None})  # fmt: skip
                 sp.noop.update({s: float(t.user_attrs[f"{s}_metric_noop"]) for s in QUALITY_SPLITS
                                 if t.user_attrs.get(f"{s}_metric_noop") is not None})  # fmt: skip
@@ -240,6 +242,7 @@ def compare_tables(
     columns: dict[str, dict[str, dict[int, float]]] = {"hypervolume": {}}
     picked_macs: dict[str, dict[str, list[float]]] = {}
     ties: list[dict[str, Any]] = []
+    picked_speedup: dict[str, dict[str, list[float]]] = {}
     for m in rows:
         mine = {s: by[(m, s)] for s in seeds if (m, s) in by}
         columns["hypervolume"][m] = {
@@ -254,6 +257,9 @@ def compare_tables(
             }
             picked_macs.setdefault(col, {})[m] = [p[0] for p in got.values() if p is not None]
             ties += [] if m in controls else _tie_rows(m, t, granularity, mine)
+            picked_speedup.setdefault(col, {})[m] = [
+                _speedup(mine[s], p) for s, p in got.items() if p is not None
+            ]
     ranked = {col: {m: v for m, v in vals.items() if m in methods}
               for col, vals in columns.items()}  # fmt: skip
     vs_scratch = {(col, m): paired_t(vals[m], vals[f"scratch_b@{m}"])
@@ -263,6 +269,10 @@ def compare_tables(
     for col in columns:
         marks[col].update({c: Mark("control", math.nan, 0) for c in rows if c in controls})
     summary = [_summary_row(m, studies, columns, marks, picked_macs, scratch) for m in rows]
+    for row in summary:  # beside each target's MAC ratio: the picked trials' measured speed-up
+        for col, by_method in picked_speedup.items():
+            row[f"{col}_speedup"] = _mean([v for v in by_method[row["method"]]
+                                           if not math.isnan(v)])  # fmt: skip
     pooled = {m: pareto_front(p for sp in studies if sp.method == m for p in sp.front(split))
               for m in rows}  # fmt: skip
     methods = rows
@@ -350,6 +360,13 @@ def _tie_rows(method: str, target: float, granularity: float,
                      "tied_trials": len(reached),
                      "decided_by": "fewer MACs" if fewer else "lower trial number"})  # fmt: skip
     return rows
+
+
+def _speedup(sp: StudyPoints, picked: Trained) -> float:
+    """Unpruned / pruned latency of a picked trial; NaN when it was not measured."""
+    i = sp.trained().index(picked)
+    ratio = sp.costs[i].get(SPEED_KEY) if i < len(sp.costs) else None
+    return 1.0 / ratio if ratio else math.nan
 
 
 def _point_rows(studies: Sequence[StudyPoints]) -> list[dict[str, Any]]:
@@ -496,6 +513,7 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
                      "upsampling) on the same images, the floor every method's gain is read "
                      "against." if not math.isnan(noop) else ""),
                   "", *tables_md[True]]  # fmt: skip
+    speed = _speed_lines(summary, targets, granularity)
     dom = tables["dominance"].map(lambda v: "—" if math.isnan(v) else f"{v:.2f}")
     return "\n".join([
         f"# {title}", "",
@@ -525,6 +543,7 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
         "Coverage C(row, column): fraction of the column method's front (pooled over seeds) "
         "that the row method's front weakly dominates.", "",
         dom.to_markdown(), "",
+        *speed,
         "## Provenance", "",
         *provenance, "",
     ])  # fmt: skip
@@ -597,6 +616,28 @@ def _tests_markdown(tests: pd.DataFrame, alpha: float, correction: str) -> list[
             "column's best the difference is best − method; against a method's own Scratch-B "
             "control (vs `scratch_b@…`) it is method − control: ‡ unless it is significantly "
             "positive.", "", *lines, "", summary, ""]  # fmt: skip
+
+
+def _speed_lines(summary: pd.DataFrame, targets: Sequence[float], granularity: float) -> list[str]:
+    """Speed-up beside MAC ratio of the trials picked at each target (absent when no trial
+    measured latency)."""
+    cols = [f"q@{t:g}" for t in targets]
+    if not any(f"{c}_speedup" in summary and summary[f"{c}_speedup"].notna().any() for c in cols):
+        return []
+    lines = ["| method | " + " | ".join(f"MACs ≤ {t + granularity:g}" for t in targets) + " |",
+             "|" + "---|" * (len(targets) + 1)]  # fmt: skip
+    for _, row in summary.iterrows():
+        cells = [
+            "—" if math.isnan(row.get(f"{c}_speedup", math.nan))
+            else f"×{row[f'{c}_speedup']:.2f} (MACs {row[f'{c}_macs']:.3f})"
+            for c in cols
+        ]  # fmt: skip
+        lines.append(f"| {row.method} | " + " | ".join(cells) + " |")
+    return [
+        "Measured speed-up of the picked trials: unpruned latency / pruned latency at "
+        "`measure.latency_batch`, both timed in the trial's process (mean over seeds), beside "
+        "their mean MAC ratio.", "", *lines, "",
+    ]  # fmt: skip
 
 
 def run_compare(cfg: DictConfig) -> dict[str, Any]:

@@ -32,8 +32,16 @@ from harness.registry import METHODS, TASKS
 from harness.run.accounting import run_cost
 from harness.run.baseline import Baseline, load_or_train_baseline
 from harness.run.budget import Budget, plan_budget
-from harness.run.measure import MacReport, count_macs, count_params, measure_latency
+from harness.run.measure import MacReport, count_macs, count_params
 from harness.run.preflight import preflight
+from harness.run.speed import (
+    LatencyTarget,
+    plan_latency_target,
+    round_to,
+    speed_record,
+    target_kind,
+    unpruned_copy,
+)
 from harness.runtime.device import Runtime, pick_runtime
 from harness.runtime.plugins import load_configured
 from harness.runtime.provenance import git_label
@@ -160,6 +168,7 @@ def _prune_one_shot(
     cfg: DictConfig,
     fit: Callable[..., FitResult],
     measured_base: int,
+    latency: LatencyTarget | None = None,
 ) -> tuple[nn.Module, Plan]:
     """Score → allocate → remove, in `prune.steps` progressive steps (geometric targets).
     `measured_base`: fvcore MACs of the unpruned model, for the last step's check where the
@@ -185,9 +194,12 @@ def _prune_one_shot(
                 normalize=normalize,
                 floor=cfg.prune.floor,
                 min_channels=cfg.prune.min_channels,
+                round_to=round_to(cfg),
             )
 
-        if k == steps and ctx.target != cfg.target:  # hidden MACs: land at the measured target
+        if latency is not None:  # latency target: land at the measured latency ratio
+            plan = latency.land(allocate_to, step_target, model, structure, cfg)
+        elif k == steps and ctx.target != cfg.target:  # hidden MACs: land at the measured target
             plan = loosest_plan(
                 allocate_to,
                 step_target,
@@ -298,6 +310,7 @@ class RunParts:
     # stage uses the structure derived (and checked) here
     structure: Structure
     target: float  # the cost-model ratio to allocate to (`allocation_target`)
+    latency: LatencyTarget | None = None  # target_kind=latency: the table, base timing, ...
     tracker: Tracker | None = None  # set when the MLflow run is open
     run_fit: Callable[..., FitResult] | None = None  # `make_fit` of this run
     budget: Budget | None = None  # `budget.mode`: how many epochs fine-tuning gets
@@ -344,7 +357,7 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
         parts.compiled["eval"] = float(eval_compiled(model))  # also the latency's mode
 
         # 5. measure the physically pruned model (MACs and params were counted after pruning)
-        latency = _measure_latency(parts, model)
+        latency, speed = _measure_latency(parts, model, plan)
         record = _record(
             parts,
             baseline=baseline,
@@ -357,6 +370,7 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
             search_stats=search_stats,
             ft=ft,
         )
+        record.update(speed)
         record.update(_noop_record(parts, record))
         _log_record(tracker, record, val, test, report)
 
@@ -389,6 +403,13 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
     target = allocation_target(
         cfg.target, measured=base_report.macs, analytic=CostModel(structure).base_macs
     )
+    latency = None
+    round_to(cfg, method)
+    if target_kind(cfg) == "latency":  # table, base timing and reachability, before training
+        latency = plan_latency_target(
+            cfg, model, structure, runtime, task.example_input(cfg.data), shape, method
+        )
+        target = latency.allocation_target
     data = task.build_data(cfg.data, seed=cfg.seed).to(runtime.device)
     parts = RunParts(
         cfg=cfg,
@@ -404,6 +425,7 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
         budget=plan_budget(
             cfg, method, lambda m: build_method(m, model=cfg.model.name, task=cfg.task.name)
         ),
+        latency=latency,
     )
     return parts, model
 
@@ -464,8 +486,8 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
     tracker, run_fit = parts.tracker, parts.run_fit
     t = time.perf_counter()
     structure, target = parts.structure, parts.target
-    cost = CostModel(structure)
-    if target != cfg.target:
+    cost = parts.latency.cost if parts.latency else CostModel(structure)
+    if target != cfg.target and parts.latency is None:
         log.info(
             "the cost model sees %.1f%% of the %s MACs fvcore counts; allocating to %.4f of them "
             "for a measured ratio ≤ %s",
@@ -510,7 +532,9 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
             search_stats = {"epochs": r.epochs_run, "iterations": r.steps, "wall_s": r.wall_s}
             search_stats.update(method.train_stats())
             parts.compiled["prune"] = float(r.compiled)
-        model, plan = _prune_one_shot(method, ctx, cfg, run_fit, parts.base_report.macs)
+        model, plan = _prune_one_shot(
+            method, ctx, cfg, run_fit, parts.base_report.macs, parts.latency
+        )
     model = runtime.prepare(model)
     parts.wall["prune_s"] = time.perf_counter() - t
     between = int(cfg.prune.finetune_between) * (int(cfg.prune.steps) - 1)
@@ -537,18 +561,22 @@ def _finetune_stage(parts: RunParts, model: nn.Module) -> FitResult | None:
     return ft
 
 
-def _measure_latency(parts: RunParts, model: nn.Module) -> dict[int, float]:
-    """Latency (ms) per batch size, at 1 and `measure.latency_batch`; empty when switched off."""
-    cfg = parts.cfg
-    if not cfg.measure.latency:
-        return {}
-    return measure_latency(
-        model,
-        parts.shape,
-        parts.runtime,
-        batch_sizes=(1, int(cfg.measure.latency_batch)),
-        repeats=int(cfg.measure.latency_repeats),
+def _measure_latency(
+    parts: RunParts, model: nn.Module, plan: Plan
+) -> tuple[dict[int, float], dict[str, Any]]:
+    """Latency (ms) per batch size, at 1 and `measure.latency_batch`, and the speed record
+    (spreads, the unpruned model timed interleaved, ratios: `speed_record`); empty when
+    switched off (a latency target is always measured)."""
+    cfg, latency = parts.cfg, parts.latency
+    if not cfg.measure.latency and latency is None:
+        return {}, {"target_kind": target_kind(cfg)}
+    base = latency.base_model if latency else unpruned_copy(parts.task, cfg, parts.runtime)
+    removed = plan.removed(parts.structure) if latency else None
+    speed = speed_record(
+        cfg, parts.runtime, parts.shape, model, base, latency=latency, removed=removed
     )
+    big = int(cfg.measure.latency_batch)
+    return {1: speed["latency_ms"], big: speed["latency_ms_batch"]}, speed
 
 
 def _record(

@@ -234,7 +234,7 @@ def _ask_store(uri: str) -> None:
         os.environ.setdefault(var, value)
     from mlflow.tracking import MlflowClient
 
-    from harness.retry import is_locked, retry_locked
+    from harness.runtime.retry import is_locked, retry_locked
 
     try:  # a store another process holds locked a moment is waited for, a while
         retry_locked(MlflowClient(uri).search_experiments, max_results=1, wait_s=START_LOCK_WAIT_S)

@@ -24,6 +24,7 @@ from torch import Tensor
 from harness.errors import ConfigError, ImpossibleTargetError
 from harness.structure.cost import CostModel
 from harness.structure.plan import Plan
+from harness.structure.rounding import round_removed
 
 __all__ = ["allocate", "check_target", "floor_of", "group_norms"]
 
@@ -104,6 +105,7 @@ def allocate(
     min_channels: int = 1,
     normalize: bool = True,
     removed: Mapping[str, Tensor] | None = None,
+    round_to: int = 1,
 ) -> Plan:
     """Remove the lowest-scored units until MACs/base ≤ `target`.
 
@@ -114,6 +116,7 @@ def allocate(
             layers of different scale compete fairly; False ranks raw scores (one threshold).
             Either way the plan is invariant to multiplying every score by c > 0 (`group_norms`).
         removed: units already removed (progressive pruning continues from there).
+        round_to: every pruned group keeps a multiple of this many units (`rounding.py`).
     """
     check_target(target)
     if allocation not in ("uniform", "global"):
@@ -169,5 +172,9 @@ def allocate(
             f"target={target} is below the smallest MAC ratio the floors allow "
             f"({tracker.macs / cost.base_macs:.3f} with prune.floor={floor}, "
             f"prune.min_channels={min_channels}); raise the target or lower the floor"
+        )
+    if round_to != 1:
+        state = round_removed(
+            cost, scores, state, already=removed, goal=goal, keep_min=keep_min, multiple=round_to
         )
     return Plan.from_removed(state)

@@ -30,8 +30,8 @@ EARLY_TOL = 0.02
 #: record keys kept on the trial as user attributes (besides the cost_* keys)
 RECORD_ATTRS = ("test_metric", "val_metric", "macs", "macs_ratio", "params", "params_ratio",
                 "latency_ms", "val_metric_pruned", "artifacts", "test_metric_noop",
-                "val_metric_noop", "budget_mode", "budget_epochs",
-                "search_source_trial")  # fmt: skip
+                "val_metric_noop", "budget_mode", "budget_epochs", "search_source_trial",
+                "latency_ratio", "latency_ratio_batch", "latency_target_met")  # fmt: skip
 
 
 class SurplusTrial(PruneBenchError):

@@ -29,12 +29,14 @@ OBJECTIVES: dict[str, tuple[str, str]] = {
     "macs_ratio": ("macs_ratio", "minimize"),
     "params_ratio": ("params_ratio", "minimize"),
     "latency_ms": ("latency_ms", "minimize"),
+    "latency_ratio": ("latency_ratio_batch", "minimize"),  # at measure.latency_batch
 }
 #: constraint name → (record key, sign): feasible when sign · (value − bound) ≤ 0
 CONSTRAINTS: dict[str, tuple[str, int]] = {
     "macs_ratio_max": ("macs_ratio", 1),
     "params_ratio_max": ("params_ratio", 1),
     "quality_min": ("val_metric", -1),
+    "latency_ratio_max": ("latency_ratio_batch", 1),
 }
 SAMPLERS = ("nsga2", "random", "tpe")
 #: config keys that change between invocations of one study: tags on the parent, not params

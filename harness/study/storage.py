@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from harness.errors import ConfigError
-from harness.retry import LOCK_WAIT_S
 from harness.run.preflight import (
     CONNECT_TIMEOUT_S,
     START_LOCK_WAIT_S,
@@ -29,6 +28,7 @@ from harness.run.preflight import (
     check_reachable,
     folder_lock,
 )
+from harness.runtime.retry import LOCK_WAIT_S
 from harness.tracking import mask_secrets
 
 if TYPE_CHECKING:

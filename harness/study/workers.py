@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from harness.errors import PruneBenchError, StoreError
-from harness.retry import is_locked
 from harness.runtime.plugins import load_configured
+from harness.runtime.retry import is_locked
 from harness.runtime.secrets import install_log_filter, mask_secrets, remember_secrets
 from harness.runtime.signals import install_sigterm_handler
 from harness.study.mlflow_link import ParetoTagger

@@ -45,7 +45,7 @@ def test_a_damaged_journal_is_refused_in_one_line(tmp_path):
 
 
 def test_a_locked_store_is_retried_with_backoff_and_other_errors_are_not():
-    from harness.retry import retry_locked
+    from harness.runtime.retry import retry_locked
 
     calls, slept = [], []
 
@@ -147,7 +147,7 @@ def test_a_study_store_that_cannot_record_a_trial_is_one_line(tmp_path):
 def test_mlflow_lock_tracebacks_are_dropped_while_the_retry_says_it_waits(caplog):
     import logging
 
-    from harness.retry import quiet_lock_reports
+    from harness.runtime.retry import quiet_lock_reports
 
     quiet_lock_reports()
     logger = logging.getLogger("mlflow.store.db.utils")
