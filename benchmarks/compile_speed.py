@@ -192,7 +192,13 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     for model in args.models:
         for phase in args.phases:
-            r = measure(phase, model, args.batch, args.steps, args.rounds, args.device)
+            try:
+                r = measure(phase, model, args.batch, args.steps, args.rounds, args.device)
+            except Exception as e:  # noqa: BLE001 - e.g. DHP cannot search this model: say so
+                line = f"{model:12} {phase:9} not measured: {type(e).__name__}: {e}"[:200]
+                print(line, flush=True)
+                lines.append(line)
+                continue
             auto = "-" if phase == "eval" else ("on" if r["auto"] else "off")
             line = (
                 f"{model:12} {phase:9} {r['eager_ips']:11.1f} {r['compiled_ips']:9.1f} "
