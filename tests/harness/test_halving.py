@@ -1,0 +1,257 @@
+"""Successive halving for multi-objective studies (harness/study/halving.py): the MO-ASHA
+promotion rule, asynchronous rung decisions on an Optuna storage, stopped trials kept off the
+front, and a killed trial resumed from its rung equal, bit for bit, to the uninterrupted run."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import torch
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+from torch import nn
+
+from harness.config import compose
+from harness.data import TensorBatches
+from harness.device import pick_runtime
+from harness.errors import ConfigError, RunStopped
+from harness.study.halving import (
+    Fidelity,
+    RungHook,
+    crowding_distances,
+    mo_order,
+    nondominated_fronts,
+    promoted,
+    rung_points,
+    study_cost,
+)
+from harness.study.recovery import retry_trial
+from harness.study.settings import StudySettings
+from harness.train.hooks import Hook, LoopState
+from harness.train.loop import fit
+from harness.train.optim import build_optimizer, build_scheduler
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+# -- the promotion rule on hand-made points (minimised) -----------------------------------------
+
+
+def test_fronts_are_non_dominated_layers():
+    pts = [(1, 5), (2, 2), (5, 1), (3, 3), (6, 6), (2, 6)]
+    assert nondominated_fronts(pts) == [[0, 1, 2], [3, 5], [4]]
+
+
+def test_crowding_keeps_the_extremes_and_prefers_isolated_points():
+    pts = [(0.0, 4.0), (1.0, 3.0), (1.2, 2.8), (4.0, 0.0)]
+    d = crowding_distances(pts)
+    assert d[0] == d[3] == math.inf
+    # (1, 3) has both neighbours close by; (1.2, 2.8) has (4, 0) far away
+    assert d[1] == pytest.approx(0.6) and d[2] == pytest.approx(1.5)
+
+
+def test_order_is_rank_first_then_diversity_then_trial_number():
+    # front 1: 0, 1, 2, 3 (1 and 2 crowded together); front 2: 4 dominated by 1
+    pts = [(0.0, 4.0), (1.0, 3.0), (1.1, 2.9), (4.0, 0.0), (1.5, 3.5)]
+    # the extremes (infinite distance, by trial number), then the less crowded (1.1, 2.9),
+    # then (1, 3) next to the extreme (0, 4), then the dominated point
+    assert mo_order(pts, keys=[10, 11, 12, 13, 14]) == [0, 3, 2, 1, 4]
+    # equal crowding: the lower trial number first, whatever the list order
+    assert mo_order([(1.0, 1.0), (1.0, 1.0)], keys=[7, 3]) == [1, 0]
+
+
+def test_promotion_keeps_the_top_third_by_non_dominated_rank():
+    # six trials at a rung: ⌊6/3⌋ = 2 go on; the two extremes of the first front
+    rung = {0: [-0.9, 0.5], 1: [-0.8, 0.3], 2: [-0.5, 0.6], 3: [-0.85, 0.4], 4: [-0.7, 0.7],
+            5: [-0.6, 0.2]}  # fmt: skip
+    # front 1: 0 (best quality), 3, 1, 5 (cheapest); crowding keeps 0 and 5
+    assert [n for n in rung if promoted(n, rung, eta=3)] == [0, 5]
+    with pytest.raises(KeyError):
+        promoted(9, rung, eta=3)
+
+
+def test_promotion_never_waits_for_a_rung_to_fill():
+    # the first trial at a rung goes on alone; a dominated second one (⌊2/3⌋ → keep 1) stops
+    assert promoted(0, {0: [-0.5, 0.5]}, eta=3)
+    assert not promoted(1, {0: [-0.5, 0.5], 1: [-0.4, 0.6]}, eta=3)
+    assert promoted(1, {0: [-0.5, 0.5], 1: [-0.6, 0.4]}, eta=3)
+
+
+def test_rungs_and_settings():
+    assert Fidelity(mode="halving", min_epochs=1, eta=3).rungs(9) == [1, 3]
+    assert Fidelity(mode="halving", min_epochs=2, eta=2).rungs(20) == [2, 4, 8, 16]
+    base = ["data=digits", "model=resnet20", "finetune.epochs=9"]
+    s = StudySettings.from_cfg(compose([*base, "study.fidelity.mode=halving"]))
+    assert s.fidelity.halving and s.fidelity.rungs(9) == [1, 3]
+    assert not StudySettings.from_cfg(compose(base)).fidelity.halving  # full budget by default
+    for bad, match in [
+        ("study.fidelity.mode=sometimes", "unknown study.fidelity.mode"),
+        ("study.fidelity.eta=1", "eta=1"),
+        ("study.fidelity.min_epochs=9", "finetune.epochs=9 > study.fidelity.min_epochs=9"),
+    ]:
+        with pytest.raises(ConfigError, match=match):
+            StudySettings.from_cfg(compose([*base, "study.fidelity.mode=halving", bad]))
+
+
+# -- a tiny fine-tuning run under a rung hook ---------------------------------------------------
+
+
+class Regression:
+    """A task the loop can train: dropout and augmentation draw from both RNGs."""
+
+    metric = "neg_mse"
+
+    def loss(self, model, batch):
+        x, y = batch
+        return {"loss": (model(x) - y).pow(2).mean()}
+
+    def evaluate(self, model, batches):
+        x, y = batches.tensors
+        return {"neg_mse": -float((model(x) - y).pow(2).mean())}
+
+
+def _jitter(batch, generator):
+    x, y = batch
+    return x + 0.01 * torch.randn(x.shape, generator=generator), y
+
+
+EPOCHS = 4  # rungs at 1 and 3 (min_epochs 1, η 3)
+FIDELITY = Fidelity(mode="halving", min_epochs=1, eta=3)
+
+
+def _run_fit(lr: float, hooks=()):
+    """Build everything as the pipeline does (seeded), then fine-tune `EPOCHS` epochs."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 1))
+    x = torch.randn(48, 4, generator=torch.Generator().manual_seed(1))
+    y = x.sum(1, keepdim=True)
+    train = TensorBatches((x, y), 8, shuffle=True, transform=_jitter, seed=5)
+    val = TensorBatches((x[:16], y[:16]), 16)
+    cfg = OmegaConf.create({"optimizer": "sgd", "lr": lr, "momentum": 0.9,
+                            "weight_decay": 1e-4})  # fmt: skip
+    optimizer = build_optimizer(model.parameters(), cfg)
+    scheduler = build_scheduler(optimizer, cfg, epochs=EPOCHS, steps_per_epoch=len(train))
+    result = fit(model, Regression(), train, epochs=EPOCHS, optimizer=optimizer,
+                 scheduler=scheduler, runtime=pick_runtime("cpu"), hooks=hooks, val=val,
+                 select_best=True, name="finetune")  # fmt: skip
+    return model, result
+
+
+class Killed(Exception):
+    """Stands in for a worker dying mid-trial."""
+
+
+class KillAfter(Hook):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def after_epoch(self, s: LoopState) -> None:
+        if s.epoch == self.epoch:
+            raise Killed
+
+
+def _objective(tmp_path, *, kill_at=None, quality_shift=None):
+    """A fake study objective: one tiny fine-tune per trial with the trial's rung hook."""
+
+    def objective(trial: optuna.Trial) -> list[float]:
+        lr = trial.suggest_float("lr", 0.001, 0.1, log=True)
+        macs = trial.suggest_float("macs", 0.1, 0.9)
+        hook = RungHook(trial, fidelity=FIDELITY, objectives=("quality", "macs_ratio"),
+                        fixed={"macs_ratio": macs, "cost_prune_train_images": 10.0},
+                        path=tmp_path / f"trial{trial.number}.pt")  # fmt: skip
+        hooks = [hook] if kill_at is None else [hook, KillAfter(kill_at)]
+        if quality_shift is not None:  # a hand-made quality instead of the trained one
+            hooks.insert(0, _Shift(quality_shift[trial.number]))
+        try:
+            model, result = _run_fit(lr, hooks)
+        except RunStopped as e:
+            raise optuna.TrialPruned(str(e)) from e
+        record = {"cost_train_images": 10.0 + EPOCHS * 48}
+        hook.finish(record)
+        trial.set_user_attr("weights", [float(p.detach().sum()) for p in model.parameters()])
+        return [result.best_val, macs]
+
+    return objective
+
+
+class _Shift(Hook):
+    """Pins the validation score the rung sees (hand-made points through the real hook)."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def after_epoch(self, s: LoopState) -> None:
+        s.best_val = self.value
+
+
+def test_rungs_promote_asynchronously_and_stopped_trials_stay_off_the_front(tmp_path):
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    # same MAC ratio, quality decides; trials run one after another, nobody waits
+    qualities = {0: -0.5, 1: -0.9, 2: -0.8, 3: -0.1}
+    for _ in qualities:
+        study.enqueue_trial({"lr": 0.01, "macs": 0.5})
+    study.optimize(_objective(tmp_path, quality_shift=qualities), n_trials=4)
+    states = {t.number: t.state for t in study.trials}
+    # 0: first at every rung → full budget; 1, 2: dominated by 0 (⌊n/3⌋ ≤ 1 kept) → stop at 1;
+    # 3: best so far at rung 1 (top ⌊4/3⌋ = 1) and at rung 3 (alone with 0, best) → complete
+    assert states == {0: TrialState.COMPLETE, 1: TrialState.PRUNED, 2: TrialState.PRUNED,
+                      3: TrialState.COMPLETE}  # fmt: skip
+    for n in (1, 2):
+        t = study.trials[n]
+        assert t.user_attrs["stopped_at_epoch"] == 1
+        assert t.user_attrs["rung.1"] == [-qualities[n], 0.5]
+        assert t.user_attrs["rung_promoted.1"] is False
+        assert t.user_attrs["cost_train_images"] == 10.0 + 1 * 48
+        assert not list(tmp_path.glob(f"trial{n}.pt"))  # its snapshot is dropped
+    assert study.trials[0].user_attrs["rung_promoted.3"] is True
+    assert sorted(rung_points(study.trials, 1)) == [0, 1, 2, 3]
+    assert sorted(rung_points(study.trials, 3)) == [0, 3]
+    assert all(t.state == TrialState.COMPLETE for t in study.best_trials)
+    cost = study_cost(study)
+    assert cost["study_train_images"] == 2 * (10.0 + EPOCHS * 48) + 2 * (10.0 + 48)
+    assert cost["study_full_trials"] == 2 and cost["study_stopped_trials"] == 2
+
+
+def test_a_killed_trial_resumes_from_its_rung_bit_for_bit_without_duplicate_rungs(tmp_path):
+    ref_model, ref = _run_fit(0.02)  # the uninterrupted run
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial({"lr": 0.02, "macs": 0.5})
+    study.optimize(_objective(tmp_path, kill_at=2), n_trials=1, catch=(Killed,))
+    dead = study.trials[0]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["rung_snapshot"]["epoch"] == 1
+    retry_trial(study, dead, max_retry=2)  # what recovery does for a dead worker's trial
+    study.optimize(_objective(tmp_path), n_trials=1)
+    done = study.trials[1]
+    assert done.state == TrialState.COMPLETE
+    assert done.user_attrs["resumed_from"] == {"trial": 0, "epoch": 1}
+    assert done.values[0] == ref.best_val  # bit for bit, not approximately
+    assert done.user_attrs["weights"] == [float(p.detach().sum()) for p in ref_model.parameters()]
+    # the rung is counted once (on the retry), and the retry pays only what it trained
+    assert list(rung_points(study.trials, 1)) == [1]
+    assert done.user_attrs["cost_train_images"] == 10.0 + (EPOCHS - 1) * 48
+    assert not list(tmp_path.glob("*.pt"))
+
+
+def test_resumed_fit_equals_the_uninterrupted_fit_in_every_weight(tmp_path):
+    from harness.train.resume import load_snapshot, restore, save_snapshot, snapshot
+
+    class SaveAndStop(Hook):
+        def after_epoch(self, s: LoopState) -> None:
+            if s.epoch == 1:
+                save_snapshot(tmp_path / "s.pt", snapshot(s))
+                raise Killed
+
+    class Restore(Hook):
+        def before_fit(self, s: LoopState) -> None:
+            restore(s, load_snapshot(tmp_path / "s.pt"))
+
+    ref_model, ref = _run_fit(0.05)
+    with pytest.raises(Killed):
+        _run_fit(0.05, [SaveAndStop()])
+    torch.manual_seed(123)  # whatever ran in between, the snapshot's RNG state wins
+    model, result = _run_fit(0.05, [Restore()])
+    for a, b in zip(ref_model.state_dict().values(), model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert result.best_epoch == ref.best_epoch and result.best_val == ref.best_val
+    assert [h["loss"] for h in result.history] == [h["loss"] for h in ref.history]
