@@ -57,6 +57,12 @@ COST_KEYS = {
     "cost_baseline_epochs": "baseline epochs",
     "cost_baseline_wall_s": "baseline wall s",
 }
+#: what one whole study spent (harness/study/halving.py: `study_cost`) → label
+STUDY_COST_KEYS = {
+    "study_train_images": "train images spent per study (every trial, stopped ones included)",
+    "study_full_trials": "full-budget trials per study",
+    "study_stopped_trials": "trials stopped at a rung per study",
+}
 
 
 @dataclass
@@ -73,6 +79,8 @@ class StudyPoints:
     costs: list[dict[str, float]] = field(default_factory=list)
     #: split → the task's no-op score on that split (restoration: noisy input, bicubic)
     noop: dict[str, float] = field(default_factory=dict)
+    #: what the whole study spent (STUDY_COST_KEYS), stopped and failed trials included
+    spent: dict[str, float] = field(default_factory=dict)
 
     def points(self, split: str) -> list[Point]:
         return list(zip(self.macs, self.val if split == "val" else self.test, strict=True))
@@ -108,6 +116,7 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
     import optuna
     from optuna.trial import TrialState
 
+    from harness.study.halving import study_cost
     from harness.study.settings import StudySettings
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -125,6 +134,7 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
                     f"method={method} seed={seed} …` first (same task/data/model/outputs)"
                 ) from e
             sp = StudyPoints(str(method), int(seed), settings.name, [], [], [], [])
+            sp.spent = study_cost(study)
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
                 if any(v > 0 for k, v in t.user_attrs.items() if k.startswith("constraint.")):
                     continue  # infeasible trials are not part of any front
@@ -284,6 +294,8 @@ def _summary_row(
         row[f"{col}_p"] = mark.p
     for key in COST_KEYS:  # per trial, mean over the method's trials
         row[key] = _mean([c[key] for c in costs if key in c]) if costs else math.nan
+    for key in STUDY_COST_KEYS:  # per study, mean over the method's seeds
+        row[key] = _mean([sp.spent[key] for sp in mine if key in sp.spent])
     return row
 
 
@@ -373,12 +385,27 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
         "significantly worse; † reached in fewer seeds than were run: not ranked. Cost columns: "
         "mean per trial; the baseline is trained once per seed and shared by every method.", "",
         *lines, "",
+        *_spent_lines(summary),
         "Coverage C(row, column): fraction of the column method's front (pooled over seeds) "
         "that the row method's front weakly dominates.", "",
         dom.to_markdown(), "",
         "## Provenance", "",
         *provenance, "",
     ])  # fmt: skip
+
+
+def _spent_lines(summary: pd.DataFrame) -> list[str]:
+    """The compute each method's studies spent in all (a successive-halving study stops most
+    trials early; compare at equal spent compute, not at equal trial counts)."""
+    if not len(summary) or summary.reindex(columns=list(STUDY_COST_KEYS)).isna().all().all():
+        return []  # hand-made points, or studies of a harness that did not count
+    header = ["method", *STUDY_COST_KEYS.values()]
+    lines = ["Spent per study (mean over seeds):", "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]  # fmt: skip
+    for _, row in summary.iterrows():
+        cells = ["—" if math.isnan(row[k]) else f"{row[k]:,.0f}" for k in STUDY_COST_KEYS]
+        lines.append("| " + " | ".join([str(row.method), *cells]) + " |")
+    return [*lines, ""]
 
 
 def run_compare(cfg: DictConfig) -> dict[str, Any]:

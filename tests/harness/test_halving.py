@@ -255,3 +255,24 @@ def test_resumed_fit_equals_the_uninterrupted_fit_in_every_weight(tmp_path):
         assert torch.equal(a, b)
     assert result.best_epoch == ref.best_epoch and result.best_val == ref.best_val
     assert [h["loss"] for h in result.history] == [h["loss"] for h in ref.history]
+
+
+def test_compare_reports_what_each_study_spent():
+    from harness.report.compare import StudyPoints, _spent_lines, compare_tables
+
+    def study(method, seed, spent):
+        sp = StudyPoints(method, seed, f"{method}-s{seed}", [0], [0.4], [0.9], [0.9], [{}])
+        sp.spent = {"study_train_images": spent, "study_full_trials": 2.0,
+                    "study_stopped_trials": 4.0}  # fmt: skip
+        return sp
+
+    studies = [study("l1", 0, 1000.0), study("l1", 1, 2000.0), study("taylor", 0, 600.0)]
+    t = compare_tables(studies, split="test", targets=[0.5], reference=(1.0, 0.0))
+    row = t["summary"].set_index("method")
+    assert row.loc["l1", "study_train_images"] == 1500.0  # mean over its seeds
+    assert row.loc["taylor", "study_train_images"] == 600.0
+    lines = _spent_lines(t["summary"])
+    assert "| l1 | 1,500 | 2 | 4 |" in lines and "| taylor | 600 | 2 | 4 |" in lines
+    plain = [StudyPoints("l1", 0, "l1-s0", [0], [0.4], [0.9], [0.9], [{}])]
+    assert _spent_lines(compare_tables(plain, split="test", targets=[0.5],
+                                       reference=(1.0, 0.0))["summary"]) == []  # fmt: skip
