@@ -276,3 +276,65 @@ def test_compare_reports_what_each_study_spent():
     plain = [StudyPoints("l1", 0, "l1-s0", [0], [0.4], [0.9], [0.9], [{}])]
     assert _spent_lines(compare_tables(plain, split="test", targets=[0.5],
                                        reference=(1.0, 0.0))["summary"]) == []  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_killed_two_worker_halving_study_resumes_its_promoted_trials_exactly(tmp_path):
+    """Acceptance: 2 workers, killed mid-way (a trial promoted past its last rung), resumed:
+    the budget is met, no parameters repeat among full-budget trials, no rung counts a trial
+    twice, and the resumed trial's result is that of an uninterrupted run of its parameters."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from harness.pipeline import run
+    from harness.study import resolve_storage, run_study
+
+    args = ["data=digits", "model=resnet20", "train.epochs=1", "finetune.epochs=9",
+            "measure.latency=false", "study.n_startup_trials=2", "study.target.low=0.3",
+            "method=l1", "study.n_trials=6", "study.workers=2", "study.fidelity.mode=halving",
+            f"outputs={tmp_path}"]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "study", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=Path(__file__).resolve().parents[2],
+                            start_new_session=True)  # fmt: skip
+    storage = resolve_storage(None, outputs=str(tmp_path), workers=2)
+    name = "classification-digits-resnet20-l1-s0"
+    victim = None
+    deadline = time.time() + 400
+    try:
+        while victim is None and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            try:
+                study = optuna.load_study(study_name=name, storage=storage.open())
+            except Exception:  # noqa: BLE001 - not created yet
+                continue
+            victim = next((t for t in study.get_trials(states=(TrialState.RUNNING,))
+                           if t.user_attrs.get("rung_promoted.3")), None)  # fmt: skip
+        assert victim is not None, "no trial was ever caught past its last rung"
+        os.killpg(proc.pid, signal.SIGKILL)  # the study and both workers, mid-trial
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    summary = run_study(compose(args))
+    study = optuna.load_study(study_name=name, storage=storage.open())
+    done = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(done) == 6 and summary["exit_code"] == 0
+    full = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len({tuple(sorted(t.params.items())) for t in full}) == len(full)
+    retry = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    assert retry[0].user_attrs["resumed_from"] == {"trial": victim.number, "epoch": 3}
+    for epoch in (1, 3):
+        counted = rung_points(study.trials, epoch)
+        assert victim.number not in counted and retry[0].number in counted
+    # the same parameters, run uninterrupted (same threads as a worker of two)
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
+    values = [f"{k}={v!r}" for k, v in retry[0].params.items()]
+    record = run(compose([*args, *values, "tracking.enabled=false"]))
+    assert retry[0].values[0] == record["val_metric"]
+    assert retry[0].user_attrs["test_metric"] == record["test_metric"]
