@@ -10,7 +10,8 @@ launcher jobs sharing one study:
   metric so far and the ratios fixed by pruning, as a minimisation vector; latency is measured
   only at the end and is left out of the comparison), then is ranked among every trial that has
   reached that rung so far: non-dominated sorting, ties inside a front broken by crowding
-  distance (diversity, as NSGA-II and MO-ASHA, Schmucker et al. 2021), then by trial number.
+  distance (diversity, as NSGA-II and MO-ASHA, Schmucker et al. 2021), then by distance to
+  the ideal point (objectives scaled over the rung), then by trial number.
   It goes on when it is in the top max(1, ⌊n/η⌋) of the n recorded there. Nobody waits for a
   rung to fill (the stopping form of ASHA, Li et al. 2020);
 - a trial that is not promoted stops: Optuna state PRUNED with `stopped_at_epoch` and its rung
@@ -56,6 +57,7 @@ __all__ = [
     "Fidelity",
     "RungHook",
     "crowding_distances",
+    "ideal_distances",
     "mo_order",
     "nondominated_fronts",
     "promoted",
@@ -164,15 +166,33 @@ def crowding_distances(points: Sequence[Sequence[float]]) -> list[float]:
     return dist
 
 
+def ideal_distances(points: Sequence[Sequence[float]]) -> list[float]:
+    """Euclidean distance of each point to the ideal point, every objective scaled to [0, 1]
+    over `points`: what breaks ties between equally spread points (a front's extremes)."""
+    if not points:
+        return []
+    lo = [min(c) for c in zip(*points, strict=True)]
+    hi = [max(c) for c in zip(*points, strict=True)]
+    span = [(h - low) or 1.0 for low, h in zip(lo, hi, strict=True)]
+    return [
+        math.sqrt(sum(((x - low) / w) ** 2 for x, low, w in zip(p, lo, span, strict=True)))
+        for p in points
+    ]
+
+
 def mo_order(points: Sequence[Sequence[float]], keys: Sequence[int] | None = None) -> list[int]:
     """Indices of `points` best first: by non-dominated front, then by crowding distance
-    (larger first: the spread of the front is kept), then by `keys` (trial numbers: stable
-    across workers)."""
+    (larger first: the spread of the front is kept), then by closeness to the ideal point
+    (so the extremes, all at infinite distance, are not ranked by age), then by `keys` (trial
+    numbers: the same answer on every worker)."""
     keys = list(range(len(points))) if keys is None else list(keys)
+    ideal = ideal_distances(points)
     order = []
     for front in nondominated_fronts(points):
         crowd = crowding_distances([points[i] for i in front])
-        ranked = sorted(range(len(front)), key=lambda k: (-crowd[k], keys[front[k]]))
+        ranked = sorted(
+            range(len(front)), key=lambda k: (-crowd[k], ideal[front[k]], keys[front[k]])
+        )
         order.extend(front[k] for k in ranked)
     return order
 

@@ -61,6 +61,13 @@ def test_order_is_rank_first_then_diversity_then_trial_number():
     assert mo_order([(1.0, 1.0), (1.0, 1.0)], keys=[7, 3]) == [1, 0]
 
 
+def test_extremes_are_ranked_by_closeness_to_the_ideal_point_not_by_age():
+    # A and C are the front's extremes (infinite crowding); B is between; D is dominated.
+    # Scaled over the rung, A is nearer the ideal point (0, 0) than C, though C is older.
+    a, b, c, d = (0.0, 10.0), (1.0, 1.0), (10.0, 0.0), (5.0, 12.0)
+    assert mo_order([a, b, c, d], keys=[9, 5, 1, 7]) == [0, 2, 1, 3]
+
+
 def test_promotion_keeps_the_top_third_by_non_dominated_rank():
     # six trials at a rung: ⌊6/3⌋ = 2 go on; the two extremes of the first front
     rung = {0: [-0.9, 0.5], 1: [-0.8, 0.3], 2: [-0.5, 0.6], 3: [-0.85, 0.4], 4: [-0.7, 0.7],
