@@ -16,15 +16,23 @@ launcher jobs sharing one study:
   rung to fill (the stopping form of ASHA, Li et al. 2020);
 - a trial that is not promoted stops: Optuna state PRUNED with `stopped_at_epoch` and its rung
   values, never COMPLETE, so it never enters a front (`compare` ranks COMPLETE trials only);
-- at each rung the fit is snapshotted (harness/train/resume.py); a trial whose worker died is
-  retried (harness/study/recovery.py) from its predecessor's last rung snapshot, inheriting its
-  rung records and decisions, so its full-budget result is the uninterrupted one and no rung is
-  counted twice (FAIL trials' records are not counted);
+- at each rung the fit is snapshotted (harness/train/resume.py: weights, optimizer, schedule
+  position, best-validation state, batch stream, RNGs) under `outputs/halving/`;
+- a stopped trial that the rung, fuller later, ranks in its top 1/η is promoted late (ASHA's
+  promotion): whichever worker decides at that rung enqueues a continuation trial with its
+  parameters (`continues`), which resumes from the stopped trial's snapshot. The stopped trial
+  keeps standing for the configuration at the rungs it reached (each rung counts it once), and
+  the continuation's full-budget result is the one an uninterrupted run gives;
+- a trial whose worker died is retried (harness/study/recovery.py) from its predecessor's last
+  rung snapshot, inheriting its rung records and decisions, so no rung counts it twice (FAIL
+  trials' records are not counted);
 - cost: `cost_train_images` on every trial is what that trial trained (pruning/search + the
   fine-tuning epochs it ran itself), kept up to date at each rung; `study_cost` sums it over
   the study, stopped and failed trials included.
 
-In this mode `study.n_trials` counts configurations tried (stopped + full-budget trials).
+In this mode `study.n_trials` counts Optuna trials: new configurations and continuations. A
+stopped trial's last snapshot stays in `outputs/halving/` (it may be promoted later); delete the
+folder once the study is done.
 """
 
 from __future__ import annotations
@@ -276,6 +284,7 @@ class RungHook(Hook):
         self.resumed_epochs = 0
         self.train_images = 0
         self.snapshots: list[Path] = []
+        self.current: Path | None = None  # the snapshot of the fit's last rung
 
     # --- the hook -----------------------------------------------------------------------------
 
@@ -317,6 +326,7 @@ class RungHook(Hook):
         save_snapshot(self.path, snapshot(s))
         if self.path not in self.snapshots:
             self.snapshots.append(self.path)
+        self.current = self.path
         values = self._values(s)
         trial.set_user_attr("rung_snapshot", {"path": str(self.path), "epoch": epoch})
         trial.set_user_attr(rung_key(epoch), values)
@@ -338,26 +348,71 @@ class RungHook(Hook):
             "promoted" if go_on else "stopped",
             len(entries),
         )
+        self._promote_late(epoch, entries)
         if not go_on:
             self._stop(epoch, len(entries))
+
+    def _promote_late(self, epoch: int, entries: Mapping[int, Sequence[float]]) -> None:
+        """Trials stopped at this rung earlier that the fuller rung now ranks in its top 1/η
+        (ASHA's promotion): each gets a continuation trial with its parameters, which Optuna
+        runs next and which resumes from the stopped trial's rung snapshot."""
+        import optuna
+        from optuna.trial import TrialState
+
+        study = self.trial.study
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        continued = {t.user_attrs.get("continues") for t in trials.values()}
+        numbers = sorted(entries)
+        order = mo_order([entries[n] for n in numbers], numbers)
+        for i in order[: max(1, len(numbers) // self.fidelity.eta)]:
+            t = trials.get(numbers[i])
+            if (
+                t is None
+                or t.state != TrialState.PRUNED
+                or t.user_attrs.get("stopped_at_epoch") != epoch
+                or t.number in continued
+            ):
+                continue
+            where = t.user_attrs.get("rung_snapshot") or {}
+            if where.get("epoch") != epoch or not Path(where["path"]).is_file():
+                continue
+            study.add_trial(
+                optuna.create_trial(
+                    state=TrialState.WAITING,
+                    params=t.params,
+                    distributions=t.distributions,
+                    user_attrs={"continues": t.number},
+                )
+            )
+            log.info("trial %d, stopped at rung epoch %d, is promoted now; it continues from "
+                     "its snapshot", t.number, epoch)  # fmt: skip
 
     def _stop(self, epoch: int, n: int) -> None:
         self.trial.set_user_attr("stopped_at_epoch", epoch)
         self.trial.set_user_attr("cost_train_images", self.spent(epoch))
-        self._drop_snapshots()
+        self._drop_snapshots(keep=self.current)  # a later promotion continues from it
         keep = max(1, n // self.fidelity.eta)
         raise RunStopped(
             f"stopped at rung epoch {epoch}: not in the top {keep} of {n} by non-dominated rank"
         )
 
     def _resume(self, s: LoopState) -> None:
-        """Continue a retried trial from its predecessor's last rung snapshot, with its rung
-        records and decisions; a missing or unfitting snapshot means a fresh start."""
-        before = self.trial.user_attrs.get("retry_of")
+        """Continue from a predecessor's last rung snapshot: a retried trial (its worker died)
+        with its predecessor's rung records and decisions, or a late-promoted stopped trial's
+        continuation (its rung records stay on the stopped trial: each rung counts it once).
+        A missing or unfitting snapshot means a fresh start."""
+        from optuna.trial import TrialState
+
+        attrs = self.trial.user_attrs
+        before = attrs.get("retry_of", attrs.get("continues"))
         if before is None:
             return
-        prev = next((t for t in self.trial.study.get_trials(deepcopy=False)
-                     if t.number == before), None)  # fmt: skip
+        late = "retry_of" not in attrs
+        trials = self.trial.study.get_trials(deepcopy=False)
+        if late and any(t.user_attrs.get("continues") == before and t.number < self.trial.number
+                        and t.state != TrialState.FAIL for t in trials):  # fmt: skip
+            raise RunStopped(f"trial {before} is already continued by another trial")
+        prev = next((t for t in trials if t.number == before), None)
         where = (prev.user_attrs.get("rung_snapshot") if prev else None) or {}
         if not where or not Path(where["path"]).is_file():
             return
@@ -368,16 +423,24 @@ class RungHook(Hook):
                         self.trial.number, before, e)  # fmt: skip
             return
         self.snapshots.append(Path(where["path"]))
+        self.current = Path(where["path"])
         epoch = int(where["epoch"])
         self.resumed_epochs = epoch
+        self.trial.set_user_attr("resumed_from", {"trial": before, "epoch": epoch})
+        self.trial.set_user_attr("rung_snapshot", dict(where))
+        self.trial.set_user_attr("cost_train_images", self.spent(epoch))
+        if late:
+            self.trial.set_user_attr(promoted_key(epoch), True)
+            log.info("trial %d continues stopped trial %d from fine-tuning epoch %d",
+                     self.trial.number, before, epoch)  # fmt: skip
+            return
+        if prev.user_attrs.get("continues") is not None:  # the chain stays known
+            self.trial.set_user_attr("continues", prev.user_attrs["continues"])
         for e in sorted(self.rungs):
             if e <= epoch and rung_key(e) in prev.user_attrs:
                 self.trial.set_user_attr(rung_key(e), prev.user_attrs[rung_key(e)])
             if e <= epoch and promoted_key(e) in prev.user_attrs:
                 self.trial.set_user_attr(promoted_key(e), prev.user_attrs[promoted_key(e)])
-        self.trial.set_user_attr("resumed_from", {"trial": before, "epoch": epoch})
-        self.trial.set_user_attr("rung_snapshot", dict(where))
-        self.trial.set_user_attr("cost_train_images", self.spent(epoch))
         log.info("trial %d resumes trial %d at fine-tuning epoch %d",
                  self.trial.number, before, epoch)  # fmt: skip
         if promoted_key(epoch) not in prev.user_attrs:  # died between snapshot and decision
@@ -386,10 +449,12 @@ class RungHook(Hook):
             self._stop(epoch, len(rung_points(self.trial.study.get_trials(deepcopy=False),
                                               epoch)))  # fmt: skip
 
-    def _drop_snapshots(self) -> None:
+    def _drop_snapshots(self, keep: Path | None = None) -> None:
+        """Delete the snapshots this trial made or resumed from, but `keep`."""
         for p in self.snapshots:
-            p.unlink(missing_ok=True)
-        self.snapshots.clear()
+            if p != keep:
+                p.unlink(missing_ok=True)
+        self.snapshots = [keep] if keep is not None else []
 
     def _log_mlflow(self, epoch: int, values: Sequence[float], go_on: bool) -> None:
         """The rung as steps of the trial's MLflow child run."""

@@ -168,8 +168,8 @@ def _objective(tmp_path, *, kill_at=None, quality_shift=None):
                         fixed={"macs_ratio": macs, "cost_prune_train_images": 10.0},
                         path=tmp_path / f"trial{trial.number}.pt")  # fmt: skip
         hooks = [hook] if kill_at is None else [hook, KillAfter(kill_at)]
-        if quality_shift is not None:  # a hand-made quality instead of the trained one
-            hooks.insert(0, _Shift(quality_shift[trial.number]))
+        if quality_shift is not None:  # hand-made rung qualities (by configuration)
+            hooks.insert(0, _Shift(quality_shift[lr]))
         try:
             model, result = _run_fit(lr, hooks)
         except RunStopped as e:
@@ -183,22 +183,26 @@ def _objective(tmp_path, *, kill_at=None, quality_shift=None):
 
 
 class _Shift(Hook):
-    """Pins the validation score the rung sees (hand-made points through the real hook)."""
+    """Pins the validation score the rungs see (hand-made points through the real hook);
+    deterministic, so a run with it is still comparable to another run with it."""
 
-    def __init__(self, value: float) -> None:
-        self.value = value
+    def __init__(self, values: dict[int, float]) -> None:
+        self.values = values  # epoch → best validation score
 
     def after_epoch(self, s: LoopState) -> None:
-        s.best_val = self.value
+        if s.epoch in self.values:
+            s.best_val = self.values[s.epoch]
 
 
 def test_rungs_promote_asynchronously_and_stopped_trials_stay_off_the_front(tmp_path):
     study = optuna.create_study(directions=["maximize", "minimize"])
     # same MAC ratio, quality decides; trials run one after another, nobody waits
     qualities = {0: -0.5, 1: -0.9, 2: -0.8, 3: -0.1}
-    for _ in qualities:
-        study.enqueue_trial({"lr": 0.01, "macs": 0.5})
-    study.optimize(_objective(tmp_path, quality_shift=qualities), n_trials=4)
+    lrs = {n: 0.01 + 0.001 * n for n in qualities}
+    for n in qualities:
+        study.enqueue_trial({"lr": lrs[n], "macs": 0.5})
+    shift = {lrs[n]: {1: q, 3: q} for n, q in qualities.items()}
+    study.optimize(_objective(tmp_path, quality_shift=shift), n_trials=4)
     states = {t.number: t.state for t in study.trials}
     # 0: first at every rung → full budget; 1, 2: dominated by 0 (⌊n/3⌋ ≤ 1 kept) → stop at 1;
     # 3: best so far at rung 1 (top ⌊4/3⌋ = 1) and at rung 3 (alone with 0, best) → complete
@@ -210,7 +214,7 @@ def test_rungs_promote_asynchronously_and_stopped_trials_stay_off_the_front(tmp_
         assert t.user_attrs["rung.1"] == [-qualities[n], 0.5]
         assert t.user_attrs["rung_promoted.1"] is False
         assert t.user_attrs["cost_train_images"] == 10.0 + 1 * 48
-        assert not list(tmp_path.glob(f"trial{n}.pt"))  # its snapshot is dropped
+        assert (tmp_path / f"trial{n}.pt").is_file()  # kept: a later promotion resumes it
     assert study.trials[0].user_attrs["rung_promoted.3"] is True
     assert sorted(rung_points(study.trials, 1)) == [0, 1, 2, 3]
     assert sorted(rung_points(study.trials, 3)) == [0, 3]
@@ -218,6 +222,34 @@ def test_rungs_promote_asynchronously_and_stopped_trials_stay_off_the_front(tmp_
     cost = study_cost(study)
     assert cost["study_train_images"] == 2 * (10.0 + EPOCHS * 48) + 2 * (10.0 + 48)
     assert cost["study_full_trials"] == 2 and cost["study_stopped_trials"] == 2
+
+
+def test_a_stopped_trial_promoted_later_continues_from_its_rung_bit_for_bit(tmp_path):
+    # rung qualities (higher is better) per configuration: (rung 1, rung 3)
+    plan = {0.010: (0.5, 0.5), 0.011: (0.4, 0.9), 0.012: (0.1, 0.1), 0.013: (0.2, 0.2),
+            0.014: (0.3, 0.3), 0.015: (0.05, 0.05)}  # fmt: skip
+    shift = {lr: {1: q1, 3: q3} for lr, (q1, q3) in plan.items()}
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for lr in plan:
+        study.enqueue_trial({"lr": lr, "macs": 0.5})
+    study.optimize(_objective(tmp_path, quality_shift=shift), n_trials=7)
+    t = study.trials
+    # trial 1 (0.4) lost rung 1 to trial 0 (keep 1 of 2) and stopped; with 6 recorded there
+    # the top 2 are trials 0 and 1, so trial 5's decision promotes it late: trial 6 continues it
+    assert t[1].state == TrialState.PRUNED and t[1].user_attrs["stopped_at_epoch"] == 1
+    assert t[6].user_attrs["continues"] == 1 and t[6].params == t[1].params
+    assert t[6].user_attrs["resumed_from"] == {"trial": 1, "epoch": 1}
+    assert t[6].state == TrialState.COMPLETE  # best at rung 3 (0.9 against trial 0's 0.5)
+    assert [n for n in range(6) if t[n].state == TrialState.COMPLETE] == [0]
+    # rung 1 counts the configuration once (on the stopped trial), rung 3 on its continuation
+    assert sorted(rung_points(t, 1)) == [0, 1, 2, 3, 4, 5]
+    assert sorted(rung_points(t, 3)) == [0, 6]
+    assert t[6].user_attrs["cost_train_images"] == 10.0 + (EPOCHS - 1) * 48
+    ref_model, ref = _run_fit(0.011, [_Shift(shift[0.011])])  # never stopped
+    assert t[6].values[0] == ref.best_val
+    assert t[6].user_attrs["weights"] == [float(p.detach().sum()) for p in ref_model.parameters()]
+    assert not (tmp_path / "trial1.pt").exists()  # the configuration moved on
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == [f"trial{n}.pt" for n in (2, 3, 4, 5)]
 
 
 def test_a_killed_trial_resumes_from_its_rung_bit_for_bit_without_duplicate_rungs(tmp_path):
