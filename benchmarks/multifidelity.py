@@ -103,6 +103,7 @@ def main() -> None:
     base = [*args.overrides, f"outputs={outputs}", "tracking.enabled=false"]
     curves: dict[tuple[str, str, int], list] = {}
     spent: dict[tuple[str, str, int], float] = {}
+    full: dict[tuple[str, str, int], float] = {}
     reference = reference_point(compose(base))
     t0 = time.perf_counter()
     for seed in args.seeds:
@@ -118,11 +119,13 @@ def main() -> None:
                     study_name=summary["study_name"], storage=_storage(summary)
                 )
                 curves[(kind, method, seed)] = curve(study, reference)
-                spent[(kind, method, seed)] = study_cost(study)["study_train_images"]
+                cost = study_cost(study)
+                spent[(kind, method, seed)] = cost["study_train_images"]
+                full[(kind, method, seed)] = cost["study_full_trials"]
                 print(f"{kind} {method} s{seed}: spent {spent[(kind, method, seed)]:,.0f} images, "
                       f"HV {curves[(kind, method, seed)][-1][1]:.2f}", flush=True)  # fmt: skip
     wall = time.perf_counter() - t0
-    report = _report(args, curves, spent, reference, wall)
+    report = _report(args, curves, spent, full, reference, wall)
     print(report)
     if args.out:
         out = Path(args.out)
@@ -136,20 +139,22 @@ def _storage(summary: dict[str, Any]) -> Any:
     return resolve_storage(summary["storage"], outputs=".", workers=1).open()
 
 
-def _report(args, curves, spent, reference, wall) -> str:
-    rows = ["| method | study | trials | train images spent | HV (val front) | HV (its test "
-            "quality) | HV at the halving study's spend |",
-            "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+def _report(args, curves, spent, full, reference, wall) -> str:
+    rows = ["| method | study | trials | full-budget trials | train images spent | HV (val front) "
+            "| HV (its test quality) | HV at equal spend |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for method in args.methods:
         for kind in KINDS:
             keys = [(kind, method, s) for s in args.seeds]
             n = args.halving_trials if kind.startswith("halving") else args.full_trials
-            equal = [at_spent(curves[k], spent[("halving-tpe", method, k[2])]) for k in keys]
+            other = "full-tpe" if kind.startswith("halving") else "halving-tpe"
+            equal = [at_spent(curves[k], min(spent[k], spent[(other, method, k[2])]))
+                     for k in keys]  # fmt: skip
             rows.append(
-                f"| {method} | {kind} | {n} | {_ms([spent[k] for k in keys])} | "
+                f"| {method} | {kind} | {n} | {_ms([full[k] for k in keys])} | "
+                f"{_ms([spent[k] for k in keys])} | "
                 f"{_ms([curves[k][-1][1] for k in keys])} | "
-                f"{_ms([curves[k][-1][2] for k in keys])} | "
-                f"{'—' if kind.startswith('halving') else _ms(equal)} |"
+                f"{_ms([curves[k][-1][2] for k in keys])} | {_ms(equal)} |"
             )
     prov = provenance(seeds=args.seeds)
     png = Path(args.out or "multifidelity.md").with_suffix(".png").name
@@ -160,13 +165,19 @@ def _report(args, curves, spent, reference, wall) -> str:
         "the task and data), and the test quality of that same front, against the training "
         "images the study spent (pruning/search and fine-tuning of every trial, stopped ones "
         "included; the shared baseline is not counted). Mean ± std over the seeds. `trials`: "
-        "study.n_trials (for halving: configurations tried). The last column is the hypervolume "
-        "a full-budget study had when it had spent what the halving study spent in all.", "",
+        "study.n_trials (for halving: new configurations and late-promotion continuations). "
+        "HV at equal spend: each study's hypervolume when it had spent the smaller of its own "
+        "total and the other kind's (full-budget rows against the halving study of the same "
+        "seed, the halving row against full-tpe). With fewer full-budget trials than "
+        "study.n_startup_trials (TPE) and study.population_size (NSGA-II), both full-budget "
+        "samplers are still in their seeded random start, so they may propose the same trials.",
+        "",
         *rows, "",
         f"![hypervolume vs spent training images]({png})",
         "",
-        f"Wall time of the whole run: {wall / 60:.1f} min (a shared, loaded machine: wall times "
-        "are not comparable between runs).", "",
+        f"Wall time of this invocation: {wall / 60:.1f} min (studies that had already met their "
+        "budget in `--outputs` are only read; a shared, loaded machine: wall times are not "
+        "comparable between runs).", "",
         "## Provenance", "",
         *provenance_lines(prov), "",
     ])  # fmt: skip
@@ -180,12 +191,13 @@ def _plot(curves, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     colors = {kind: f"C{i}" for i, kind in enumerate(KINDS)}
+    styles = {"full-tpe": "-", "full-nsga2": "--", "halving-tpe": "-"}
     labelled = set()
     for (kind, method, seed), pts in sorted(curves.items()):
         label = f"{kind}" if kind not in labelled else None
         labelled.add(kind)
         ax.step([0.0, *(p[0] for p in pts)], [0.0, *(p[1] for p in pts)], where="post",
-                color=colors[kind], alpha=0.8, label=label)  # fmt: skip
+                color=colors[kind], linestyle=styles[kind], alpha=0.8, label=label)  # fmt: skip
         del method, seed
     ax.set_xlabel("training images spent")
     ax.set_ylabel("hypervolume (validation front)")

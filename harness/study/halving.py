@@ -285,6 +285,9 @@ class RungHook(Hook):
         self.train_images = 0
         self.snapshots: list[Path] = []
         self.current: Path | None = None  # the snapshot of the fit's last rung
+        # a continuation that could not load its snapshot trains those rungs again, unrecorded
+        # (the stopped trial stands for the configuration there)
+        self.replay_until = 0
 
     # --- the hook -----------------------------------------------------------------------------
 
@@ -294,7 +297,7 @@ class RungHook(Hook):
         self._resume(s)
 
     def after_epoch(self, s: LoopState) -> None:
-        if s.epoch in self.rungs:
+        if s.epoch in self.rungs and s.epoch > self.replay_until:
             self._at_rung(s)
 
     # --- what the trial records ---------------------------------------------------------------
@@ -414,13 +417,15 @@ class RungHook(Hook):
             raise RunStopped(f"trial {before} is already continued by another trial")
         prev = next((t for t in trials if t.number == before), None)
         where = (prev.user_attrs.get("rung_snapshot") if prev else None) or {}
-        if not where or not Path(where["path"]).is_file():
-            return
         try:
+            if not where or not Path(where["path"]).is_file():
+                raise SnapshotMismatch(f"no snapshot at {where.get('path')}")
             restore(s, load_snapshot(where["path"]))
         except SnapshotMismatch as e:
             log.warning("trial %d: starting afresh, not from trial %d's rung: %s",
                         self.trial.number, before, e)  # fmt: skip
+            if late and prev is not None:
+                self.replay_until = int(prev.user_attrs.get("stopped_at_epoch") or 0)
             return
         self.snapshots.append(Path(where["path"]))
         self.current = Path(where["path"])

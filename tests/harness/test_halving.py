@@ -252,6 +252,25 @@ def test_a_stopped_trial_promoted_later_continues_from_its_rung_bit_for_bit(tmp_
     assert sorted(p.name for p in tmp_path.glob("*.pt")) == [f"trial{n}.pt" for n in (2, 3, 4, 5)]
 
 
+def test_a_continuation_without_its_snapshot_retrains_without_recording_rungs_twice(tmp_path):
+    plan = {0.010: (0.5, 0.5), 0.011: (0.4, 0.9), 0.012: (0.1, 0.1), 0.013: (0.2, 0.2),
+            0.014: (0.3, 0.3), 0.015: (0.05, 0.05)}  # fmt: skip
+    shift = {lr: {1: q1, 3: q3} for lr, (q1, q3) in plan.items()}
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for lr in plan:
+        study.enqueue_trial({"lr": lr, "macs": 0.5})
+    study.optimize(_objective(tmp_path, quality_shift=shift), n_trials=6)
+    (tmp_path / "trial1.pt").unlink()  # e.g. another machine's outputs, not shared
+    study.optimize(_objective(tmp_path, quality_shift=shift), n_trials=1)
+    t = study.trials
+    assert t[6].user_attrs["continues"] == 1 and "resumed_from" not in t[6].user_attrs
+    assert "rung.1" not in t[6].user_attrs and sorted(rung_points(t, 1)) == [0, 1, 2, 3, 4, 5]
+    assert sorted(rung_points(t, 3)) == [0, 6] and t[6].state == TrialState.COMPLETE
+    assert t[6].user_attrs["cost_train_images"] == 10.0 + EPOCHS * 48  # all of it, again
+    ref_model, ref = _run_fit(0.011, [_Shift(shift[0.011])])
+    assert t[6].values[0] == ref.best_val
+
+
 def test_a_killed_trial_resumes_from_its_rung_bit_for_bit_without_duplicate_rungs(tmp_path):
     ref_model, ref = _run_fit(0.02)  # the uninterrupted run
     study = optuna.create_study(directions=["maximize", "minimize"])
