@@ -224,16 +224,23 @@ def test_rungs_promote_asynchronously_and_stopped_trials_stay_off_the_front(tmp_
     assert cost["study_full_trials"] == 2 and cost["study_stopped_trials"] == 2
 
 
-def test_a_stopped_trial_promoted_later_continues_from_its_rung_bit_for_bit(tmp_path):
-    # rung qualities (higher is better) per configuration: (rung 1, rung 3)
-    plan = {0.010: (0.5, 0.5), 0.011: (0.4, 0.9), 0.012: (0.1, 0.1), 0.013: (0.2, 0.2),
-            0.014: (0.3, 0.3), 0.015: (0.05, 0.05)}  # fmt: skip
-    shift = {lr: {1: q1, 3: q3} for lr, (q1, q3) in plan.items()}
+#: rung qualities (higher is better) per configuration (its lr): (rung 1, rung 3)
+LATE = {0.010: (0.5, 0.5), 0.011: (0.4, 0.9), 0.012: (0.1, 0.1), 0.013: (0.2, 0.2),
+        0.014: (0.3, 0.3), 0.015: (0.05, 0.05)}  # fmt: skip
+LATE_SHIFT = {lr: {1: q1, 3: q3} for lr, (q1, q3) in LATE.items()}
+
+
+def _late_study(tmp_path, n_trials: int) -> optuna.Study:
+    """The six LATE configurations, then `n_trials` - 6 more trials (the continuation)."""
     study = optuna.create_study(directions=["maximize", "minimize"])
-    for lr in plan:
+    for lr in LATE:
         study.enqueue_trial({"lr": lr, "macs": 0.5})
-    study.optimize(_objective(tmp_path, quality_shift=shift), n_trials=7)
-    t = study.trials
+    study.optimize(_objective(tmp_path, quality_shift=LATE_SHIFT), n_trials=n_trials)
+    return study
+
+
+def test_a_stopped_trial_promoted_later_continues_from_its_rung_bit_for_bit(tmp_path):
+    t = _late_study(tmp_path, 7).trials
     # trial 1 (0.4) lost rung 1 to trial 0 (keep 1 of 2) and stopped; with 6 recorded there
     # the top 2 are trials 0 and 1, so trial 5's decision promotes it late: trial 6 continues it
     assert t[1].state == TrialState.PRUNED and t[1].user_attrs["stopped_at_epoch"] == 1
@@ -245,7 +252,7 @@ def test_a_stopped_trial_promoted_later_continues_from_its_rung_bit_for_bit(tmp_
     assert sorted(rung_points(t, 1)) == [0, 1, 2, 3, 4, 5]
     assert sorted(rung_points(t, 3)) == [0, 6]
     assert t[6].user_attrs["cost_train_images"] == 10.0 + (EPOCHS - 1) * 48
-    ref_model, ref = _run_fit(0.011, [_Shift(shift[0.011])])  # never stopped
+    ref_model, ref = _run_fit(0.011, [_Shift(LATE_SHIFT[0.011])])  # never stopped
     assert t[6].values[0] == ref.best_val
     assert t[6].user_attrs["weights"] == [float(p.detach().sum()) for p in ref_model.parameters()]
     assert not (tmp_path / "trial1.pt").exists()  # the configuration moved on
@@ -253,21 +260,15 @@ def test_a_stopped_trial_promoted_later_continues_from_its_rung_bit_for_bit(tmp_
 
 
 def test_a_continuation_without_its_snapshot_retrains_without_recording_rungs_twice(tmp_path):
-    plan = {0.010: (0.5, 0.5), 0.011: (0.4, 0.9), 0.012: (0.1, 0.1), 0.013: (0.2, 0.2),
-            0.014: (0.3, 0.3), 0.015: (0.05, 0.05)}  # fmt: skip
-    shift = {lr: {1: q1, 3: q3} for lr, (q1, q3) in plan.items()}
-    study = optuna.create_study(directions=["maximize", "minimize"])
-    for lr in plan:
-        study.enqueue_trial({"lr": lr, "macs": 0.5})
-    study.optimize(_objective(tmp_path, quality_shift=shift), n_trials=6)
+    study = _late_study(tmp_path, 6)
     (tmp_path / "trial1.pt").unlink()  # e.g. another machine's outputs, not shared
-    study.optimize(_objective(tmp_path, quality_shift=shift), n_trials=1)
+    study.optimize(_objective(tmp_path, quality_shift=LATE_SHIFT), n_trials=1)
     t = study.trials
     assert t[6].user_attrs["continues"] == 1 and "resumed_from" not in t[6].user_attrs
     assert "rung.1" not in t[6].user_attrs and sorted(rung_points(t, 1)) == [0, 1, 2, 3, 4, 5]
     assert sorted(rung_points(t, 3)) == [0, 6] and t[6].state == TrialState.COMPLETE
     assert t[6].user_attrs["cost_train_images"] == 10.0 + EPOCHS * 48  # all of it, again
-    ref_model, ref = _run_fit(0.011, [_Shift(shift[0.011])])
+    ref_model, ref = _run_fit(0.011, [_Shift(LATE_SHIFT[0.011])])
     assert t[6].values[0] == ref.best_val
 
 
