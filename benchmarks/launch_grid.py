@@ -3,6 +3,7 @@
 
     PYTHONPATH=. python benchmarks/launch_grid.py [--launchers basic joblib submitit_local
         submitit_slurm] [--epochs 1] [--out results/benchmarks/launch_grid_cpu.txt]
+        [--extra study.fidelity.mode=halving …]
 
 Each launcher gets a fresh outputs folder (so each trains its own two baselines) and the same
 command; only `hydra/launcher=…` and its settings differ. Checked per launcher: 4 JSON lines
@@ -76,12 +77,16 @@ def check_grid(outputs: Path, jobs: list[dict]) -> list[str]:
     return problems
 
 
-def run_launcher(name: str, root: Path, env: dict[str, str], epochs: int) -> dict:
+def run_launcher(
+    name: str, root: Path, env: dict[str, str], epochs: int, extra: list[str] = ()
+) -> dict:
     cwd = root / name
     cwd.mkdir()
     t0 = time.perf_counter()
     budget = [f"train.epochs={epochs}", f"finetune.epochs={epochs}"]
-    grid = _prunebench(["study", "-m", *GRID, *budget, *LAUNCHERS[name], "outputs=out"], cwd, env)
+    grid = _prunebench(
+        ["study", "-m", *GRID, *budget, *extra, *LAUNCHERS[name], "outputs=out"], cwd, env
+    )
     wall = time.perf_counter() - t0
     row = {"launcher": name, "wall_s": wall, "rc": grid.returncode}
     if grid.returncode != 0:
@@ -104,6 +109,8 @@ def main() -> None:
     p.add_argument("--launchers", nargs="+", default=list(LAUNCHERS), choices=list(LAUNCHERS))
     p.add_argument("--epochs", type=int, default=1, help="baseline and fine-tuning epochs")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--extra", nargs="*", default=[], help="more overrides for every study, "
+                   "e.g. study.fidelity.mode=halving (with --epochs ≥ 2)")  # fmt: skip
     args = p.parse_args()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     rows = []
@@ -115,7 +122,7 @@ def main() -> None:
 
                 cluster = stack.enter_context(local_slurm())
                 env["SLURM_CONF"] = str(cluster.conf)
-            rows.append(run_launcher(name, Path(tmp), env, args.epochs))
+            rows.append(run_launcher(name, Path(tmp), env, args.epochs, args.extra))
             if name == "submitit_slurm":
                 rows[-1]["note"] = f"one-node Slurm started in {cluster.startup_s:.1f} s"
             print(rows[-1], file=sys.stderr, flush=True)
@@ -127,7 +134,8 @@ def main() -> None:
         f"# git {sha} ({state}), {hw['cpu']}, {hw['cores']} cores, GPU: {hw['gpu']}, "
         + ", ".join(f"{k} {v}" for k, v in versions().items()),
         f"# grid: prunebench study -m {' '.join(GRID)} train.epochs={args.epochs} "
-        f"finetune.epochs={args.epochs} hydra/launcher=<launcher> outputs=out",
+        f"finetune.epochs={args.epochs} {' '.join(args.extra)} hydra/launcher=<launcher> "
+        "outputs=out",
         "# seeds 0, 1 (the grid's); OMP_NUM_THREADS=1 per process; wall s = the whole grid, "
         "the two baselines included",
         f"{'launcher':16} {'jobs':>4} {'wall s':>8}  result",

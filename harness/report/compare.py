@@ -68,6 +68,12 @@ COST_KEYS = {
 }
 #: measured latency of a trial over its unpruned model's (same process, measure.latency_batch)
 SPEED_KEY = "latency_ratio_batch"
+#: what one whole study spent (harness/study/halving.py: `study_cost`) → label
+STUDY_COST_KEYS = {
+    "study_train_images": "train images spent per study (every trial, stopped ones included)",
+    "study_full_trials": "full-budget trials per study",
+    "study_stopped_trials": "trials stopped at a rung per study",
+}
 
 
 @dataclass
@@ -86,6 +92,8 @@ class StudyPoints:
     noop: dict[str, float] = field(default_factory=dict)
     budgets: list[str] = field(default_factory=list)  # per trial: "equal 15" / "paper" (budget.py)
     sources: list[int | None] = field(default_factory=list)  # a control's source trial, per trial
+    #: what the whole study spent (STUDY_COST_KEYS), stopped and failed trials included
+    spent: dict[str, float] = field(default_factory=dict)
 
     def points(self, split: str) -> list[Point]:
         return list(zip(self.macs, self.val if split == "val" else self.test, strict=True))
@@ -122,6 +130,7 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
     import optuna
     from optuna.trial import TrialState
 
+    from harness.study.halving import study_cost
     from harness.study.settings import StudySettings
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -139,6 +148,7 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
                     f"method={method} seed={seed} …` first (same task/data/model/outputs)"
                 ) from e
             sp = StudyPoints(str(method), int(seed), settings.name, [], [], [], [])
+            sp.spent = study_cost(study)
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
                 if any(v > 0 for k, v in t.user_attrs.items() if k.startswith("constraint.")):
                     continue  # infeasible trials are not part of any front
@@ -425,6 +435,8 @@ def _summary_row(
         row[f"{col}_scratch_p"] = vs.p if vs else math.nan
     for key in COST_KEYS:  # per trial, mean over the method's trials
         row[key] = _mean([c[key] for c in costs if key in c]) if costs else math.nan
+    for key in STUDY_COST_KEYS:  # per study, mean over the method's seeds
+        row[key] = _mean([sp.spent[key] for sp in mine if key in sp.spent])
     return row
 
 
@@ -540,6 +552,7 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
         _budget_line(summary), "",
         *lines, "",
         *_tests_markdown(tables["tests"], alpha, correction),
+        *_spent_lines(summary),
         "Coverage C(row, column): fraction of the column method's front (pooled over seeds) "
         "that the row method's front weakly dominates.", "",
         dom.to_markdown(), "",
@@ -638,6 +651,20 @@ def _speed_lines(summary: pd.DataFrame, targets: Sequence[float], granularity: f
         "`measure.latency_batch`, both timed in the trial's process (mean over seeds), beside "
         "their mean MAC ratio.", "", *lines, "",
     ]  # fmt: skip
+
+
+def _spent_lines(summary: pd.DataFrame) -> list[str]:
+    """The compute each method's studies spent in all (a successive-halving study stops most
+    trials early; compare at equal spent compute, not at equal trial counts)."""
+    if not len(summary) or summary.reindex(columns=list(STUDY_COST_KEYS)).isna().all().all():
+        return []  # hand-made points, or studies of a harness that did not count
+    header = ["method", *STUDY_COST_KEYS.values()]
+    lines = ["Spent per study (mean over seeds):", "", "| " + " | ".join(header) + " |",
+             "|" + "---|" * len(header)]  # fmt: skip
+    for _, row in summary.iterrows():
+        cells = ["—" if math.isnan(row[k]) else f"{row[k]:,.0f}" for k in STUDY_COST_KEYS]
+        lines.append("| " + " | ".join([str(row.method), *cells]) + " |")
+    return [*lines, ""]
 
 
 def run_compare(cfg: DictConfig) -> dict[str, Any]:

@@ -85,7 +85,12 @@ class RunObserver:
         """The MLflow run exists (None when tracking is off); called before any training."""
 
     def pruned(self, metrics: Mapping[str, float]) -> None:
-        """The compact model exists: `macs_ratio`, `params_ratio`, `val_metric_pruned`."""
+        """The compact model exists: `macs_ratio`, `params_ratio`, `val_metric_pruned`,
+        `cost_prune_train_images` (training images the prune stage spent)."""
+
+    def finetune_hooks(self) -> Sequence[Hook]:
+        """Extra hooks of the fine-tuning fit (a successive-halving study's rungs)."""
+        return ()
 
 
 def method_arguments(
@@ -345,11 +350,12 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
                 "macs_ratio": report.macs / parts.base_report.macs,
                 "params_ratio": params / parts.params_base,
                 "val_metric_pruned": pruned_val,
+                "cost_prune_train_images": _prune_images(parts, search_stats),
             }
         )
 
         # 3. fine-tune (same budget and optimizer for every method)
-        ft = _finetune_stage(parts, model)
+        ft = _finetune_stage(parts, model, observer.finetune_hooks())
 
         # 4. evaluate: validation for selection, test once (in the fine-tuned model's mode)
         val = evaluate(task, model, data.val, runtime)
@@ -542,7 +548,18 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
     return model, plan, search_stats
 
 
-def _finetune_stage(parts: RunParts, model: nn.Module) -> FitResult | None:
+def _prune_images(parts: RunParts, search_stats: Mapping[str, float]) -> float:
+    """Training images the prune stage spent: search / train-time epochs and the fine-tuning
+    between pruning steps (the same count `run_cost` makes)."""
+    cfg = parts.cfg
+    between = int(cfg.prune.finetune_between) * (int(cfg.prune.steps) - 1)
+    epochs = float(search_stats.get("epochs", 0.0)) + between
+    return epochs * parts.data.train.num_samples
+
+
+def _finetune_stage(
+    parts: RunParts, model: nn.Module, hooks: Sequence[Hook] = ()
+) -> FitResult | None:
     """Fine-tuning in place, best validation state kept; None when 0 epochs. `finetune.epochs`
     under `budget.mode=paper`, what the method's phase left of the total under equal."""
     t = time.perf_counter()
@@ -555,6 +572,7 @@ def _finetune_stage(parts: RunParts, model: nn.Module) -> FitResult | None:
             optim=parts.cfg.finetune,
             select_best=True,
             name="finetune",
+            hooks=hooks,
         )
         parts.compiled["finetune"] = float(ft.compiled)
     parts.wall["finetune_s"] = time.perf_counter() - t

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.errors import ConfigError, ImpossibleTargetError, PruneBenchError, RunStopped
 from harness.run.accounting import COST_PREFIX
 from harness.runtime.processes import process_token
+from harness.study.halving import RungHook, snapshot_path
 from harness.study.mlflow_link import kill_finished_run
 from harness.study.settings import CONSTRAINTS, OBJECTIVES, StudySettings
 from harness.study.space import SearchSpace
@@ -39,16 +40,31 @@ class SurplusTrial(PruneBenchError):
 
 
 class _TrialObserver:
-    """Records the child run's id on the trial and stops clearly infeasible trials early."""
+    """Records the child run's id on the trial and stops clearly infeasible trials early; in a
+    successive-halving study, gives fine-tuning its rung hook (harness/study/halving.py)."""
 
-    def __init__(self, trial: optuna.Trial, constraints: Mapping[str, float]) -> None:
-        self.trial, self.constraints = trial, constraints
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        constraints: Mapping[str, float],
+        rung: Callable[[Mapping[str, float]], RungHook] | None = None,
+    ) -> None:
+        self.trial, self.constraints, self.make_rung = trial, constraints, rung
+        self.metrics: Mapping[str, float] = {}
+        self.rung: RungHook | None = None
+
+    def finetune_hooks(self) -> list[RungHook]:
+        if self.make_rung is None:
+            return []
+        self.rung = self.make_rung(self.metrics)
+        return [self.rung]
 
     def started(self, run_id: str | None) -> None:
         if run_id:
             self.trial.set_user_attr("mlflow_run_id", run_id)
 
     def pruned(self, metrics: Mapping[str, float]) -> None:
+        self.metrics = dict(metrics)
         for name in ("macs_ratio_max", "params_ratio_max"):
             bound = self.constraints.get(name)
             key = CONSTRAINTS[name][0]
@@ -91,12 +107,15 @@ class TrialObjective:
         bound = self.settings.constraints.get("macs_ratio_max")
         if bound is not None and float(cfg.target) > bound + EARLY_TOL:
             self._prune(trial, f"target={cfg.target:.3f} cannot meet macs_ratio_max={bound:g}")
-        record = self._run_pipeline(trial, cfg)
+        observer = _TrialObserver(trial, self.settings.constraints, self._rung_factory(trial))
+        record = self._run_pipeline(trial, cfg, observer)
         objectives = self._objectives(trial, record)
         constraint_values = self._record_constraints(trial, record)
         for key in (*RECORD_ATTRS, *(k for k in record if k.startswith(COST_PREFIX))):
             if record.get(key) is not None:
                 trial.set_user_attr(key, record[key])
+        if observer.rung is not None:
+            observer.rung.finish(record)
         if record.get("run_id") and constraint_values:
             _log_constraints(record["tracking_uri"], record["run_id"], constraint_values)
         return objectives
@@ -116,13 +135,30 @@ class TrialObjective:
         }
         return cfg
 
-    def _run_pipeline(self, trial: optuna.Trial, cfg: DictConfig) -> dict[str, Any]:
+    def _rung_factory(
+        self, trial: optuna.Trial
+    ) -> Callable[[Mapping[str, float]], RungHook] | None:
+        """The rung hook's maker in a successive-halving study (it needs the pruned ratios)."""
+        fidelity = self.settings.fidelity
+        if not fidelity.halving:
+            return None
+        path = snapshot_path(self.cfg.outputs, self.settings.name, trial.number)
+
+        def make(fixed: Mapping[str, float]) -> RungHook:
+            return RungHook(trial, fidelity=fidelity, objectives=self.settings.objectives,
+                            fixed=fixed, path=path, tracking_uri=self.tracking_uri)  # fmt: skip
+
+        return make
+
+    def _run_pipeline(
+        self, trial: optuna.Trial, cfg: DictConfig, observer: _TrialObserver
+    ) -> dict[str, Any]:
         """One pipeline run; a stopped run or an impossible target prunes the trial, any other
         error fails it with its (masked) reason."""
         from harness.run.pipeline import run
 
         try:
-            return run(cfg, observer=_TrialObserver(trial, self.settings.constraints))
+            return run(cfg, observer=observer)
         except (RunStopped, ImpossibleTargetError) as e:
             self._prune(trial, str(e))
         except Exception as e:

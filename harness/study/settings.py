@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.config import method_label, model_label
 from harness.errors import ConfigError
+from harness.study.halving import Fidelity
 from harness.study.storage import StorageSpec, find_storage
 
 __all__ = [
@@ -64,6 +65,7 @@ class StudySettings:
     population_size: int = 8
     workers_per_device: int | None = None
     job: int | None = None
+    fidelity: Fidelity = field(default_factory=Fidelity)  # full budget, or successive halving
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> StudySettings:
@@ -110,6 +112,8 @@ class StudySettings:
             raise ConfigError(f"study.job={job}; launcher jobs are numbered 0, 1, 2, …")
         if s.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler '{s.sampler}'; known: {', '.join(SAMPLERS)}")
+        fidelity = Fidelity.from_cfg(s)
+        fidelity.check(cfg, objectives)
         return cls(
             name=study_name(cfg),
             n_trials=n_trials,
@@ -130,6 +134,7 @@ class StudySettings:
             if s.get("workers_per_device") is None
             else int(s.workers_per_device),
             job=job,
+            fidelity=fidelity,
         )
 
     def storage(self, cfg: DictConfig) -> StorageSpec:
@@ -157,7 +162,7 @@ def study_name(cfg: DictConfig) -> str:
 
 def identity(cfg: DictConfig, settings: StudySettings) -> dict[str, Any]:
     """What a study was created for; a resumed study must match it."""
-    return {
+    ident = {
         "objectives": list(settings.objectives),
         "task": str(cfg.task.name),
         "data": str(cfg.data.name),
@@ -165,3 +170,7 @@ def identity(cfg: DictConfig, settings: StudySettings) -> dict[str, Any]:
         "method": str(cfg.method.name),
         "seed": int(cfg.seed),
     }
+    if settings.fidelity.halving:  # a study's rungs cannot change between invocations
+        f = settings.fidelity
+        ident["fidelity"] = {"mode": f.mode, "min_epochs": f.min_epochs, "eta": f.eta}
+    return ident

@@ -27,6 +27,13 @@ class LoopState:
     loss: Tensor | None = None  # last step's loss, on the device: do not .item() it per step
     metrics: dict[str, float] = field(default_factory=dict)  # last epoch's summary
     stop_reason: str | None = None  # set by a hook to end training after the current step
+    # the fit's own bookkeeping, kept here so a snapshot of the state resumes the fit exactly
+    # (harness/train/resume.py): the batch stream, the history and the best-validation state
+    batches: Any = None
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val: float | None = None
+    best_epoch: int | None = None
+    best_state: dict[str, Tensor] | None = None
 
     @property
     def lr(self) -> float:

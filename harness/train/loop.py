@@ -84,8 +84,8 @@ def fit(
     first batch); hooks always see the original module, which shares the twin's parameters.
     """
     s = state or LoopState(model, optimizer, scheduler, epochs=epochs, steps_per_epoch=len(train))
+    s.batches = train
     result = FitResult()
-    best_state: dict[str, torch.Tensor] | None = None
     t0 = time.perf_counter()
     log.info("%s: %d epochs × %d steps", name, epochs, len(train))
     log.info("%6s %10s %10s %10s %9s", "epoch", "loss", f"val_{task.metric}", "lr", "epoch_s")
@@ -108,19 +108,20 @@ def fit(
             if val is not None:
                 score = evaluate(task, model, val, runtime)[task.metric]
                 s.metrics[f"val_{task.metric}"] = score
-                if select_best and (result.best_val is None or score > result.best_val):
-                    result.best_val, result.best_epoch = score, s.epoch
-                    best_state = copy.deepcopy(model.state_dict())
+                if select_best and (s.best_val is None or score > s.best_val):
+                    s.best_val, s.best_epoch = score, s.epoch
+                    s.best_state = copy.deepcopy(model.state_dict())
             for h in hooks:
                 h.after_epoch(s)
             s.metrics["epoch_s"] = time.perf_counter() - te
-            result.history.append({"epoch": s.epoch, **s.metrics})
+            s.history.append({"epoch": s.epoch, **s.metrics})
             _log_epoch(s, task, mean_loss, lr)
     finally:
         for h in hooks:
             h.after_fit(s)
-    if best_state is not None and s.stop_reason is None:
-        model.load_state_dict(best_state)
+    if s.best_state is not None and s.stop_reason is None:
+        model.load_state_dict(s.best_state)
+    result.history, result.best_val, result.best_epoch = s.history, s.best_val, s.best_epoch
     result.stop_reason = s.stop_reason or "epochs"
     if s.stop_reason:
         log.info("%s stopped: %s", name, s.stop_reason)

@@ -1,0 +1,211 @@
+"""Full-budget TPE / NSGA-II studies against successive-halving studies, by hypervolume against
+the training images each study spent.
+
+    PYTHONPATH=. python benchmarks/multifidelity.py [--methods l1 taylor] [--seeds 0 1 2]
+        [--full-trials 6] [--halving-trials 18] [--out results/multifidelity.md]
+        [--outputs DIR] [overrides ...]
+
+For every method and seed it runs three fresh studies in `--outputs` (one shared baseline per
+seed, from the cache; not counted as spent): `full-tpe` and `full-nsga2` with `--full-trials`
+full-budget trials, and `halving-tpe` (`study.fidelity.mode=halving`) with `--halving-trials`
+configurations. Spent compute = the `cost_train_images` of every trial (pruning/search and the
+fine-tuning epochs each trial actually ran; stopped trials included). After each finished trial
+(by finish time) the hypervolume of the study's full-budget validation front is recomputed
+against the fixed reference of the task and data (`compare`'s), giving a curve per study.
+The report: per kind and method, mean ± std over seeds of the spent images, the final
+hypervolume (validation front; its test quality), and the full-budget kinds' hypervolume at the
+compute the halving study spent (equal spent compute); and a PNG of the curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from harness.cli.main import compose
+from harness.report.compare import reference_point
+from harness.report.pareto import hypervolume_2d
+from harness.run.pipeline import ensure_baseline
+from harness.runtime.atomic import atomic_write_text
+from harness.runtime.provenance import provenance, provenance_lines
+from harness.study import run_study
+from harness.study.halving import study_cost
+
+KINDS = {
+    "full-tpe": ["study.sampler=tpe"],
+    "full-nsga2": ["study.sampler=nsga2", "study.population_size=4"],
+    "halving-tpe": ["study.sampler=tpe", "study.fidelity.mode=halving"],
+}
+
+
+def curve(study: Any, reference: tuple[float, float]) -> list[tuple[float, float, float]]:
+    """(images spent so far, validation HV, test HV of the validation front) after each finished
+    trial, in finish order; only full-budget (COMPLETE) trials make the front."""
+    from optuna.trial import TrialState
+
+    done = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
+    done.sort(key=lambda t: t.datetime_complete)
+    spent, val, test, out = 0.0, [], [], []
+    for t in done:
+        spent += float(t.user_attrs.get("cost_train_images") or 0.0)
+        if t.state == TrialState.COMPLETE:
+            val.append((float(t.user_attrs["macs_ratio"]), float(t.user_attrs["val_metric"])))
+            test.append((val[-1][0], float(t.user_attrs["test_metric"])))
+        out.append((spent, hypervolume_2d(val, reference), _test_hv(val, test, reference)))
+    return out
+
+
+def _test_hv(val: list, test: list, reference: tuple[float, float]) -> float:
+    """Test-quality HV of the trials on the validation front (the study's own selection)."""
+    from harness.report.pareto import pareto_front
+
+    front = set(pareto_front(val))
+    return hypervolume_2d([test[i] for i, p in enumerate(val) if p in front], reference)
+
+
+def at_spent(points: list[tuple[float, float, float]], budget: float) -> float:
+    """The validation HV a study had reached when it had spent at most `budget` images."""
+    reached = [hv for spent, hv, _ in points if spent <= budget]
+    return reached[-1] if reached else 0.0
+
+
+def _ms(values: list[float]) -> str:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "—"
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    big = max(abs(v) for v in values) >= 1000
+    return (
+        f"{statistics.mean(values):,.0f} ± {sd:,.0f}"
+        if big
+        else (f"{statistics.mean(values):.2f} ± {sd:.2f}")
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--methods", nargs="+", default=["l1"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--full-trials", type=int, default=6)
+    parser.add_argument("--halving-trials", type=int, default=18)
+    parser.add_argument("--outputs", default=None, help="default: a temporary folder")
+    parser.add_argument("--out", default=None, help="write the Markdown report (+ .png) here")
+    parser.add_argument("overrides", nargs="*", help="config overrides (model=…, data=…)")
+    args = parser.parse_args()
+    outputs = args.outputs or tempfile.mkdtemp(prefix="prunebench-mf-")
+    base = [*args.overrides, f"outputs={outputs}", "tracking.enabled=false"]
+    curves: dict[tuple[str, str, int], list] = {}
+    spent: dict[tuple[str, str, int], float] = {}
+    full: dict[tuple[str, str, int], float] = {}
+    reference = reference_point(compose(base))
+    t0 = time.perf_counter()
+    for seed in args.seeds:
+        ensure_baseline(compose([*base, f"seed={seed}"]))
+        for method in args.methods:
+            for kind, extra in KINDS.items():
+                n = args.halving_trials if kind.startswith("halving") else args.full_trials
+                name = f"study.name=mf-{kind}-{method}-s{seed}"
+                cfg = compose([*base, f"seed={seed}", f"method={method}", *extra,
+                               f"study.n_trials={n}", name])  # fmt: skip
+                summary = run_study(cfg)
+                study = optuna.load_study(
+                    study_name=summary["study_name"], storage=_storage(summary)
+                )
+                curves[(kind, method, seed)] = curve(study, reference)
+                cost = study_cost(study)
+                spent[(kind, method, seed)] = cost["study_train_images"]
+                full[(kind, method, seed)] = cost["study_full_trials"]
+                print(f"{kind} {method} s{seed}: spent {spent[(kind, method, seed)]:,.0f} images, "
+                      f"HV {curves[(kind, method, seed)][-1][1]:.2f}", flush=True)  # fmt: skip
+    wall = time.perf_counter() - t0
+    report = _report(args, curves, spent, full, reference, wall)
+    print(report)
+    if args.out:
+        out = Path(args.out)
+        _plot(curves, out.with_suffix(".png"))
+        atomic_write_text(out, report)
+
+
+def _storage(summary: dict[str, Any]) -> Any:
+    from harness.study import resolve_storage
+
+    return resolve_storage(summary["storage"], outputs=".", workers=1).open()
+
+
+def _report(args, curves, spent, full, reference, wall) -> str:
+    rows = ["| method | study | trials | full-budget trials | train images spent | HV (val front) "
+            "| HV (its test quality) | HV at equal spend |",
+            "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for method in args.methods:
+        for kind in KINDS:
+            keys = [(kind, method, s) for s in args.seeds]
+            n = args.halving_trials if kind.startswith("halving") else args.full_trials
+            other = "full-tpe" if kind.startswith("halving") else "halving-tpe"
+            equal = [at_spent(curves[k], min(spent[k], spent[(other, method, k[2])]))
+                     for k in keys]  # fmt: skip
+            rows.append(
+                f"| {method} | {kind} | {n} | {_ms([full[k] for k in keys])} | "
+                f"{_ms([spent[k] for k in keys])} | "
+                f"{_ms([curves[k][-1][1] for k in keys])} | "
+                f"{_ms([curves[k][-1][2] for k in keys])} | {_ms(equal)} |"
+            )
+    prov = provenance(seeds=args.seeds)
+    png = Path(args.out or "multifidelity.md").with_suffix(".png").name
+    return "\n".join([
+        "# Multi-fidelity search: successive halving vs full-budget studies", "",
+        "Hypervolume of each study's full-budget validation front (MAC ratio vs validation "
+        f"quality; reference MAC ratio {reference[0]:g}, quality {reference[1]:.4g}, fixed by "
+        "the task and data), and the test quality of that same front, against the training "
+        "images the study spent (pruning/search and fine-tuning of every trial, stopped ones "
+        "included; the shared baseline is not counted). Mean ± std over the seeds. `trials`: "
+        "study.n_trials (for halving: new configurations and late-promotion continuations). "
+        "HV at equal spend: each study's hypervolume when it had spent the smaller of its own "
+        "total and the other kind's (full-budget rows against the halving study of the same "
+        "seed, the halving row against full-tpe). With fewer full-budget trials than "
+        "study.n_startup_trials (TPE) and study.population_size (NSGA-II), both full-budget "
+        "samplers are still in their seeded random start, so they may propose the same trials.",
+        "",
+        *rows, "",
+        f"![hypervolume vs spent training images]({png})",
+        "",
+        f"Wall time of this invocation: {wall / 60:.1f} min (studies that had already met their "
+        "budget in `--outputs` are only read; a shared, loaded machine: wall times are not "
+        "comparable between runs).", "",
+        "## Provenance", "",
+        *provenance_lines(prov), "",
+    ])  # fmt: skip
+
+
+def _plot(curves, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    colors = {kind: f"C{i}" for i, kind in enumerate(KINDS)}
+    styles = {"full-tpe": "-", "full-nsga2": "--", "halving-tpe": "-"}
+    labelled = set()
+    for (kind, method, seed), pts in sorted(curves.items()):
+        label = f"{kind}" if kind not in labelled else None
+        labelled.add(kind)
+        ax.step([0.0, *(p[0] for p in pts)], [0.0, *(p[1] for p in pts)], where="post",
+                color=colors[kind], linestyle=styles[kind], alpha=0.8, label=label)  # fmt: skip
+        del method, seed
+    ax.set_xlabel("training images spent")
+    ax.set_ylabel("hypervolume (validation front)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
