@@ -20,9 +20,11 @@ from harness.runtime.device import Runtime
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def gpu_like_runtime(device: str = "auto", amp: bool | None = None) -> Runtime:
-    """What pick_runtime gives on CUDA (bf16 autocast, channels_last), on the CPU."""
-    return Runtime(torch.device("cpu"), torch.bfloat16, channels_last=True)
+def gpu_like_runtime(
+    device: str = "auto", amp: bool | None = None, compile: object = "off", cache_dir=None
+) -> Runtime:
+    """What pick_runtime gives on CUDA (bf16 autocast, channels_last), on the CPU, eager."""
+    return Runtime(torch.device("cpu"), torch.bfloat16, channels_last=True, cache_dir=cache_dir)
 
 
 @pytest.mark.slow
