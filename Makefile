@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test demo lint clean
+.PHONY: test test-fast demo lint clean
 
 $(STAMP): pyproject.toml
 	@set -e; start=$$(date +%s); \
@@ -21,6 +21,12 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --durations=15
+
+# The edit loop: the suite without the end-to-end runs (marked slow: plug-in installs, the tiny GPU
+# check, whole studies and sweeps), the real PostgreSQL and Slurm servers and the CUDA tests.
+# `make test` and CI (.ci/run) still run everything.
+test-fast: $(STAMP)
+	$(PY) -m pytest -n 2 -m "not slow and not postgres and not slurm and not gpu" --durations=10
 
 demo: $(STAMP)
 	$(VENV)/bin/prunebench demo

@@ -72,6 +72,7 @@ def test_a_broken_plugin_module_is_one_line(run_main, tmp_path, monkeypatch, sou
     assert "pb_broken_plugin" in line and named in line
 
 
+@pytest.mark.slow  # two runs through the CLI with a fresh MLflow store: ~10 s loaded
 def test_an_unexpected_error_is_one_line_and_fails_the_mlflow_run(run_main, tmp_path, monkeypatch):
     import harness.run.pipeline
 

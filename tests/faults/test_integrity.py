@@ -1,5 +1,5 @@
 """What is loaded is verified (a damaged or edited baseline cache is refused in one line), and the
-README names the study artifacts that are really written."""
+docs/studies.md names the study artifacts that are really written."""
 
 from __future__ import annotations
 
@@ -57,12 +57,12 @@ def test_an_intact_cache_is_loaded(run_main, tmp_path, cached_baseline):
 
 
 @pytest.mark.slow
-def test_readme_names_the_study_artifacts_that_are_written(run_main, tmp_path):
+def test_docs_name_the_study_artifacts_that_are_written(run_main, tmp_path):
     r = run_main("study", *TINY_STUDY, f"outputs={tmp_path}", "study.n_trials=2")
     assert r.code == 0, r.stderr[-2000:]
     summary = json.loads(r.stdout)
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     written = {a.path for a in client.list_artifacts(summary["parent_run_id"], "study")}
-    readme = (REPO / "README.md").read_text()
-    named = set(re.findall(r"`(study/[\w.]+)`", readme))
+    docs = (REPO / "docs" / "studies.md").read_text()
+    named = set(re.findall(r"`(study/[\w.]+)`", docs))
     assert written and named == written, (named, written)

@@ -88,9 +88,16 @@ def sweep_lines(out: str) -> list[dict]:
     return [json.loads(line) for line in out.strip().splitlines()]
 
 
+# real launcher plug-ins; measure jobs take a second each; joblib's and submitit's worker processes
+# take 10-20 s on a loaded 2-core machine
 @pytest.mark.parametrize(
-    "launcher", ["basic", "joblib", "submitit_local"]
-)  # real launcher plug-ins; measure jobs take a second each
+    "launcher",
+    [
+        "basic",
+        pytest.param("joblib", marks=pytest.mark.slow),
+        pytest.param("submitit_local", marks=pytest.mark.slow),
+    ],
+)
 def test_measure_sweep_prints_one_json_line_per_job(launcher, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     extra = {

@@ -67,6 +67,7 @@ def test_each_baseline_meets_the_target_and_is_tracked(method, outputs):
     assert run_.data.params["target"] == "0.5"
 
 
+@pytest.mark.slow  # two whole runs: ~14 s on a loaded 2-core machine
 def test_baseline_is_trained_once_and_shared(tmp_path, monkeypatch):
     import harness.run.pipeline as pipeline
 

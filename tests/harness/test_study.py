@@ -288,6 +288,7 @@ def test_search_space_conditions_task_overrides_and_defaults():
         SearchSpace.from_config(typo)
 
 
+@pytest.mark.slow  # a whole study through the CLI: ~11 s on a loaded 2-core machine
 def test_study_cli_prints_one_json_line(tmp_path, capsys):
     from harness.cli.main import main
 

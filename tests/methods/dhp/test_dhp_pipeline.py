@@ -50,7 +50,14 @@ def run_dhp(model: str, outputs: Path, monkeypatch) -> tuple[dict, dict]:
     return record, seen
 
 
-@pytest.mark.parametrize("model", ["test_resnet", "test_depthwise", "test_grouped"])
+@pytest.mark.parametrize(  # whole DHP runs, ~8 s each loaded: the edit loop keeps the ResNet one
+    "model",
+    [
+        "test_resnet",
+        pytest.param("test_depthwise", marks=pytest.mark.slow),
+        pytest.param("test_grouped", marks=pytest.mark.slow),
+    ],
+)
 def test_dhp_pipeline_artifact_is_the_measured_compact_model(model, tmp_path, monkeypatch):
     if model not in MODELS:
         pytest.skip(f"{model} is registered by tests/conftest.py")

@@ -77,7 +77,7 @@ def test_the_project_config_composes_sr_and_denoise_runs() -> None:
 
 
 def test_task_alone_picks_its_data_and_model_in_the_project_config() -> None:
-    """`prunebench measure task=sr model=edsr_paper scale=4` (README) composes: conf/config.yaml
+    """`prunebench measure task=sr model=edsr_paper scale=4` (docs/cli) composes: conf/config.yaml
     lists `task` after `data` and `model`, else Hydra rejects task/sr.yaml's `override /data`."""
     from harness.config import compose as cli_compose
 
