@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from omegaconf import DictConfig
 
     from harness.runtime.device import Runtime
-    from harness.structure import CostModel, LayerView, Plan, Structure
+    from harness.structure import AllocationPolicy, CostModel, LayerView, Plan, Structure
     from harness.task import DataSplits, Task
     from harness.train import FitResult, Hook
 
@@ -57,15 +57,18 @@ class PruneContext:
 
     model: nn.Module
     structure: Structure
-    cost: CostModel
+    cost: CostModel  # the cost model the run allocates against (`policy.cost`)
     task: Task
     data: DataSplits
     runtime: Runtime
     target: float
     seed: int
     cfg: DictConfig  # the whole resolved run config (train/finetune/prune sections)
-    # `fit(model, epochs=..., hooks=..., optimizer_cfg=...)` runs the harness training loop
+    # `fit(model, epochs=..., hooks=..., optim=...)` runs the harness training loop
     fit: Callable[..., FitResult]
+    # the run's allocation policy (normalisation, uniform/global, floors, rounding, cost model),
+    # built once in the run's setup; every method and hook allocates through it
+    policy: AllocationPolicy | None = None
     log_metrics: Callable[[dict[str, float], int | None], None] = lambda m, step=None: None
     # what a search method needs of the run, so it does not read the whole config
     model_name: str | None = None  # the registered model (cfg.model.name)

@@ -25,6 +25,7 @@ import logging
 import math
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -36,7 +37,7 @@ from harness.method import Needs, SearchMethod, SearchResult
 from harness.registry import METHODS
 from harness.run.measure import count_macs
 from harness.runtime.seeds import derive_seed
-from harness.structure import Plan, allocate, apply_plan, resize_to
+from harness.structure import Plan, apply_plan, resize_to
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -248,15 +249,9 @@ class Uniform(_FromScratch):
         model = ctx.model
         base_macs = count_macs(model, ctx.task.input_shape(ctx.cfg.data)).macs
         scores = {g.name: torch.ones(g.size) for g in ctx.structure.prunable}
-        prune = ctx.cfg.prune
-        plan = allocate(
-            ctx.cost,
-            scores,
-            ctx.target,
-            allocation="uniform",
-            floor=prune.floor,
-            min_channels=prune.min_channels,
-        )
+        # the run's policy (floors, cost model), every group at the same kept fraction
+        policy = replace(ctx.policy, allocation="uniform", normalize=True)
+        plan = policy.allocate(scores, ctx.target)
         fans = _fan_ins(model)
         apply_plan(model, ctx.structure, plan)
         rescale_init(model, fans)

@@ -140,3 +140,41 @@ def test_no_private_names_imported_across_modules():
         if name and name.startswith("_") and not name.startswith("__") and target != module
     ]
     assert not private, "make the name public or keep it in its module: " + "; ".join(private)
+
+
+def calls_of(path: Path, name: str) -> list[tuple[str, int]]:
+    """(enclosing top-level function or "<module>", line) of every call to `name` in the file."""
+    found = []
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for top in tree.body:
+        scope = top.name if isinstance(top, ast.FunctionDef | ast.ClassDef) else "<module>"
+        for node in ast.walk(top):
+            if isinstance(node, ast.Call):
+                f = node.func
+                called = f.id if isinstance(f, ast.Name) else getattr(f, "attr", None)
+                if called == name:
+                    found.append((scope, node.lineno))
+    return found
+
+
+def test_the_allocation_policy_is_constructed_in_one_place():
+    """The run's allocation policy (normalisation, uniform/global, floors, rounding, cost model)
+    is built by `allocation_policy` only, once in the run's setup; methods and hooks take it from
+    the context instead of resolving `prune.*` again (which is how two resolutions drift)."""
+    built = {
+        f"{FILES[m].relative_to(ROOT)}:{line} ({scope})": m
+        for m in FILES
+        for scope, line in calls_of(FILES[m], "AllocationPolicy")
+    }
+    assert set(built.values()) == {"harness.structure.policy"}, (
+        "construct AllocationPolicy only in harness/structure/policy.py: " + ", ".join(built)
+    )
+    callers = sorted(
+        (m, scope)
+        for m in FILES
+        for scope, _ in calls_of(FILES[m], "allocation_policy")
+        if m != "harness.structure.policy"
+    )
+    assert callers == [("harness.run.pipeline", "_setup")], (
+        f"allocation_policy is called once per run, in the run's setup; found {callers}"
+    )

@@ -48,18 +48,18 @@ from harness.runtime.provenance import git_label
 from harness.runtime.secrets import mask_tree, remember_secrets
 from harness.runtime.seeds import derive_seed, seed_everything
 from harness.structure import (
+    AllocationPolicy,
     CostModel,
     Plan,
     Structure,
-    allocate,
+    allocation_policy,
     allocation_target,
-    apply_plan,
     build_structure,
     check_prunable,
     check_target,
     loosest_plan,
+    prune_one_shot,
     save_pruned,
-    score_groups,
 )
 from harness.task import DataSplits, Task
 from harness.tracking import Tracker
@@ -170,37 +170,19 @@ def _prune_one_shot(
     measured_base: int,
     latency: LatencyTarget | None = None,
 ) -> tuple[nn.Module, Plan]:
-    """Score → allocate → remove, in `prune.steps` progressive steps (geometric targets).
-    `measured_base`: fvcore MACs of the unpruned model, for the last step's check where the
-    cost model does not see every MAC."""
-    allocation = cfg.prune.allocation or method.default_allocation
-    normalize = method.normalize_scores if cfg.prune.normalize is None else cfg.prune.normalize
-    steps = int(cfg.prune.steps)
-    base_macs = ctx.cost.base_macs
-    model, structure, cost = ctx.model, ctx.structure, ctx.cost
-    plan = Plan()
-    for k in range(1, steps + 1):
-        step_target = ctx.target ** (k / steps) * base_macs / cost.base_macs
-        ctx.model, ctx.structure, ctx.cost = model, structure, cost
+    """The structure's score → allocate → remove loop (`prune_one_shot`) with this run's
+    measurement landing and fine-tuning between steps. `measured_base`: fvcore MACs of the
+    unpruned model, for the last step's check where the cost model does not see every MAC."""
+
+    def prepare(model: nn.Module, structure: Structure, policy: AllocationPolicy) -> None:
+        ctx.model, ctx.structure, ctx.policy, ctx.cost = model, structure, policy, policy.cost
         method.prepare(ctx)
-        scores = score_groups(model, structure, method.score, grads=method.needs.grads)
 
-        def allocate_to(t: float, cost: CostModel = cost, scores: dict = scores) -> Plan:
-            return allocate(
-                cost,
-                scores,
-                min(1.0, t),
-                allocation=allocation,
-                normalize=normalize,
-                floor=cfg.prune.floor,
-                min_channels=cfg.prune.min_channels,
-                round_to=round_to(cfg),
-            )
-
+    def land(allocate_to, step_target, model, structure, last: bool) -> Plan | None:
         if latency is not None:  # latency target: land at the measured latency ratio
-            plan = latency.land(allocate_to, step_target, model, structure, cfg)
-        elif k == steps and ctx.target != cfg.target:  # hidden MACs: land at the measured target
-            plan = loosest_plan(
+            return latency.land(allocate_to, step_target, model, structure, cfg)
+        if last and ctx.target != cfg.target:  # hidden MACs: land at the measured target
+            return loosest_plan(
                 allocate_to,
                 step_target,
                 model,
@@ -209,24 +191,31 @@ def _prune_one_shot(
                 shape=ctx.task.input_shape(cfg.data),
                 base=measured_base,
             )
-        else:
-            plan = allocate_to(step_target)
-        apply_plan(model, structure, plan)
-        if k < steps:
-            if cfg.prune.finetune_between > 0:
-                fit(
-                    model,
-                    epochs=cfg.prune.finetune_between,
-                    optim=cfg.finetune,
-                    name=f"finetune-step{k}",
-                )
-            structure = build_structure(
+        return None
+
+    def between(model: nn.Module, k: int) -> Structure:
+        if cfg.prune.finetune_between > 0:
+            fit(
                 model,
-                ctx.task.example_input(cfg.data).to(ctx.runtime.device),
-                frozen=cfg.prune.frozen,
+                epochs=cfg.prune.finetune_between,
+                optim=cfg.finetune,
+                name=f"finetune-step{k}",
             )
-            cost = CostModel(structure)
-    return model, plan
+        example = ctx.task.example_input(cfg.data).to(ctx.runtime.device)
+        return build_structure(model, example, frozen=cfg.prune.frozen)
+
+    return prune_one_shot(
+        ctx.model,
+        ctx.structure,
+        ctx.policy,
+        ctx.target,
+        method.score,
+        grads=method.needs.grads,
+        steps=int(cfg.prune.steps),
+        prepare=prepare,
+        land=land,
+        between=between,
+    )
 
 
 def _baseline_train(task: Task, data: DataSplits, runtime: Runtime, cfg: DictConfig):
@@ -310,6 +299,7 @@ class RunParts:
     # stage uses the structure derived (and checked) here
     structure: Structure
     target: float  # the cost-model ratio to allocate to (`allocation_target`)
+    policy: AllocationPolicy  # how scores become a plan, and the cost model it allocates against
     latency: LatencyTarget | None = None  # target_kind=latency: the table, base timing, ...
     tracker: Tracker | None = None  # set when the MLflow run is open
     run_fit: Callable[..., FitResult] | None = None  # `make_fit` of this run
@@ -400,9 +390,8 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
     method.check_structure(model, structure)
     shape = task.input_shape(cfg.data)
     base_report = count_macs(model, shape)
-    target = allocation_target(
-        cfg.target, measured=base_report.macs, analytic=CostModel(structure).base_macs
-    )
+    macs = CostModel(structure)
+    target = allocation_target(cfg.target, measured=base_report.macs, analytic=macs.base_macs)
     latency = None
     round_to(cfg, method)
     if target_kind(cfg) == "latency":  # table, base timing and reachability, before training
@@ -410,6 +399,8 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
             cfg, model, structure, runtime, task.example_input(cfg.data), shape, method
         )
         target = latency.allocation_target
+    # the run's one allocation policy, against the cost model the target is in
+    policy = allocation_policy(cfg.prune, method, latency.cost if latency else macs)
     data = task.build_data(cfg.data, seed=cfg.seed).to(runtime.device)
     parts = RunParts(
         cfg=cfg,
@@ -422,6 +413,7 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
         params_base=count_params(model),
         structure=structure,
         target=target,
+        policy=policy,
         budget=plan_budget(
             cfg, method, lambda m: build_method(m, model=cfg.model.name, task=cfg.task.name)
         ),
@@ -486,7 +478,7 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
     tracker, run_fit = parts.tracker, parts.run_fit
     t = time.perf_counter()
     structure, target = parts.structure, parts.target
-    cost = parts.latency.cost if parts.latency else CostModel(structure)
+    cost = parts.policy.cost
     if target != cfg.target and parts.latency is None:
         log.info(
             "the cost model sees %.1f%% of the %s MACs fvcore counts; allocating to %.4f of them "
@@ -500,6 +492,7 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
         model=model,
         structure=structure,
         cost=cost,
+        policy=parts.policy,
         task=task,
         data=replace(data, train=data.train.fork(cfg.seed + 7919)),  # method's own stream
         runtime=runtime,

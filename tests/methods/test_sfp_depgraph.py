@@ -9,7 +9,13 @@ from torch import nn
 
 from harness.errors import ConfigError
 from harness.method import PruneContext
-from harness.structure import CostModel, allocate, build_structure, score_groups
+from harness.structure import (
+    CostModel,
+    allocate,
+    allocation_policy,
+    build_structure,
+    score_groups,
+)
 from harness.train import LoopState
 from methods.depgraph import DepGraph, GroupNormHook
 from methods.sfp import SFP, SoftFilterHook
@@ -18,10 +24,13 @@ from tests.conftest import TINY_MODELS, randomize_bn
 
 def ctx_for(model: nn.Module, example: torch.Tensor, target: float = 0.5, **prune) -> PruneContext:
     structure = build_structure(model, example)
+    cost = CostModel(structure)
     return PruneContext(
         model=model,
         structure=structure,
-        cost=CostModel(structure),
+        cost=cost,
+        # the run's policy as the pipeline resolves it for SFP (the hooks here allocate by it)
+        policy=allocation_policy(prune, SFP, cost),
         task=None,
         data=None,
         runtime=None,
@@ -127,18 +136,25 @@ def test_sfp_zeroed_filters_keep_training_and_recover():
 
 
 def test_sfp_hook_uses_the_run_prune_settings():
-    hook, _ = sfp_hook(sfp_net(), floor=0.75, min_channels=2, allocation="global", normalize=False)
-    assert (hook.allocation, hook.normalize, hook.floor, hook.min_channels) == (
+    hook, ctx = sfp_hook(
+        sfp_net(), floor=0.75, min_channels=2, allocation="global", normalize=False, round_to=2
+    )
+    assert hook.policy is ctx.policy  # the run's one policy, not a copy resolved again
+    p = hook.policy
+    assert (p.allocation, p.normalize, p.floor, p.min_channels, p.round_to) == (
         "global",
         False,
         0.75,
         2,
+        2,
     )
     hook, _ = sfp_hook(sfp_net(), allocation=None, normalize=None)
-    assert (hook.allocation, hook.normalize, hook.floor, hook.min_channels) == (
+    p = hook.policy
+    assert (p.allocation, p.normalize, p.floor, p.min_channels, p.round_to) == (
         "uniform",
         True,
         0.0,
+        1,
         1,
     )
 
