@@ -1,8 +1,9 @@
-"""The import rules of the layout (STYLE.md), checked on the source so a change that breaks one
-fails here instead of in review: harness/ never imports methods/ or tasks/ (they are plugins, loaded
-by the entry points); no import cycle among the project's modules; no `_private` name imported from
-another module. Every import counts, also those inside functions: a lazy import that closes a cycle
-is still a cycle, it only fails later."""
+"""The import rules of the layout (the project's rule: plug-ins are reached only through their
+registries, dependencies point one way, private names stay in their module), checked on the source
+so a change that breaks one fails here instead of in review: harness/ never imports methods/ or
+tasks/ (they are plugins, loaded by the entry points); no import cycle among the project's modules;
+no `_private` name imported from another module. Every import counts, also those inside functions:
+a lazy import that closes a cycle is still a cycle, it only fails later."""
 
 from __future__ import annotations
 

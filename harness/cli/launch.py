@@ -29,6 +29,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from harness import exit_codes
 from harness.config import model_label
 from harness.errors import ConfigError, PruneBenchError, UnknownNameError
 from harness.run.preflight import check_settings
@@ -309,10 +310,10 @@ def hydra_main(
     try:
         if parsed.help:
             hydra.app_help(config_name="config", args_parser=parser, args=parsed)
-            return 0
+            return exit_codes.OK
         if parsed.hydra_help:
             hydra.hydra_help(config_name="config", args_parser=parser, args=parsed)
-            return 0
+            return exit_codes.OK
         if parsed.cfg:
             _check_overrides(overrides, config_dir)
             hydra.show_cfg(
@@ -322,10 +323,10 @@ def hydra_main(
                 package=parsed.package,
                 resolve=parsed.resolve,
             )
-            return 0
+            return exit_codes.OK
         if parsed.info:
             hydra.show_info(parsed.info, config_name="config", overrides=overrides)
-            return 0
+            return exit_codes.OK
         if not parsed.multirun:  # e.g. only --resolve
             raise ConfigError(f"prunebench {command}: use -m for a sweep, --cfg job, or --help")
         return _sweep(command, hydra, overrides, base, emit)
@@ -375,7 +376,7 @@ def _sweep(
     failed = sum("error" in r for r in lines)
     if failed:
         log.error("%d of %d jobs failed (their JSON lines carry the error)", failed, len(lines))
-    return 1 if failed else 0
+    return exit_codes.ERROR if failed else exit_codes.OK
 
 
 def scrub_secrets(sweep_dir: Path) -> list[Path]:

@@ -116,14 +116,14 @@ def _unexpected(command: str, e: Exception) -> int:
     first = " ".join(str(e).split())[:500] or "(no message)"
     print(f"prunebench: error: {command} failed: {type(e).__name__}: {mask_secrets(first)} "
           "(PRUNEBENCH_DEBUG=1 shows the traceback)", file=sys.stderr)  # fmt: skip
-    return 1
+    return exit_codes.ERROR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, file=sys.stderr)
-        return 0 if argv else 2
+        return exit_codes.OK if argv else exit_codes.USAGE
     command, overrides = argv[0], argv[1:]
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     install_sigterm_handler()
@@ -141,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from harness.cli.show import show
 
             print(json.dumps(show(compose, overrides), default=str))
-            return 0
+            return exit_codes.OK
         overrides = _drop_launcher(overrides)
         cfg = compose([o for o in overrides if command != "demo"])
         check_settings(cfg)  # seed, log level, device, sizes, budgets: one line, before any work
@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             listing = _list()
             _print_list(listing)
             print(json.dumps(listing, default=str))
-            return 0
+            return exit_codes.OK
         _log_to_stderr(cfg.get("log_level", "INFO"))
         install_log_filter()
         if command == "run":
@@ -186,10 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 record = run_compare(cfg)
         else:
             print(f"unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
-            return 2
+            return exit_codes.USAGE
     except PruneBenchError as e:
         print(f"prunebench: error: {mask_secrets(e)}", file=sys.stderr)
-        return 1
+        return exit_codes.ERROR
     except KeyboardInterrupt as e:  # runs are marked KILLED, studies resume where they stopped
         if isinstance(e, Terminated):
             print(f"prunebench: {command} terminated (SIGTERM)", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Checks that run before any training, so a bad setting fails in seconds with one line instead
 of after the baseline has trained (or after minutes of a library's retries).
 
-- budgets: no negative epochs / steps (a negative `train.epochs` used to cache an untrained
+- budgets: no negative epochs / steps (a negative `train.epochs` would cache an untrained
   baseline under a new key);
 - folders: `outputs` and `cache_dir` are (or can become) writable folders;
 - the MLflow tracking store: a known URI scheme, reachable within `CONNECT_TIMEOUT_S`, and
