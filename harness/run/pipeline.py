@@ -43,10 +43,10 @@ from harness.run.speed import (
     unpruned_copy,
 )
 from harness.runtime.device import Runtime, pick_runtime
-from harness.runtime.plugins import load_configured
 from harness.runtime.provenance import git_label
-from harness.runtime.secrets import mask_tree, remember_secrets
+from harness.runtime.secrets import mask_tree
 from harness.runtime.seeds import derive_seed, seed_everything
+from harness.runtime.startup import start_process
 from harness.structure import (
     AllocationPolicy,
     CostModel,
@@ -250,7 +250,7 @@ def ensure_baseline(cfg: DictConfig) -> dict[str, Any]:
     A study calls this once before its workers start, so concurrent trials never train the
     same baseline twice.
     """
-    load_configured(cfg)
+    start_process(cfg)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
     runtime = pick_runtime(cfg.device, cfg.amp, cfg.get("compile"), cfg.cache_dir)
     seed_everything(cfg.seed)
@@ -264,7 +264,7 @@ def ensure_baseline(cfg: DictConfig) -> dict[str, Any]:
 
 def measure(cfg: DictConfig) -> dict[str, Any]:
     """MACs and parameters of the unpruned model at the task's declared input shape."""
-    load_configured(cfg)
+    start_process(cfg)
     task = TASKS.get(cfg.task.name)(cfg.task)
     model = task.build_model(cfg.model, cfg.data)
     shape = task.input_shape(cfg.data)
@@ -375,8 +375,7 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
 def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
     """Everything a run needs before its MLflow run opens; bad input fails here, before any data
     or training. Returns the parts and the freshly built (unprepared) model."""
-    load_configured(cfg)
-    remember_secrets(OmegaConf.to_container(cfg, resolve=True))
+    start_process(cfg)  # plug-ins, secret masking, log filter
     check_target(cfg.target)
     preflight(cfg)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)

@@ -27,8 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.errors import ConfigError
 from harness.run.preflight import preflight
-from harness.runtime.plugins import load_configured
-from harness.runtime.secrets import install_log_filter, remember_secrets
+from harness.runtime.startup import start_process
 from harness.study.fingerprint import trial_settings
 from harness.study.mlflow_link import ParentRun, ParetoTagger, log_front
 from harness.study.objective import EARLY_TOL
@@ -56,10 +55,8 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
 
     from harness.run.pipeline import ensure_baseline
 
-    load_configured(cfg)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    remember_secrets(OmegaConf.to_container(cfg, resolve=True))
-    install_log_filter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # creates Optuna's handler: first
+    start_process(cfg)  # plug-ins, secret masking, log filter
     quiet_optuna_failures()
     settings, spec, space = _validate(cfg)
     tracking = bool(cfg.tracking.enabled)
