@@ -179,3 +179,24 @@ def test_the_allocation_policy_is_constructed_in_one_place():
     assert callers == [("harness.run.pipeline", "_setup")], (
         f"allocation_policy is called once per run, in the run's setup; found {callers}"
     )
+
+
+def test_no_method_reads_the_run_config():
+    """A method reads its constructor arguments and the context's plain fields: the context
+    carries no DictConfig, and no module under methods/ reaches for a `cfg` on it (what a method
+    needs of the run becomes a typed context field, so every method sees the same values)."""
+    from dataclasses import fields
+
+    from harness.method import PruneContext
+
+    assert not [f.name for f in fields(PruneContext) if "Config" in str(f.type)]
+    reads = [
+        f"{FILES[m].relative_to(ROOT)}:{node.lineno}"
+        for m in FILES
+        if m.startswith("methods")
+        for node in ast.walk(ast.parse(FILES[m].read_text()))
+        if isinstance(node, ast.Attribute) and node.attr == "cfg"
+    ]
+    assert not reads, "methods read the run config; add a PruneContext field instead: " + ", ".join(
+        reads
+    )

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from harness.run.baseline import Baseline, load_or_train_baseline
 from harness.run.budget import Budget, plan_budget
 from harness.run.measure import MacReport, count_macs, count_params
 from harness.run.preflight import preflight
+from harness.run.sources import study_trial_artifacts
 from harness.run.speed import (
     LatencyTarget,
     plan_latency_target,
@@ -497,13 +499,16 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
         runtime=runtime,
         target=target,
         seed=cfg.seed,
-        cfg=cfg,
         fit=run_fit,
         log_metrics=lambda m, step=None: tracker.log_metrics(m, step),
         model_name=cfg.model.name,
         task_name=cfg.task.name,
         data_name=cfg.data.name,
         train=OmegaConf.to_container(cfg.train, resolve=True) if "train" in cfg else {},
+        finetune=OmegaConf.to_container(cfg.finetune, resolve=True),
+        input_shape=parts.shape,
+        tags=_plain(cfg.tracking.get("tags")),
+        study_artifacts=partial(study_trial_artifacts, cfg),
     )
     ctx = within_needs(ctx, method)  # what `method.needs` does not declare raises on use
     search_stats: dict[str, float] = {}
@@ -517,7 +522,7 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
             r = run_fit(
                 model,
                 epochs=method.epochs,
-                optim=method.train_optim(cfg),
+                optim=method.train_optim(ctx),
                 hooks=method.hooks(ctx),
                 name=f"{cfg.method.name}-train",
             )
@@ -532,6 +537,11 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
     between = int(cfg.prune.finetune_between) * (int(cfg.prune.steps) - 1)
     parts.spent_epochs = float(search_stats.get("epochs", 0.0)) + between
     return model, plan, search_stats
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    """A config mapping as a plain dict ({} for none)."""
+    return OmegaConf.to_container(node, resolve=True) if node else {}
 
 
 def _finetune_stage(parts: RunParts, model: nn.Module) -> FitResult | None:

@@ -96,7 +96,6 @@ def make_ctx(model: nn.Module, seed: int = 0) -> PruneContext:
         runtime=pick_runtime("cpu"),
         target=0.5,
         seed=seed,
-        cfg=OmegaConf.create({}),
         fit=None,
     )
 

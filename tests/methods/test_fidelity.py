@@ -59,7 +59,6 @@ def _ctx(model: nn.Module, structure=None, target: float = 0.5) -> PruneContext:
         runtime=pick_runtime("cpu"),
         target=target,
         seed=0,
-        cfg=OmegaConf.create({"prune": {}}),
         fit=None,
     )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from harness.errors import ConfigError
@@ -36,7 +35,6 @@ def ctx_for(model: nn.Module, example: torch.Tensor, target: float = 0.5, **prun
         runtime=None,
         target=target,
         seed=0,
-        cfg=OmegaConf.create({"prune": prune}),
         fit=None,
     )
 
