@@ -200,3 +200,17 @@ def test_no_method_reads_the_run_config():
     assert not reads, "methods read the run config; add a PruneContext field instead: " + ", ".join(
         reads
     )
+
+
+def test_only_the_tracking_front_imports_mlflow():
+    """Every MLflow read and write goes through harness/tracking.py (`Tracker` for a run,
+    `mlflow_client` for the rest), as every Optuna storage goes through one interface."""
+    found = []
+    for module, path in FILES.items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            if module != "harness.tracking" and any(n.split(".")[0] == "mlflow" for n in names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found, "import mlflow only in harness/tracking.py: " + ", ".join(found)

@@ -35,7 +35,7 @@ from harness.config import model_label
 from harness.errors import ConfigError, PruneBenchError, UnknownNameError
 from harness.run.preflight import check_settings
 from harness.runtime.atomic import atomic_write_text
-from harness.tracking import mask_secrets
+from harness.tracking import mask_secrets, mlflow_client
 
 __all__ = ["NON_SWEEPABLE", "hydra_main", "job_device", "scrub_secrets", "wants_hydra"]
 
@@ -232,11 +232,9 @@ def prepare_stores(command: str, cfg: DictConfig) -> None:
         if spec.kind == "sqlite":
             spec.open()
     if cfg.tracking.enabled:
-        from mlflow.tracking import MlflowClient
-
         uri = cfg.tracking.uri or default_tracking_uri(cfg.outputs)
         if uri.startswith("sqlite:"):
-            client = MlflowClient(uri)
+            client = mlflow_client(uri)
             if client.get_experiment_by_name(cfg.tracking.experiment) is None:
                 root = (Path(str(cfg.outputs)).resolve() / "mlartifacts").as_uri()
                 client.create_experiment(cfg.tracking.experiment, artifact_location=root)

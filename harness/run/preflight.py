@@ -232,12 +232,11 @@ def _ask_store(uri: str) -> None:
     """One real request (this creates a new SQLite store), with few and short HTTP retries."""
     for var, value in _HTTP_LIMITS.items():
         os.environ.setdefault(var, value)
-    from mlflow.tracking import MlflowClient
-
     from harness.runtime.retry import is_locked, retry_locked
+    from harness.tracking import mlflow_client
 
     try:  # a store another process holds locked a moment is waited for, a while
-        retry_locked(MlflowClient(uri).search_experiments, max_results=1, wait_s=START_LOCK_WAIT_S)
+        retry_locked(mlflow_client(uri).search_experiments, max_results=1, wait_s=START_LOCK_WAIT_S)
     except Exception as e:  # noqa: BLE001 - MLflow and its drivers raise many kinds
         text = str(e).strip().splitlines()
         reason = mask_secrets(text[0] if text else type(e).__name__)[:300]

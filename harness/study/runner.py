@@ -39,7 +39,13 @@ from harness.study.settings import VOLATILE, StudySettings, identity
 from harness.study.space import SearchSpace
 from harness.study.storage import StorageSpec
 from harness.study.workers import WorkerSpec, run_processes, worker_main
-from harness.tracking import artifact_location, default_tracking_uri, log_params, mask_secrets
+from harness.tracking import (
+    artifact_location,
+    default_tracking_uri,
+    log_params,
+    mask_secrets,
+    mlflow_client,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -203,9 +209,7 @@ def _close_parent_run(
     try:
         log_front(study, parent, settings.objectives, metric_label=_metric_label(cfg))
         if outcome is not None:
-            from mlflow.tracking import MlflowClient
-
-            MlflowClient(parent.uri).set_tag(parent.run_id, "exit_reason", outcome.reason or "ok")
+            mlflow_client(parent.uri).set_tag(parent.run_id, "exit_reason", outcome.reason or "ok")
     finally:
         parent.close(status)
 
@@ -271,9 +275,7 @@ def _metric_label(cfg: DictConfig) -> str:
 
 def _log_parent_params(parent: ParentRun, cfg: DictConfig, space: SearchSpace) -> None:
     """The study's config and space as params, once (MLflow params never change)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(parent.uri)
+    client = mlflow_client(parent.uri)
     if client.get_run(parent.run_id).data.params:
         return  # a resumed study: logged when it was created
     params = {**OmegaConf.to_container(cfg, resolve=True), "space": space.describe()}
