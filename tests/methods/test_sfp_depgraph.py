@@ -114,6 +114,20 @@ def test_sfp_final_cut_removes_exactly_the_zeroed_filters():
     }
 
 
+@pytest.mark.parametrize("prune", [{"round_to": 2}, {"allocation": "global", "floor": 0.5}])
+def test_sfp_zeroes_what_the_run_policy_cuts(prune):
+    # the hook and the final cut allocate through the one policy of the run, so rounding and
+    # global ranking change both alike (target 0.6: uniform keeps (2, 3) without rounding)
+    net = sfp_net()
+    hook, ctx = sfp_hook(net, target=0.6, **prune)
+    hook.after_epoch(state(net))
+    plan = ctx.policy.allocate(score_groups(net, ctx.structure, SFP().score), ctx.target)
+    removed = {g: m.nonzero().flatten().tolist() for g, m in plan.removed(ctx.structure).items()}
+    assert removed == {g: m.nonzero().flatten().tolist() for g, m in hook.removed.items()}
+    if "round_to" in prune:
+        assert all(len(k) % 2 == 0 for k in plan.kept.values())
+
+
 def test_sfp_zeroed_filters_keep_training_and_recover():
     net = sfp_net()
     hook, _ = sfp_hook(net)
