@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from harness.config import compose
@@ -80,7 +79,6 @@ def ctx_for(cfg, task, model, data, runtime, structure, target=0.5) -> PruneCont
         runtime=runtime,
         target=target,
         seed=SEED,
-        cfg=OmegaConf.create({"prune": {}}),
         fit=None,
     )
 

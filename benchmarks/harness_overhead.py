@@ -48,7 +48,13 @@ from harness.registry import METHODS, TASKS
 from harness.run.measure import count_macs, count_params, measure_latency
 from harness.runtime.device import Runtime, pick_runtime
 from harness.runtime.plugins import load_configured
-from harness.structure import CostModel, allocate, apply_plan, build_structure, score_groups
+from harness.structure import (
+    CostModel,
+    allocation_policy,
+    apply_plan,
+    build_structure,
+    score_groups,
+)
 from harness.task import DataSplits, Task
 from harness.train import build_optimizer, build_scheduler, fit
 
@@ -159,12 +165,7 @@ def pruned_resnet56(cfg: DictConfig, task: Task, target: float, runtime: Runtime
     example = task.example_input(cfg.data).to(runtime.device)
     structure = build_structure(model, example, frozen=cfg.prune.frozen)
     scores = score_groups(model, structure, method.score)
-    plan = allocate(
-        CostModel(structure), scores, target,
-        allocation=cfg.prune.allocation or method.default_allocation,
-        normalize=method.normalize_scores if cfg.prune.normalize is None else cfg.prune.normalize,
-        floor=cfg.prune.floor, min_channels=cfg.prune.min_channels,
-    )  # fmt: skip
+    plan = allocation_policy(cfg.prune, method, CostModel(structure)).allocate(scores, target)
     return apply_plan(model, structure, plan)
 
 

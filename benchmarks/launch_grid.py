@@ -27,10 +27,10 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import optuna
-from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from harness.runtime.provenance import git_state, hardware, versions
+from harness.tracking import mlflow_client
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = [
@@ -69,7 +69,7 @@ def check_grid(outputs: Path, jobs: list[dict]) -> list[str]:
             problems.append(f"{name}: {n} finished trials, not {TRIALS}")
     if len(names) != STUDIES:
         problems.append(f"{len(names)} studies, not {STUDIES}")
-    client = MlflowClient(f"sqlite:///{outputs / 'mlflow.db'}")
+    client = mlflow_client(f"sqlite:///{outputs / 'mlflow.db'}")
     exp = client.get_experiment_by_name("prunebench")
     parents = client.search_runs([exp.experiment_id], filter_string="tags.kind = 'study'")
     if len(parents) != STUDIES:

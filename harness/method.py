@@ -19,11 +19,10 @@ from harness.errors import IncompatibleMethodError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
-
-    from omegaconf import DictConfig
+    from pathlib import Path
 
     from harness.runtime.device import Runtime
-    from harness.structure import CostModel, LayerView, Plan, Structure
+    from harness.structure import AllocationPolicy, CostModel, LayerView, Plan, Structure
     from harness.task import DataSplits, Task
     from harness.train import FitResult, Hook
 
@@ -57,21 +56,30 @@ class PruneContext:
 
     model: nn.Module
     structure: Structure
-    cost: CostModel
+    cost: CostModel  # the cost model the run allocates against (`policy.cost`)
     task: Task
     data: DataSplits
     runtime: Runtime
     target: float
     seed: int
-    cfg: DictConfig  # the whole resolved run config (train/finetune/prune sections)
-    # `fit(model, epochs=..., hooks=..., optimizer_cfg=...)` runs the harness training loop
+    # `fit(model, epochs=..., hooks=..., optim=...)` runs the harness training loop
     fit: Callable[..., FitResult]
+    # the run's allocation policy (normalisation, uniform/global, floors, rounding, cost model),
+    # built once in the run's setup; every method and hook allocates through it
+    policy: AllocationPolicy | None = None
     log_metrics: Callable[[dict[str, float], int | None], None] = lambda m, step=None: None
-    # what a search method needs of the run, so it does not read the whole config
+    # what a method may know of the run, as plain values: a method reads its constructor
+    # arguments and these, never the run's config
     model_name: str | None = None  # the registered model (cfg.model.name)
     task_name: str | None = None  # the registered task (cfg.task.name)
     data_name: str | None = None  # the dataset (cfg.data.name)
     train: Mapping[str, Any] = field(default_factory=dict)  # the run's train section, plain
+    finetune: Mapping[str, Any] = field(default_factory=dict)  # the finetune section, plain
+    input_shape: tuple[int, ...] = ()  # the task's input shape for this data, batch included
+    tags: Mapping[str, Any] = field(default_factory=dict)  # the run's tracking tags
+    # study_artifacts(method, trial): the artifacts folder of that trial of the same-seed study
+    # of `method` on this run's task, data, model and storage (a control's source)
+    study_artifacts: Callable[[str, int], Path] | None = None
 
 
 @dataclass
@@ -194,10 +202,10 @@ class TrainTimeMethod(OneShotMethod):
     def hooks(self, ctx: PruneContext) -> list[Hook]:
         """Hooks for the method's own training phase (run for `self.epochs` epochs)."""
 
-    def train_optim(self, cfg: DictConfig) -> Mapping[str, Any]:
-        """The optimiser section of that phase: by default fine-tuning's (`cfg.finetune`); a
-        method whose paper trains from scratch may return `cfg.train`."""
-        return cfg.finetune
+    def train_optim(self, ctx: PruneContext) -> Mapping[str, Any]:
+        """The optimiser section of that phase: by default fine-tuning's (`ctx.finetune`); a
+        method whose paper trains from scratch may return `ctx.train`."""
+        return ctx.finetune
 
     def train_stats(self) -> dict[str, float]:
         """Numbers of that phase for the run record (as `search_<key>`), e.g. slimming's Σ|γ|

@@ -21,14 +21,35 @@ __all__ = [
     "artifact_location",
     "default_tracking_uri",
     "flatten",
+    "log_metric_batch",
     "log_params",
     "mask_secrets",
+    "mlflow_client",
 ]
 
 log = logging.getLogger(__name__)
 
 #: the `host:pid:start` of the process that runs an MLflow run (harness/runtime/processes.py)
 OWNER_TAG = "owner"
+
+
+def mlflow_client(uri: str) -> Any:
+    """An MLflow client of the store at `uri`: every MLflow read and write of the harness goes
+    through this module (a run's through `Tracker`, the rest through this client), so a change
+    of MLflow API or store handling is made here."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(uri)
+
+
+def log_metric_batch(client: Any, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
+    """Log `metrics` to `run_id` in one batch, stamped now."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in metrics.items()])
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -123,10 +144,9 @@ class Tracker:
         if not self.enabled:
             return self
         import mlflow
-        from mlflow.tracking import MlflowClient
 
         mlflow.set_tracking_uri(self.uri)
-        self._client = Retrying(MlflowClient(self.uri))  # a briefly locked store is waited for
+        self._client = Retrying(mlflow_client(self.uri))  # a briefly locked store is waited for
         exp = self._client.get_experiment_by_name(self.experiment)
         if exp is None:
             try:

@@ -25,6 +25,7 @@ import logging
 import math
 import re
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -36,7 +37,7 @@ from harness.method import Needs, SearchMethod, SearchResult
 from harness.registry import METHODS
 from harness.run.measure import count_macs
 from harness.runtime.seeds import derive_seed
-from harness.structure import Plan, allocate, apply_plan, resize_to
+from harness.structure import Plan, apply_plan, resize_to
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -93,7 +94,7 @@ def scratch_epochs(
     epochs = int(ctx.train.get("epochs") or 0)
     if epochs < 1:
         raise ConfigError("a from-scratch control needs train.epochs ≥ 1 (its Scratch-E budget)")
-    macs = count_macs(pruned, ctx.task.input_shape(ctx.cfg.data)).macs
+    macs = count_macs(pruned, ctx.input_shape).macs
     factor = base_macs / macs if budget == "b" and macs > 0 else 1.0
     return max(1, round(epochs * factor)), factor
 
@@ -107,7 +108,7 @@ def train_from_scratch(
     epochs, factor = scratch_epochs(ctx, budget, model, base_macs)
     log.info("%s: training the compact model from scratch for %d epochs (×%.2f compute)",
              f"scratch-{budget}", epochs, factor)  # fmt: skip
-    result = ctx.fit(model, epochs=epochs, optim=ctx.cfg.train, select_best=True, name="scratch")
+    result = ctx.fit(model, epochs=epochs, optim=ctx.train, select_best=True, name="scratch")
     stats = {
         "epochs": float(result.epochs_run),
         "iterations": float(result.steps),
@@ -120,39 +121,13 @@ def train_from_scratch(
 def _source_study_run(ctx: PruneContext, method: str, trial: int | None) -> Path:
     """The artifacts folder of trial `trial` (default: this trial's number) of the same-seed
     study of `method` on this run's task, data, model and storage."""
-    import optuna
-    from omegaconf import OmegaConf
-
-    from harness.study.settings import StudySettings
-
-    tags = ctx.cfg.tracking.get("tags") or {}
-    number = trial if trial is not None else tags.get("optuna_trial")
+    number = trial if trial is not None else ctx.tags.get("optuna_trial")
     if number is None:
         raise ConfigError(
             f"method.source={method} names a study; outside a study set method.source_trial "
             "(the trial whose architecture to reuse) or method.source=<run folder>"
         )
-    sub = OmegaConf.create(OmegaConf.to_container(ctx.cfg, resolve=True))
-    sub.method = {"name": method}
-    sub.study.name = None
-    settings = StudySettings.from_cfg(sub)
-    spec = settings.storage(sub)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=settings.name, storage=spec.open())
-    except KeyError as e:
-        raise DataNotFoundError(
-            f"no study '{settings.name}' in {spec.masked} to take the architecture from; run "
-            f"`prunebench study method={method} seed={ctx.seed} …` first"
-        ) from e
-    found = [t for t in study.get_trials(deepcopy=False) if t.number == int(number)]
-    artifacts = found[0].user_attrs.get("artifacts") if found else None
-    if not artifacts:
-        raise DataNotFoundError(
-            f"study '{settings.name}' has no finished trial {number} with saved artifacts to "
-            "take the architecture from (a control mirrors its source study trial by trial)"
-        )
-    return Path(artifacts)
+    return ctx.study_artifacts(method, int(number))
 
 
 def source_plan(ctx: PruneContext, source: str | None, trial: int | None) -> dict[str, Any]:
@@ -218,7 +193,7 @@ class ScratchE(_FromScratch):
         t0 = time.perf_counter()
         doc = source_plan(ctx, self.source, self.source_trial)
         model = ctx.model  # freshly built with the run seed (needs.pretrained is False)
-        base_macs = count_macs(model, ctx.task.input_shape(ctx.cfg.data)).macs
+        base_macs = count_macs(model, ctx.input_shape).macs
         fans = _fan_ins(model)
         resize_to(model, doc["channels"])
         rescale_init(model, fans)
@@ -246,17 +221,11 @@ class Uniform(_FromScratch):
     def search(self, ctx: PruneContext) -> SearchResult:
         t0 = time.perf_counter()
         model = ctx.model
-        base_macs = count_macs(model, ctx.task.input_shape(ctx.cfg.data)).macs
+        base_macs = count_macs(model, ctx.input_shape).macs
         scores = {g.name: torch.ones(g.size) for g in ctx.structure.prunable}
-        prune = ctx.cfg.prune
-        plan = allocate(
-            ctx.cost,
-            scores,
-            ctx.target,
-            allocation="uniform",
-            floor=prune.floor,
-            min_channels=prune.min_channels,
-        )
+        # the run's policy (floors, cost model), every group at the same kept fraction
+        policy = replace(ctx.policy, allocation="uniform", normalize=True)
+        plan = policy.allocate(scores, ctx.target)
         fans = _fan_ins(model)
         apply_plan(model, ctx.structure, plan)
         rescale_init(model, fans)

@@ -40,7 +40,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from harness.errors import ConfigError
@@ -246,10 +245,10 @@ class DepGraph(TrainTimeMethod):
             return []  # plain training for `epochs`: the regulariser would add nothing
         return [GroupNormHook(ctx.structure, self.lam, self.alpha)]
 
-    def train_optim(self, cfg: Any) -> Mapping[str, Any]:
+    def train_optim(self, ctx: PruneContext) -> Mapping[str, Any]:
         """Fine-tuning's optimiser without weight decay: the regulariser replaces it, as in the
         reference (`weight_decay=0` while a pruner regularises)."""
-        return OmegaConf.merge(cfg.finetune, {"weight_decay": 0.0})
+        return {**ctx.finetune, "weight_decay": 0.0}
 
     def prepare(self, ctx: PruneContext) -> None:
         """Per-layer [C_out] maps whose group reduction is exactly ‖θ_{g,k}‖² / max_k ‖θ_{g,k}‖².

@@ -66,7 +66,7 @@ class FPGM(TrainTimeMethod):
         self._zeroed: dict[str, Tensor] = {}  # layer → output channels zeroed at the last epoch
 
     def hooks(self, ctx: PruneContext) -> list[Hook]:
-        self._hook = soft_filter_hook(self, ctx, self._distance)
+        self._hook = soft_filter_hook(ctx, self._distance)
         return [self._hook]
 
     def prepare(self, ctx: PruneContext) -> None:

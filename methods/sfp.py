@@ -7,10 +7,11 @@ the same pruning rate P for all layers; the zeroed filters keep training in the 
 are not masked, so they may recover and another filter is zeroed instead). After the last epoch
 the zero filters are removed.
 
-Here P comes from the run's MAC target: at each epoch end the harness's own `score_groups` +
-`allocate` (uniform by default: every group at the same kept fraction, the paper's shared P; the
-run's `prune.allocation`, `prune.normalize`, `prune.floor` and `prune.min_channels` are honoured,
-so the zeroed set is exactly what the final cut would remove) picks the units, and their filters
+Here P comes from the run's MAC target: at each epoch end the harness's own `score_groups` and
+the run's allocation policy (`ctx.policy`: uniform by default, every group at the same kept
+fraction, the paper's shared P; the run's `prune.allocation`, `normalize`, `floor`,
+`min_channels` and `round_to` are honoured, so the zeroed set is exactly what the final cut would
+remove) picks the units, and their filters
 are zeroed. After the last epoch the pipeline's one-shot cut scores by the same ℓ2 norm, so it
 removes the zeroed filters (norm 0, the lowest of every group).
 
@@ -36,18 +37,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
-from omegaconf import OmegaConf
 from torch import Tensor, nn
 
 from harness.errors import ConfigError
 from harness.method import Needs, TrainTimeMethod
 from harness.registry import METHODS
-from harness.structure import allocate, score_groups
+from harness.structure import score_groups
 from harness.train import Hook
 
 if TYPE_CHECKING:
     from harness.method import PruneContext
-    from harness.structure import CostModel, LayerView, Structure
+    from harness.structure import AllocationPolicy, LayerView, Structure
     from harness.train import LoopState
 
 log = logging.getLogger(__name__)
@@ -89,43 +89,26 @@ def zero_filters(model: nn.Module, structure: Structure, removed: dict[str, Tens
 
 class SoftFilterHook(Hook):
     """After every epoch: zero the filters the harness would cut at `target` by `score` (ℓ2 norm
-    for SFP; FPGM's distance criterion for FPGM's soft schedule)."""
+    for SFP; FPGM's distance criterion for FPGM's soft schedule), allocated by the run's policy."""
 
     def __init__(
         self,
         structure: Structure,
-        cost: CostModel,
+        policy: AllocationPolicy,
         target: float,
         *,
-        allocation: str = "uniform",
-        normalize: bool = True,
-        floor: float = 0.0,
-        min_channels: int = 1,
         score: Callable[[LayerView], Tensor | None] = l2_filter_score,
     ) -> None:
         self.score = score
         self.structure = structure
-        self.cost = cost
+        self.policy = policy
         self.target = target
-        self.allocation = allocation
-        self.normalize = normalize
-        self.floor = floor
-        self.min_channels = min_channels
         self.removed: dict[str, Tensor] = {}  # the last epoch's zeroed units, per group
 
     def after_epoch(self, s: LoopState) -> None:
         # host work once per epoch (scores to CPU, allocation): fine off the step path
         scores = score_groups(s.model, self.structure, self.score)
-        plan = allocate(
-            self.cost,
-            scores,
-            self.target,
-            allocation=self.allocation,
-            normalize=self.normalize,
-            floor=self.floor,
-            min_channels=self.min_channels,
-        )
-        removed = plan.removed(self.structure)
+        removed = self.policy.allocate(scores, self.target).removed(self.structure)
         zeroed = zero_filters(s.model, self.structure, removed)
         # units zeroed last epoch that the norm ranking now keeps: they recovered
         recovered = sum(
@@ -143,28 +126,12 @@ class SoftFilterHook(Hook):
         self.removed = {g: m.clone() for g, m in state.get("removed", {}).items()}
 
 
-def prune_settings(method: TrainTimeMethod, ctx: PruneContext) -> dict[str, Any]:
-    """`allocate()`'s options as the pipeline's final cut resolves them for `method` (the run's
-    prune.allocation / normalize / floor / min_channels, else the method's defaults), so what a
-    train-time method zeroes during training is what the cut removes."""
-    cfg = ctx.cfg
-    normalize = OmegaConf.select(cfg, "prune.normalize", default=None)
-    return {
-        "allocation": OmegaConf.select(cfg, "prune.allocation", default=None)
-        or method.default_allocation,
-        "normalize": method.normalize_scores if normalize is None else bool(normalize),
-        "floor": float(OmegaConf.select(cfg, "prune.floor", default=0.0)),
-        "min_channels": int(OmegaConf.select(cfg, "prune.min_channels", default=1)),
-    }
-
-
 def soft_filter_hook(
-    method: TrainTimeMethod, ctx: PruneContext, score: Callable[[LayerView], Tensor | None]
+    ctx: PruneContext, score: Callable[[LayerView], Tensor | None]
 ) -> SoftFilterHook:
-    """The soft-pruning hook for `method`, zeroing by `score` with the run's prune settings."""
-    return SoftFilterHook(
-        ctx.structure, ctx.cost, ctx.target, **prune_settings(method, ctx), score=score
-    )
+    """The soft-pruning hook zeroing by `score` with the run's allocation policy (`ctx.policy`),
+    so what a train-time method zeroes during training is what the final cut removes."""
+    return SoftFilterHook(ctx.structure, ctx.policy, ctx.target, score=score)
 
 
 @METHODS.register("sfp")
@@ -186,7 +153,7 @@ class SFP(TrainTimeMethod):
         self.epochs = epochs
 
     def hooks(self, ctx: PruneContext) -> list[Hook]:
-        return [soft_filter_hook(self, ctx, l2_filter_score)]
+        return [soft_filter_hook(ctx, l2_filter_score)]
 
     def score(self, view: LayerView) -> Tensor | None:
         return l2_filter_score(view)

@@ -147,9 +147,9 @@ class Slimming(TrainTimeMethod):
         self._hook = BNSparsityHook(self.lam, from_scratch=self.schedule == "paper")
         return [self._hook]
 
-    def train_optim(self, cfg: Any) -> Mapping[str, Any]:
+    def train_optim(self, ctx: PruneContext) -> Mapping[str, Any]:
         """The paper trains from scratch with the normal training recipe; else fine-tuning's."""
-        return cfg.train if self.schedule == "paper" else cfg.finetune
+        return ctx.train if self.schedule == "paper" else ctx.finetune
 
     def train_stats(self) -> dict[str, float]:
         return dict(self._hook.stats) if self._hook is not None else {}

@@ -51,14 +51,13 @@ from torch import Tensor, nn
 from harness.errors import ConfigError, IncompatibleMethodError
 from harness.method import Needs, TrainTimeMethod
 from harness.registry import METHODS
-from harness.structure import allocate, score_groups
+from harness.structure import score_groups
 from harness.structure.scoring import out_first
 from harness.train import Hook
-from methods.sfp import prune_settings
 
 if TYPE_CHECKING:
     from harness.method import PruneContext
-    from harness.structure import CostModel, LayerView, Structure
+    from harness.structure import AllocationPolicy, LayerView, Structure
     from harness.train import LoopState
 
 log = logging.getLogger(__name__)
@@ -137,15 +136,14 @@ class IterativeTaylorHook(Hook):
         self,
         rules: dict[str, str],
         structure: Structure,
-        cost: CostModel,
+        policy: AllocationPolicy,
         target: float,
         *,
         frequency: int,
         momentum: float,
-        settings: dict,
     ) -> None:
-        self.rules, self.structure, self.cost, self.target = rules, structure, cost, target
-        self.frequency, self.momentum, self.settings = frequency, momentum, settings
+        self.rules, self.structure, self.policy, self.target = rules, structure, policy, target
+        self.frequency, self.momentum = frequency, momentum
         self.window: dict[str, Tensor] = {}
         self.count = 0
         self.average: dict[str, Tensor] = {}
@@ -183,10 +181,10 @@ class IterativeTaylorHook(Hook):
         for g, mask in self.removed.items():
             scores[g][mask] = 0.0  # gated units: removed already
         step_target = self.target ** (self.done / self.iterations)
-        plan = allocate(self.cost, scores, step_target, removed=self.removed, **self.settings)
+        plan = self.policy.allocate(scores, step_target, removed=self.removed)
         self.removed = plan.removed(self.structure)
         gate_off(s.model, self.structure, self.removed)
-        self.history.append(self.cost.ratio(self.removed))
+        self.history.append(self.policy.cost.ratio(self.removed))
 
     def state_dict(self) -> dict:
         return {"removed": self.removed, "average": self.average, "done": self.done}
@@ -263,11 +261,10 @@ class Taylor(TrainTimeMethod):
         self._hook = IterativeTaylorHook(
             self._rules(ctx.model, ctx.structure),
             ctx.structure,
-            ctx.cost,
+            ctx.policy,
             ctx.target,
             frequency=self.frequency,
             momentum=self.momentum,
-            settings=prune_settings(self, ctx),
         )
         return [self._hook]
 

@@ -1,8 +1,9 @@
-"""The import rules of the layout (STYLE.md), checked on the source so a change that breaks one
-fails here instead of in review: harness/ never imports methods/ or tasks/ (they are plugins, loaded
-by the entry points); no import cycle among the project's modules; no `_private` name imported from
-another module. Every import counts, also those inside functions: a lazy import that closes a cycle
-is still a cycle, it only fails later."""
+"""The import rules of the layout (the project's rule: plug-ins are reached only through their
+registries, dependencies point one way, private names stay in their module), checked on the source
+so a change that breaks one fails here instead of in review: harness/ never imports methods/ or
+tasks/ (they are plugins, loaded by the entry points); no import cycle among the project's modules;
+no `_private` name imported from another module. Every import counts, also those inside functions:
+a lazy import that closes a cycle is still a cycle, it only fails later."""
 
 from __future__ import annotations
 
@@ -140,3 +141,76 @@ def test_no_private_names_imported_across_modules():
         if name and name.startswith("_") and not name.startswith("__") and target != module
     ]
     assert not private, "make the name public or keep it in its module: " + "; ".join(private)
+
+
+def calls_of(path: Path, name: str) -> list[tuple[str, int]]:
+    """(enclosing top-level function or "<module>", line) of every call to `name` in the file."""
+    found = []
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for top in tree.body:
+        scope = top.name if isinstance(top, ast.FunctionDef | ast.ClassDef) else "<module>"
+        for node in ast.walk(top):
+            if isinstance(node, ast.Call):
+                f = node.func
+                called = f.id if isinstance(f, ast.Name) else getattr(f, "attr", None)
+                if called == name:
+                    found.append((scope, node.lineno))
+    return found
+
+
+def test_the_allocation_policy_is_constructed_in_one_place():
+    """The run's allocation policy (normalisation, uniform/global, floors, rounding, cost model)
+    is built by `allocation_policy` only, once in the run's setup; methods and hooks take it from
+    the context instead of resolving `prune.*` again (which is how two resolutions drift)."""
+    built = {
+        f"{FILES[m].relative_to(ROOT)}:{line} ({scope})": m
+        for m in FILES
+        for scope, line in calls_of(FILES[m], "AllocationPolicy")
+    }
+    assert set(built.values()) == {"harness.structure.policy"}, (
+        "construct AllocationPolicy only in harness/structure/policy.py: " + ", ".join(built)
+    )
+    callers = sorted(
+        (m, scope)
+        for m in FILES
+        for scope, _ in calls_of(FILES[m], "allocation_policy")
+        if m != "harness.structure.policy" and m.split(".")[0] in PACKAGES
+    )  # scripts (benchmarks/, results/) prune outside a run and build their own
+    assert callers == [("harness.run.pipeline", "_setup")], (
+        f"allocation_policy is called once per run, in the run's setup; found {callers}"
+    )
+
+
+def test_no_method_reads_the_run_config():
+    """A method reads its constructor arguments and the context's plain fields: the context
+    carries no DictConfig, and no module under methods/ reaches for a `cfg` on it (what a method
+    needs of the run becomes a typed context field, so every method sees the same values)."""
+    from dataclasses import fields
+
+    from harness.method import PruneContext
+
+    assert not [f.name for f in fields(PruneContext) if "Config" in str(f.type)]
+    reads = [
+        f"{FILES[m].relative_to(ROOT)}:{node.lineno}"
+        for m in FILES
+        if m.startswith("methods")
+        for node in ast.walk(ast.parse(FILES[m].read_text()))
+        if isinstance(node, ast.Attribute) and node.attr == "cfg"
+    ]
+    assert not reads, "methods read the run config; add a PruneContext field instead: " + ", ".join(
+        reads
+    )
+
+
+def test_only_the_tracking_front_imports_mlflow():
+    """Every MLflow read and write goes through harness/tracking.py (`Tracker` for a run,
+    `mlflow_client` for the rest), as every Optuna storage goes through one interface."""
+    found = []
+    for module, path in FILES.items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            if module != "harness.tracking" and any(n.split(".")[0] == "mlflow" for n in names):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not found, "import mlflow only in harness/tracking.py: " + ", ".join(found)

@@ -17,7 +17,6 @@ command goes through Hydra's runner so its sweepers and launcher plug-ins work
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -29,11 +28,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from harness import exit_codes
+from harness.cli.commands import SWEEPABLE, dispatch
+from harness.cli.sweeps import STUDY_IDENTITY, write_manifest
 from harness.config import model_label
 from harness.errors import ConfigError, PruneBenchError, UnknownNameError
 from harness.run.preflight import check_settings
 from harness.runtime.atomic import atomic_write_text
-from harness.tracking import mask_secrets
+from harness.tracking import mask_secrets, mlflow_client
 
 __all__ = ["NON_SWEEPABLE", "hydra_main", "job_device", "scrub_secrets", "wants_hydra"]
 
@@ -47,9 +49,6 @@ HYDRA_FLAGS = frozenset(
 #: keys one sweep shares: every job writes the same storage and tracking store, so the sweep's
 #: studies and runs can be found and compared together
 NON_SWEEPABLE = ("outputs", "cache_dir", "study.storage", "tracking.uri", "tracking.experiment")
-#: keys that name a study: a fixed study.name while one of them is swept makes every job fight
-#: over one study
-STUDY_IDENTITY = ("task", "data", "model", "method", "seed")
 LAUNCHERS_NEEDING_SLURM = ("submitit_slurm",)
 GROUPS = ("task", "data", "model", "method", "study")
 
@@ -83,27 +82,10 @@ def _job(command: str, cfg: DictConfig) -> dict[str, Any]:
     job = {"num": int(hc.job.num), "overrides": [mask_secrets(o) for o in hc.overrides.task],
            "output_dir": hc.runtime.output_dir, **identity}  # fmt: skip
     try:
-        return {**_dispatch(command, cfg), "hydra_job": job}
+        return {**dispatch(command, cfg), "hydra_job": job}
     except PruneBenchError as e:
         log.error("prunebench: error: %s", e)
         return {"error": str(e), "hydra_job": job}
-
-
-def _dispatch(command: str, cfg: DictConfig) -> dict[str, Any]:
-    import torch
-
-    torch.backends.cudnn.benchmark = True
-    if command == "run":
-        from harness.run.pipeline import run
-
-        return run(cfg)
-    if command == "study":
-        from harness.study import run_study
-
-        return run_study(cfg)
-    from harness.run.pipeline import measure
-
-    return measure(cfg)
 
 
 def job_run(cfg: DictConfig) -> dict[str, Any]:
@@ -118,10 +100,10 @@ def job_measure(cfg: DictConfig) -> dict[str, Any]:
     return _job("measure", cfg)
 
 
+#: the job of each sweepable command: a module-level `job_<command>` (a launcher pickles it by
+#: name), so a command the table marks sweepable without one fails here, at import
 TASK_FUNCTIONS: dict[str, Callable[[DictConfig], dict[str, Any]]] = {
-    "run": job_run,
-    "study": job_study,
-    "measure": job_measure,
+    name: globals()[f"job_{name}"] for name in SWEEPABLE
 }
 
 
@@ -250,11 +232,9 @@ def prepare_stores(command: str, cfg: DictConfig) -> None:
         if spec.kind == "sqlite":
             spec.open()
     if cfg.tracking.enabled:
-        from mlflow.tracking import MlflowClient
-
         uri = cfg.tracking.uri or default_tracking_uri(cfg.outputs)
         if uri.startswith("sqlite:"):
-            client = MlflowClient(uri)
+            client = mlflow_client(uri)
             if client.get_experiment_by_name(cfg.tracking.experiment) is None:
                 root = (Path(str(cfg.outputs)).resolve() / "mlartifacts").as_uri()
                 client.create_experiment(cfg.tracking.experiment, artifact_location=root)
@@ -309,10 +289,10 @@ def hydra_main(
     try:
         if parsed.help:
             hydra.app_help(config_name="config", args_parser=parser, args=parsed)
-            return 0
+            return exit_codes.OK
         if parsed.hydra_help:
             hydra.hydra_help(config_name="config", args_parser=parser, args=parsed)
-            return 0
+            return exit_codes.OK
         if parsed.cfg:
             _check_overrides(overrides, config_dir)
             hydra.show_cfg(
@@ -322,10 +302,10 @@ def hydra_main(
                 package=parsed.package,
                 resolve=parsed.resolve,
             )
-            return 0
+            return exit_codes.OK
         if parsed.info:
             hydra.show_info(parsed.info, config_name="config", overrides=overrides)
-            return 0
+            return exit_codes.OK
         if not parsed.multirun:  # e.g. only --resolve
             raise ConfigError(f"prunebench {command}: use -m for a sweep, --cfg job, or --help")
         return _sweep(command, hydra, overrides, base, emit)
@@ -370,12 +350,12 @@ def _sweep(
                           "hydra_job": {"overrides": list(ret.overrides or [])}}  # fmt: skip
             lines.append(record)
             emit(record)
-    _write_manifest(sweep_dir, command, launcher, lines)
+    write_manifest(sweep_dir, command, launcher, lines)
     scrub_secrets(sweep_dir)
     failed = sum("error" in r for r in lines)
     if failed:
         log.error("%d of %d jobs failed (their JSON lines carry the error)", failed, len(lines))
-    return 1 if failed else 0
+    return exit_codes.ERROR if failed else exit_codes.OK
 
 
 def scrub_secrets(sweep_dir: Path) -> list[Path]:
@@ -413,77 +393,3 @@ def _stdout_to_stderr() -> Iterator[None]:
             yield
     finally:
         fix()  # a handler created during the sweep
-
-
-def _write_manifest(sweep_dir: Path, command: str, launcher: str, lines: list[dict]) -> None:
-    text = "".join(
-        mask_secrets(json.dumps({"command": command, "launcher": launcher, **record}, default=str))
-        + "\n"
-        for record in lines
-    )
-    atomic_write_text(sweep_dir / "jobs.jsonl", text)
-
-
-# ---------------------------------------------------------------------------- compare a sweep
-def find_sweep(outputs: str | Path, which: str) -> Path:
-    """`compare.sweep`: a sweep folder, or `latest` (the newest under <outputs>/multirun)."""
-    if which != "latest":
-        path = Path(which)
-        if not (path / "jobs.jsonl").exists():
-            raise ConfigError(
-                f"compare.sweep={which}: no jobs.jsonl there; give a folder that `prunebench "
-                "study -m …` created (<outputs>/multirun/<date>/<time>) or `latest`"
-            )
-        return path
-    found = sorted(Path(outputs).glob("multirun/*/*/jobs.jsonl"))
-    if not found:
-        raise ConfigError(
-            f"compare.sweep=latest: no sweep under {Path(outputs) / 'multirun'}; run "
-            "`prunebench study -m method=l1,random seed=0,1 …` first, or set outputs="
-        )
-    return found[-1].parent
-
-
-def sweep_groups(path: Path) -> list[dict[str, Any]]:
-    """The sweep's studies grouped by (task, data, model): methods, seeds and the overrides to
-    re-compose each group's config with (the first job's, minus method and seed)."""
-    groups: dict[tuple, dict[str, Any]] = {}
-    for line in (path / "jobs.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        job = rec.get("hydra_job", {})
-        if rec.get("command") != "study" or "error" in rec or "study_name" not in rec:
-            continue
-        key = (job.get("task"), job.get("data"), job.get("model"))
-        g = groups.setdefault(key, {"methods": [], "seeds": [], "overrides": [
-            o for o in job.get("overrides", [])
-            if o.split("=", 1)[0].lstrip("+~") not in ("method", "seed")
-            and not o.startswith("hydra")
-        ]})  # fmt: skip
-        if job.get("method") not in g["methods"]:
-            g["methods"].append(job.get("method"))
-        if job.get("seed") not in g["seeds"]:
-            g["seeds"].append(job.get("seed"))
-    if not groups:
-        raise ConfigError(f"sweep {path} holds no finished `prunebench study` job")
-    return list(groups.values())
-
-
-def compare_sweep(
-    cfg: DictConfig, overrides: Sequence[str], compose: Callable[[Sequence[str]], DictConfig]
-) -> dict[str, Any]:
-    """`prunebench compare compare.sweep=latest|DIR`: compare every (task, data, model) of a
-    sweep over the methods and seeds it ran (mean ± std over the seeds)."""
-    from harness.report.compare import run_compare
-
-    path = find_sweep(cfg.outputs, str(cfg.compare.sweep))
-    own = [o for o in overrides if o.split("=", 1)[0] not in ("compare.sweep", *STUDY_IDENTITY)]
-    reports = []
-    for group in sweep_groups(path):
-        methods = ",".join(str(m) for m in group["methods"])
-        seeds = ",".join(str(s) for s in group["seeds"])
-        sub = compose([*group["overrides"], *own, f"compare.methods=[{methods}]",
-                       f"compare.seeds=[{seeds}]", "compare.sweep=null"])  # fmt: skip
-        log.info("comparing %s on %s/%s/%s from sweep %s", methods, sub.task.name,
-                 sub.data.name, sub.model.name, path)  # fmt: skip
-        reports.append(run_compare(sub))
-    return reports[0] if len(reports) == 1 else {"sweep": str(path), "reports": reports}

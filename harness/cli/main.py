@@ -13,14 +13,15 @@ import warnings
 from collections.abc import Sequence
 
 from harness import exit_codes
+from harness.cli.commands import COMMANDS, SWEEPABLE, dispatch
 from harness.cli.demo import DEMO_METHODS
 from harness.cli.launch import wants_hydra
 from harness.config import compose, config_dir
 from harness.errors import PruneBenchError
 from harness.run.preflight import check_settings
-from harness.runtime.plugins import load_configured
-from harness.runtime.secrets import install_log_filter, mask_secrets, mask_tree, remember_secrets
-from harness.runtime.signals import Terminated, install_sigterm_handler
+from harness.runtime.secrets import mask_secrets, mask_tree, remember_secrets
+from harness.runtime.signals import Terminated
+from harness.runtime.startup import start_process
 
 __all__ = ["main"]
 
@@ -116,80 +117,50 @@ def _unexpected(command: str, e: Exception) -> int:
     first = " ".join(str(e).split())[:500] or "(no message)"
     print(f"prunebench: error: {command} failed: {type(e).__name__}: {mask_secrets(first)} "
           "(PRUNEBENCH_DEBUG=1 shows the traceback)", file=sys.stderr)  # fmt: skip
-    return 1
+    return exit_codes.ERROR
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, file=sys.stderr)
-        return 0 if argv else 2
+        return exit_codes.OK if argv else exit_codes.USAGE
     command, overrides = argv[0], argv[1:]
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    install_sigterm_handler()
+    start_process(signals=True)  # SIGTERM → Terminated from here on; log records masked
     # MLflow prints "View run … at: http://…" on stdout for a tracking server; stdout is ours
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     try:
         remember_secrets(overrides)
-        if command in ("run", "study", "measure") and wants_hydra(overrides):
+        if command in SWEEPABLE and wants_hydra(overrides):
             from harness.cli.launch import hydra_main
 
             _log_to_stderr("INFO")
-            install_log_filter()
+            start_process()  # the log filter on the handler just made
             return hydra_main(command, overrides, config_dir(), compose, _emit)
         if command == "show":
             from harness.cli.show import show
 
             print(json.dumps(show(compose, overrides), default=str))
-            return 0
+            return exit_codes.OK
         overrides = _drop_launcher(overrides)
         cfg = compose([o for o in overrides if command != "demo"])
         check_settings(cfg)  # seed, log level, device, sizes, budgets: one line, before any work
-        load_configured(cfg)
+        if command != "list":  # the listing is printed, not logged
+            _log_to_stderr(cfg.get("log_level", "INFO"))
+        start_process(cfg)  # plug-ins, the config's credentials, the filter on the new handler
         if command == "list":
             listing = _list()
             _print_list(listing)
             print(json.dumps(listing, default=str))
-            return 0
-        _log_to_stderr(cfg.get("log_level", "INFO"))
-        install_log_filter()
-        if command == "run":
-            import torch
-
-            from harness.run.pipeline import run
-
-            torch.backends.cudnn.benchmark = True
-            record = run(cfg)
-        elif command == "demo":
-            from harness.cli.demo import run_demo
-
-            record = run_demo(overrides)
-        elif command == "measure":
-            from harness.run.pipeline import measure
-
-            record = measure(cfg)
-        elif command == "study":
-            import torch
-
-            from harness.study import run_study
-
-            torch.backends.cudnn.benchmark = True
-            record = run_study(cfg)
-        elif command == "compare":
-            from harness.report.compare import run_compare
-
-            if cfg.compare.get("sweep"):
-                from harness.cli.launch import compare_sweep
-
-                record = compare_sweep(cfg, overrides, compose)
-            else:
-                record = run_compare(cfg)
-        else:
+            return exit_codes.OK
+        if command not in COMMANDS:
             print(f"unknown command '{command}'\n\n{USAGE}", file=sys.stderr)
-            return 2
+            return exit_codes.USAGE
+        record = dispatch(command, cfg, overrides, compose)
     except PruneBenchError as e:
         print(f"prunebench: error: {mask_secrets(e)}", file=sys.stderr)
-        return 1
+        return exit_codes.ERROR
     except KeyboardInterrupt as e:  # runs are marked KILLED, studies resume where they stopped
         if isinstance(e, Terminated):
             print(f"prunebench: {command} terminated (SIGTERM)", file=sys.stderr)

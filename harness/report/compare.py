@@ -849,9 +849,9 @@ def _log_compare(
 def _drop_previous_runs(tracker: Any, run_name: str, tags: Mapping[str, str]) -> None:
     """A rerun replaces the comparison run of the same methods on the same task/data/model
     (the report is regenerated from the studies, so the old run holds nothing else)."""
-    from mlflow.tracking import MlflowClient
+    from harness.tracking import mlflow_client
 
-    client = MlflowClient(tracker.uri)
+    client = mlflow_client(tracker.uri)
     exp = client.get_experiment_by_name(tracker.experiment)
     if exp is None:
         return

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from harness.run.baseline import Baseline, load_or_train_baseline
 from harness.run.budget import Budget, plan_budget
 from harness.run.measure import MacReport, count_macs, count_params
 from harness.run.preflight import preflight
+from harness.run.sources import study_trial_artifacts
 from harness.run.speed import (
     LatencyTarget,
     plan_latency_target,
@@ -43,23 +45,23 @@ from harness.run.speed import (
     unpruned_copy,
 )
 from harness.runtime.device import Runtime, pick_runtime
-from harness.runtime.plugins import load_configured
 from harness.runtime.provenance import git_label
-from harness.runtime.secrets import mask_tree, remember_secrets
+from harness.runtime.secrets import mask_tree
 from harness.runtime.seeds import derive_seed, seed_everything
+from harness.runtime.startup import start_process
 from harness.structure import (
+    AllocationPolicy,
     CostModel,
     Plan,
     Structure,
-    allocate,
+    allocation_policy,
     allocation_target,
-    apply_plan,
     build_structure,
     check_prunable,
     check_target,
     loosest_plan,
+    prune_one_shot,
     save_pruned,
-    score_groups,
 )
 from harness.task import DataSplits, Task
 from harness.tracking import Tracker
@@ -175,37 +177,19 @@ def _prune_one_shot(
     measured_base: int,
     latency: LatencyTarget | None = None,
 ) -> tuple[nn.Module, Plan]:
-    """Score → allocate → remove, in `prune.steps` progressive steps (geometric targets).
-    `measured_base`: fvcore MACs of the unpruned model, for the last step's check where the
-    cost model does not see every MAC."""
-    allocation = cfg.prune.allocation or method.default_allocation
-    normalize = method.normalize_scores if cfg.prune.normalize is None else cfg.prune.normalize
-    steps = int(cfg.prune.steps)
-    base_macs = ctx.cost.base_macs
-    model, structure, cost = ctx.model, ctx.structure, ctx.cost
-    plan = Plan()
-    for k in range(1, steps + 1):
-        step_target = ctx.target ** (k / steps) * base_macs / cost.base_macs
-        ctx.model, ctx.structure, ctx.cost = model, structure, cost
+    """The structure's score → allocate → remove loop (`prune_one_shot`) with this run's
+    measurement landing and fine-tuning between steps. `measured_base`: fvcore MACs of the
+    unpruned model, for the last step's check where the cost model does not see every MAC."""
+
+    def prepare(model: nn.Module, structure: Structure, policy: AllocationPolicy) -> None:
+        ctx.model, ctx.structure, ctx.policy, ctx.cost = model, structure, policy, policy.cost
         method.prepare(ctx)
-        scores = score_groups(model, structure, method.score, grads=method.needs.grads)
 
-        def allocate_to(t: float, cost: CostModel = cost, scores: dict = scores) -> Plan:
-            return allocate(
-                cost,
-                scores,
-                min(1.0, t),
-                allocation=allocation,
-                normalize=normalize,
-                floor=cfg.prune.floor,
-                min_channels=cfg.prune.min_channels,
-                round_to=round_to(cfg),
-            )
-
+    def land(allocate_to, step_target, model, structure, last: bool) -> Plan | None:
         if latency is not None:  # latency target: land at the measured latency ratio
-            plan = latency.land(allocate_to, step_target, model, structure, cfg)
-        elif k == steps and ctx.target != cfg.target:  # hidden MACs: land at the measured target
-            plan = loosest_plan(
+            return latency.land(allocate_to, step_target, model, structure, cfg)
+        if last and ctx.target != cfg.target:  # hidden MACs: land at the measured target
+            return loosest_plan(
                 allocate_to,
                 step_target,
                 model,
@@ -214,24 +198,31 @@ def _prune_one_shot(
                 shape=ctx.task.input_shape(cfg.data),
                 base=measured_base,
             )
-        else:
-            plan = allocate_to(step_target)
-        apply_plan(model, structure, plan)
-        if k < steps:
-            if cfg.prune.finetune_between > 0:
-                fit(
-                    model,
-                    epochs=cfg.prune.finetune_between,
-                    optim=cfg.finetune,
-                    name=f"finetune-step{k}",
-                )
-            structure = build_structure(
+        return None
+
+    def between(model: nn.Module, k: int) -> Structure:
+        if cfg.prune.finetune_between > 0:
+            fit(
                 model,
-                ctx.task.example_input(cfg.data).to(ctx.runtime.device),
-                frozen=cfg.prune.frozen,
+                epochs=cfg.prune.finetune_between,
+                optim=cfg.finetune,
+                name=f"finetune-step{k}",
             )
-            cost = CostModel(structure)
-    return model, plan
+        example = ctx.task.example_input(cfg.data).to(ctx.runtime.device)
+        return build_structure(model, example, frozen=cfg.prune.frozen)
+
+    return prune_one_shot(
+        ctx.model,
+        ctx.structure,
+        ctx.policy,
+        ctx.target,
+        method.score,
+        grads=method.needs.grads,
+        steps=int(cfg.prune.steps),
+        prepare=prepare,
+        land=land,
+        between=between,
+    )
 
 
 def _baseline_train(task: Task, data: DataSplits, runtime: Runtime, cfg: DictConfig):
@@ -266,7 +257,7 @@ def ensure_baseline(cfg: DictConfig) -> dict[str, Any]:
     A study calls this once before its workers start, so concurrent trials never train the
     same baseline twice.
     """
-    load_configured(cfg)
+    start_process(cfg)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
     runtime = pick_runtime(cfg.device, cfg.amp, cfg.get("compile"), cfg.cache_dir)
     seed_everything(cfg.seed)
@@ -280,7 +271,7 @@ def ensure_baseline(cfg: DictConfig) -> dict[str, Any]:
 
 def measure(cfg: DictConfig) -> dict[str, Any]:
     """MACs and parameters of the unpruned model at the task's declared input shape."""
-    load_configured(cfg)
+    start_process(cfg)
     task = TASKS.get(cfg.task.name)(cfg.task)
     model = task.build_model(cfg.model, cfg.data)
     shape = task.input_shape(cfg.data)
@@ -315,6 +306,7 @@ class RunParts:
     # stage uses the structure derived (and checked) here
     structure: Structure
     target: float  # the cost-model ratio to allocate to (`allocation_target`)
+    policy: AllocationPolicy  # how scores become a plan, and the cost model it allocates against
     latency: LatencyTarget | None = None  # target_kind=latency: the table, base timing, ...
     tracker: Tracker | None = None  # set when the MLflow run is open
     run_fit: Callable[..., FitResult] | None = None  # `make_fit` of this run
@@ -391,8 +383,7 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
 def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
     """Everything a run needs before its MLflow run opens; bad input fails here, before any data
     or training. Returns the parts and the freshly built (unprepared) model."""
-    load_configured(cfg)
-    remember_secrets(OmegaConf.to_container(cfg, resolve=True))
+    start_process(cfg)  # plug-ins, secret masking, log filter
     check_target(cfg.target)
     preflight(cfg)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
@@ -406,9 +397,8 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
     method.check_structure(model, structure)
     shape = task.input_shape(cfg.data)
     base_report = count_macs(model, shape)
-    target = allocation_target(
-        cfg.target, measured=base_report.macs, analytic=CostModel(structure).base_macs
-    )
+    macs = CostModel(structure)
+    target = allocation_target(cfg.target, measured=base_report.macs, analytic=macs.base_macs)
     latency = None
     round_to(cfg, method)
     if target_kind(cfg) == "latency":  # table, base timing and reachability, before training
@@ -416,6 +406,8 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
             cfg, model, structure, runtime, task.example_input(cfg.data), shape, method
         )
         target = latency.allocation_target
+    # the run's one allocation policy, against the cost model the target is in
+    policy = allocation_policy(cfg.prune, method, latency.cost if latency else macs)
     data = task.build_data(cfg.data, seed=cfg.seed).to(runtime.device)
     parts = RunParts(
         cfg=cfg,
@@ -428,6 +420,7 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
         params_base=count_params(model),
         structure=structure,
         target=target,
+        policy=policy,
         budget=plan_budget(
             cfg, method, lambda m: build_method(m, model=cfg.model.name, task=cfg.task.name)
         ),
@@ -492,7 +485,7 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
     tracker, run_fit = parts.tracker, parts.run_fit
     t = time.perf_counter()
     structure, target = parts.structure, parts.target
-    cost = parts.latency.cost if parts.latency else CostModel(structure)
+    cost = parts.policy.cost
     if target != cfg.target and parts.latency is None:
         log.info(
             "the cost model sees %.1f%% of the %s MACs fvcore counts; allocating to %.4f of them "
@@ -506,18 +499,22 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
         model=model,
         structure=structure,
         cost=cost,
+        policy=parts.policy,
         task=task,
         data=replace(data, train=data.train.fork(cfg.seed + 7919)),  # method's own stream
         runtime=runtime,
         target=target,
         seed=cfg.seed,
-        cfg=cfg,
         fit=run_fit,
         log_metrics=lambda m, step=None: tracker.log_metrics(m, step),
         model_name=cfg.model.name,
         task_name=cfg.task.name,
         data_name=cfg.data.name,
         train=OmegaConf.to_container(cfg.train, resolve=True) if "train" in cfg else {},
+        finetune=OmegaConf.to_container(cfg.finetune, resolve=True),
+        input_shape=parts.shape,
+        tags=_plain(cfg.tracking.get("tags")),
+        study_artifacts=partial(study_trial_artifacts, cfg),
     )
     ctx = within_needs(ctx, method)  # what `method.needs` does not declare raises on use
     search_stats: dict[str, float] = {}
@@ -531,7 +528,7 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
             r = run_fit(
                 model,
                 epochs=method.epochs,
-                optim=method.train_optim(cfg),
+                optim=method.train_optim(ctx),
                 hooks=method.hooks(ctx),
                 name=f"{cfg.method.name}-train",
             )
@@ -546,6 +543,11 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
     between = int(cfg.prune.finetune_between) * (int(cfg.prune.steps) - 1)
     parts.spent_epochs = float(search_stats.get("epochs", 0.0)) + between
     return model, plan, search_stats
+
+
+def _plain(node: Any) -> dict[str, Any]:
+    """A config mapping as a plain dict ({} for none)."""
+    return OmegaConf.to_container(node, resolve=True) if node else {}
 
 
 def _prune_images(parts: RunParts, search_stats: Mapping[str, float]) -> float:

@@ -1,7 +1,7 @@
 """Checks that run before any training, so a bad setting fails in seconds with one line instead
 of after the baseline has trained (or after minutes of a library's retries).
 
-- budgets: no negative epochs / steps (a negative `train.epochs` used to cache an untrained
+- budgets: no negative epochs / steps (a negative `train.epochs` would cache an untrained
   baseline under a new key);
 - folders: `outputs` and `cache_dir` are (or can become) writable folders;
 - the MLflow tracking store: a known URI scheme, reachable within `CONNECT_TIMEOUT_S`, and
@@ -232,12 +232,11 @@ def _ask_store(uri: str) -> None:
     """One real request (this creates a new SQLite store), with few and short HTTP retries."""
     for var, value in _HTTP_LIMITS.items():
         os.environ.setdefault(var, value)
-    from mlflow.tracking import MlflowClient
-
     from harness.runtime.retry import is_locked, retry_locked
+    from harness.tracking import mlflow_client
 
     try:  # a store another process holds locked a moment is waited for, a while
-        retry_locked(MlflowClient(uri).search_experiments, max_results=1, wait_s=START_LOCK_WAIT_S)
+        retry_locked(mlflow_client(uri).search_experiments, max_results=1, wait_s=START_LOCK_WAIT_S)
     except Exception as e:  # noqa: BLE001 - MLflow and its drivers raise many kinds
         text = str(e).strip().splitlines()
         reason = mask_secrets(text[0] if text else type(e).__name__)[:300]

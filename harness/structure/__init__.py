@@ -14,9 +14,11 @@ from harness.structure.plan import (
     resize_to,
     save_pruned,
 )
+from harness.structure.policy import AllocationPolicy, allocation_policy, prune_one_shot
 from harness.structure.scoring import LayerView, score_groups
 
 __all__ = [
+    "AllocationPolicy",
     "ChannelGroup",
     "CostModel",
     "LayerView",
@@ -24,6 +26,7 @@ __all__ = [
     "Slot",
     "Structure",
     "allocate",
+    "allocation_policy",
     "allocation_target",
     "apply_plan",
     "build_structure",
@@ -34,6 +37,7 @@ __all__ = [
     "load_pruned",
     "loosest_plan",
     "masked_copy",
+    "prune_one_shot",
     "resize_to",
     "save_pruned",
     "score_groups",

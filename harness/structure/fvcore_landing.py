@@ -2,9 +2,9 @@
 
 `allocation_target` assumes the MACs the cost model cannot see (attention matmuls) stay as they
 are, so a plan lands at or below the target. Where some of them shrink with the pruned channels
-(MobileViT's attention runs over pruned channels), the plan overshoots: MobileViT-XXS measured
-0.413 at target 0.5. `loosest_plan` loosens the allocation target by bisection until the compact
-model measures just under the target.
+(MobileViT's attention runs over pruned channels), the plan overshoots: the compact model
+measures well under the target. `loosest_plan` loosens the allocation target by bisection until
+the compact model measures just under the target.
 """
 
 from __future__ import annotations

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from harness.errors import ConfigError, RunStopped
+from harness.tracking import log_metric_batch, mlflow_client
 from harness.train.hooks import Hook, LoopState
 from harness.train.resume import (
     SnapshotMismatch,
@@ -466,9 +467,6 @@ class RungHook(Hook):
         run_id = self.trial.user_attrs.get("mlflow_run_id")
         if not (self.tracking_uri and run_id):
             return
-        from mlflow.tracking import MlflowClient
-
-        client = MlflowClient(self.tracking_uri)
-        for name, v in zip(self.objectives, values, strict=True):
-            client.log_metric(run_id, f"rung_{name}", _SIGN[name] * v, step=epoch)
-        client.log_metric(run_id, "rung_promoted", float(go_on), step=epoch)
+        metrics = {f"rung_{n}": _SIGN[n] * v for n, v in zip(self.objectives, values, strict=True)}
+        metrics["rung_promoted"] = float(go_on)
+        log_metric_batch(mlflow_client(self.tracking_uri), run_id, metrics, step=epoch)

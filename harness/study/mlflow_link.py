@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness.tracking import mask_secrets
+from harness.tracking import log_metric_batch, mask_secrets, mlflow_client
 
 if TYPE_CHECKING:
     import optuna
@@ -29,9 +28,7 @@ URI_ATTR = "mlflow_tracking_uri"
 
 
 def _client(uri: str):
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(uri)
+    return mlflow_client(uri)
 
 
 class ParentRun:
@@ -248,8 +245,5 @@ def log_front(
     }
     if not front.empty:
         metrics[f"best_{objective_names[0]}"] = float(front[objective_names[0]].max())
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    client.log_batch(parent.run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+    log_metric_batch(client, parent.run_id, metrics)
     return logged

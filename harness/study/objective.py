@@ -19,7 +19,7 @@ from harness.study.halving import RungHook, snapshot_path
 from harness.study.mlflow_link import kill_finished_run
 from harness.study.settings import CONSTRAINTS, OBJECTIVES, StudySettings
 from harness.study.space import SearchSpace
-from harness.tracking import mask_secrets
+from harness.tracking import mask_secrets, mlflow_client
 
 if TYPE_CHECKING:
     import optuna
@@ -216,8 +216,6 @@ class TrialObjective:
 
 
 def _log_constraints(uri: str, run_id: str, values: Mapping[str, float]) -> None:
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
+    client = mlflow_client(uri)
     for name, value in values.items():
         client.log_metric(run_id, f"constraint.{name}", float(value))

@@ -27,8 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.errors import ConfigError
 from harness.run.preflight import preflight
-from harness.runtime.plugins import load_configured
-from harness.runtime.secrets import install_log_filter, remember_secrets
+from harness.runtime.startup import start_process
 from harness.study.fingerprint import trial_settings
 from harness.study.mlflow_link import ParentRun, ParetoTagger, log_front
 from harness.study.objective import EARLY_TOL
@@ -40,7 +39,13 @@ from harness.study.settings import VOLATILE, StudySettings, identity
 from harness.study.space import SearchSpace
 from harness.study.storage import StorageSpec
 from harness.study.workers import WorkerSpec, run_processes, worker_main
-from harness.tracking import artifact_location, default_tracking_uri, log_params, mask_secrets
+from harness.tracking import (
+    artifact_location,
+    default_tracking_uri,
+    log_params,
+    mask_secrets,
+    mlflow_client,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -56,10 +61,8 @@ def run_study(cfg: DictConfig) -> dict[str, Any]:
 
     from harness.run.pipeline import ensure_baseline
 
-    load_configured(cfg)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    remember_secrets(OmegaConf.to_container(cfg, resolve=True))
-    install_log_filter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # creates Optuna's handler: first
+    start_process(cfg)  # plug-ins, secret masking, log filter
     quiet_optuna_failures()
     settings, spec, space = _validate(cfg)
     tracking = bool(cfg.tracking.enabled)
@@ -206,9 +209,7 @@ def _close_parent_run(
     try:
         log_front(study, parent, settings.objectives, metric_label=_metric_label(cfg))
         if outcome is not None:
-            from mlflow.tracking import MlflowClient
-
-            MlflowClient(parent.uri).set_tag(parent.run_id, "exit_reason", outcome.reason or "ok")
+            mlflow_client(parent.uri).set_tag(parent.run_id, "exit_reason", outcome.reason or "ok")
     finally:
         parent.close(status)
 
@@ -274,9 +275,7 @@ def _metric_label(cfg: DictConfig) -> str:
 
 def _log_parent_params(parent: ParentRun, cfg: DictConfig, space: SearchSpace) -> None:
     """The study's config and space as params, once (MLflow params never change)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(parent.uri)
+    client = mlflow_client(parent.uri)
     if client.get_run(parent.run_id).data.params:
         return  # a resumed study: logged when it was created
     params = {**OmegaConf.to_container(cfg, resolve=True), "space": space.describe()}

@@ -19,10 +19,9 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import OmegaConf
 
 from harness.errors import PruneBenchError, StoreError
-from harness.runtime.plugins import load_configured
 from harness.runtime.retry import is_locked
-from harness.runtime.secrets import install_log_filter, mask_secrets, remember_secrets
-from harness.runtime.signals import install_sigterm_handler
+from harness.runtime.secrets import mask_secrets
+from harness.runtime.startup import start_process
 from harness.study.mlflow_link import ParetoTagger
 from harness.study.objective import TrialObjective
 from harness.study.outcome import count_trials, quiet_optuna_failures
@@ -177,13 +176,11 @@ def worker_main(spec: WorkerSpec, *, child: bool = False) -> None:
 
         torch.set_num_threads(spec.threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if child:
-        install_sigterm_handler()  # a terminated worker records its trial as interrupted
-    remember_secrets(spec.cfg)
-    install_log_filter()
+    # a spawned worker starts with empty registries; a terminated one records its trial as
+    # interrupted (signals, in a child process's main thread)
+    start_process(spec.cfg, signals=child)
     quiet_optuna_failures()
     cfg = OmegaConf.create(spec.cfg)
-    load_configured(cfg)  # a spawned worker starts with empty registries
     settings = StudySettings.from_cfg(cfg)
     stale = partial(on_stale, max_retry=settings.max_retry, uri=spec.tracking_uri)
     storage = spec.storage.open(heartbeat_s=settings.heartbeat_s, on_stale=stale)

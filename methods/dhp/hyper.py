@@ -16,10 +16,9 @@ latents (c = input channels per group; for a transposed conv, its input channels
 Storage order is an implementation detail: the tensors are kept in the weight's own (row, col)
 order (rows = weight dim 0: output channels of a Conv2d, input channels of a ConvTranspose2d) with
 m and k² leading (W2 is [m, k², rows, cols]), so each op of the chain is one contiguous elementwise
-op — about 3× faster on CPU than the [c, n, k², m] order with a batched 9×8 matmul per element,
-and element-wise identical. The generated weight is the conv's `weight` on every forward, through
-`torch.nn.utils.parametrize` (`GeneratedWeight`); BatchNorm, conv biases and Linear layers stay
-ordinary parameters.
+op instead of a batched k²×m matmul per element, and element-wise identical. The generated weight
+is the conv's `weight` on every forward, through `torch.nn.utils.parametrize` (`GeneratedWeight`);
+BatchNorm, conv biases and Linear layers stay ordinary parameters.
 """
 
 from __future__ import annotations

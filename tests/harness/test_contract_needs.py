@@ -37,7 +37,6 @@ def context() -> PruneContext:
         runtime=None,
         target=0.5,
         seed=0,
-        cfg=None,
         fit=fit,
     )
 

@@ -16,7 +16,14 @@ from harness.method import PruneContext, TrainTimeMethod
 from harness.registry import METHODS
 from harness.run.pipeline import build_method as pipeline_build_method
 from harness.runtime.device import pick_runtime
-from harness.structure import CostModel, allocate, apply_plan, build_structure, score_groups
+from harness.structure import (
+    AllocationPolicy,
+    CostModel,
+    allocate,
+    apply_plan,
+    build_structure,
+    score_groups,
+)
 from harness.task import DataSplits, Task
 from harness.train import fit
 from methods.depgraph import group_norms
@@ -83,12 +90,12 @@ def make_ctx(model: nn.Module, seed: int = 0) -> PruneContext:
         model=model,
         structure=structure,
         cost=CostModel(structure),
+        policy=AllocationPolicy(CostModel(structure)),
         task=ToyClassification(OmegaConf.create({})),
         data=DataSplits(train, held, held),
         runtime=pick_runtime("cpu"),
         target=0.5,
         seed=seed,
-        cfg=OmegaConf.create({}),
         fit=None,
     )
 

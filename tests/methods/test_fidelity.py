@@ -18,7 +18,7 @@ from harness.errors import IncompatibleMethodError
 from harness.method import OneShotMethod, PruneContext, SearchMethod
 from harness.registry import METHODS
 from harness.runtime.device import pick_runtime
-from harness.structure import CostModel, allocate, build_structure, score_groups
+from harness.structure import AllocationPolicy, CostModel, allocate, build_structure, score_groups
 from harness.task import DataSplits
 from methods.taylor import Taylor
 from tasks.classification.task import ClassificationTask
@@ -53,12 +53,12 @@ def _ctx(model: nn.Module, structure=None, target: float = 0.5) -> PruneContext:
         model=model,
         structure=structure,
         cost=CostModel(structure),
+        policy=AllocationPolicy(CostModel(structure)),
         task=ClassificationTask(OmegaConf.create({})),
         data=DataSplits(batches, batches, batches),
         runtime=pick_runtime("cpu"),
         target=target,
         seed=0,
-        cfg=OmegaConf.create({"prune": {}}),
         fit=None,
     )
 

@@ -93,7 +93,6 @@ def make_ctx(model: nn.Module, xs: Tensor | None = None, seed: int = 0) -> Prune
         runtime=pick_runtime("cpu"),
         target=0.5,
         seed=seed,
-        cfg=OmegaConf.create({}),
         fit=None,
     )
 

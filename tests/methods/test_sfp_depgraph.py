@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from harness.errors import ConfigError
 from harness.method import PruneContext
-from harness.structure import CostModel, allocate, build_structure, score_groups
+from harness.structure import (
+    CostModel,
+    allocate,
+    allocation_policy,
+    build_structure,
+    score_groups,
+)
 from harness.train import LoopState
 from methods.depgraph import DepGraph, GroupNormHook
 from methods.sfp import SFP, SoftFilterHook
@@ -18,16 +23,18 @@ from tests.conftest import TINY_MODELS, randomize_bn
 
 def ctx_for(model: nn.Module, example: torch.Tensor, target: float = 0.5, **prune) -> PruneContext:
     structure = build_structure(model, example)
+    cost = CostModel(structure)
     return PruneContext(
         model=model,
         structure=structure,
-        cost=CostModel(structure),
+        cost=cost,
+        # the run's policy as the pipeline resolves it for SFP (the hooks here allocate by it)
+        policy=allocation_policy(prune, SFP, cost),
         task=None,
         data=None,
         runtime=None,
         target=target,
         seed=0,
-        cfg=OmegaConf.create({"prune": prune}),
         fit=None,
     )
 
@@ -107,6 +114,20 @@ def test_sfp_final_cut_removes_exactly_the_zeroed_filters():
     }
 
 
+@pytest.mark.parametrize("prune", [{"round_to": 2}, {"allocation": "global", "floor": 0.5}])
+def test_sfp_zeroes_what_the_run_policy_cuts(prune):
+    # the hook and the final cut allocate through the one policy of the run, so rounding and
+    # global ranking change both alike (target 0.6: uniform keeps (2, 3) without rounding)
+    net = sfp_net()
+    hook, ctx = sfp_hook(net, target=0.6, **prune)
+    hook.after_epoch(state(net))
+    plan = ctx.policy.allocate(score_groups(net, ctx.structure, SFP().score), ctx.target)
+    removed = {g: m.nonzero().flatten().tolist() for g, m in plan.removed(ctx.structure).items()}
+    assert removed == {g: m.nonzero().flatten().tolist() for g, m in hook.removed.items()}
+    if "round_to" in prune:
+        assert all(len(k) % 2 == 0 for k in plan.kept.values())
+
+
 def test_sfp_zeroed_filters_keep_training_and_recover():
     net = sfp_net()
     hook, _ = sfp_hook(net)
@@ -127,18 +148,25 @@ def test_sfp_zeroed_filters_keep_training_and_recover():
 
 
 def test_sfp_hook_uses_the_run_prune_settings():
-    hook, _ = sfp_hook(sfp_net(), floor=0.75, min_channels=2, allocation="global", normalize=False)
-    assert (hook.allocation, hook.normalize, hook.floor, hook.min_channels) == (
+    hook, ctx = sfp_hook(
+        sfp_net(), floor=0.75, min_channels=2, allocation="global", normalize=False, round_to=2
+    )
+    assert hook.policy is ctx.policy  # the run's one policy, not a copy resolved again
+    p = hook.policy
+    assert (p.allocation, p.normalize, p.floor, p.min_channels, p.round_to) == (
         "global",
         False,
         0.75,
         2,
+        2,
     )
     hook, _ = sfp_hook(sfp_net(), allocation=None, normalize=None)
-    assert (hook.allocation, hook.normalize, hook.floor, hook.min_channels) == (
+    p = hook.policy
+    assert (p.allocation, p.normalize, p.floor, p.min_channels, p.round_to) == (
         "uniform",
         True,
         0.0,
+        1,
         1,
     )
 

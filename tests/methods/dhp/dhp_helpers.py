@@ -143,10 +143,9 @@ def make_sr_ctx(model: nn.Module, *, target: float = 0.5, seed: int = 0) -> Prun
     data = DataSplits(train=train, val=held, test=held)
     runtime, task = pick_runtime("cpu"), ToySR(OmegaConf.create({}))
     structure = build_structure(model, x[:1])
-    cfg = OmegaConf.create({"model": {"name": "tiny_sr"}, "task": {"name": "sr"}})
     return PruneContext(
         model=model, structure=structure, cost=CostModel(structure), task=task, data=data,
-        runtime=runtime, target=target, seed=seed, cfg=cfg, fit=make_fit(task, data, runtime),
+        runtime=runtime, target=target, seed=seed, fit=make_fit(task, data, runtime),
         log_metrics=lambda m, step=None: None, model_name="tiny_sr", task_name="sr",
         data_name="toy", train={},
     )  # fmt: skip
@@ -188,11 +187,10 @@ def make_ctx(
     runtime = pick_runtime("cpu")
     task, data = ToyTask(OmegaConf.create({})), make_data(seed=seed)
     structure = build_structure(model, torch.randn(1, 3, 8, 8))
-    cfg = OmegaConf.create({"model": {"name": model_name}, "task": {"name": "toy"}})
     sink = log if log is not None else []
     return PruneContext(
         model=model, structure=structure, cost=CostModel(structure), task=task, data=data,
-        runtime=runtime, target=target, seed=seed, cfg=cfg, fit=make_fit(task, data, runtime),
+        runtime=runtime, target=target, seed=seed, fit=make_fit(task, data, runtime),
         log_metrics=lambda m, step=None: sink.append((step, dict(m))),
         model_name=model_name, task_name="toy", data_name="toy", train={},
     )  # fmt: skip

@@ -1,0 +1,32 @@
+"""What every PruneBench process does before its work, in one place: the CLI, a study's runner
+and its worker processes, and a run all start through `start_process`, so a new start-up step
+(another secret source, another signal) is added once instead of at each level."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from harness.runtime.plugins import load_configured
+from harness.runtime.secrets import install_log_filter, remember_secrets
+from harness.runtime.signals import install_sigterm_handler
+
+__all__ = ["start_process"]
+
+
+def start_process(
+    cfg: DictConfig | Mapping[str, Any] | None = None, *, signals: bool = False
+) -> None:
+    """With `signals`, SIGTERM raises `Terminated` (a CLI's or worker's main thread); the plug-ins
+    `cfg` names are registered and the credentials in it remembered for masking; every log
+    handler masks them. Idempotent: call it again once logging is configured or a library has
+    added its own handler (the filter attaches to the handlers that exist)."""
+    if signals:
+        install_sigterm_handler()
+    if cfg is not None:
+        load_configured(cfg)
+        plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+        remember_secrets(plain)
+    install_log_filter()
