@@ -1,4 +1,4 @@
-"""The exit codes of `prunebench` (documented in the README): each says what happened, so a
+"""The exit codes of `prunebench` (documented in docs/cli.md): each says what happened, so a
 scheduler or a script can tell a finished study from one that only looks finished."""
 
 from __future__ import annotations

@@ -63,6 +63,7 @@ def recover_dead_trials(
     """Fail RUNNING trials whose process on this host is gone, and retry them; retry trials a
     Ctrl-C interrupted. Called by the study before its workers start, and by each worker before
     each trial (a sibling worker may have died)."""
+    from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     recovered = []
@@ -77,9 +78,12 @@ def recover_dead_trials(
             continue  # just asked by a live worker elsewhere, or the heartbeat's call
         reason = f"worker {owner or '?'} died mid-trial"
         # FrozenTrial._trial_id is the storage key; Optuna has no public "fail this trial" call
-        storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
-        if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
-            continue  # finished meanwhile
+        try:
+            storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+            if not storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                continue  # finished meanwhile
+        except UpdateFinishedTrialError:
+            continue  # a sibling worker starting at the same time recovered it first
         log.warning("trial %d: %s; marked failed", t.number, reason)
         if uri and t.user_attrs.get("mlflow_run_id"):
             mark_run(uri, t.user_attrs["mlflow_run_id"], "KILLED", reason)
