@@ -179,9 +179,9 @@ def main() -> None:
         ),  # fmt: skip
         f"# git {sha} ({'dirty' if dirty else 'clean'} tree); {hw['cpu']}, {hw['cores']} cores, "
         f"{torch.get_num_threads()} threads; GPU: {hw['gpu']}; torch {versions()['torch']}",
-        "# the machine was shared with other processes (other sessions' tests and benchmarks): "
-        "absolute images/s are low and noisy; the eager/compiled ratio of each row is measured "
-        "interleaved in one run",
+        f"# load average at start (1/5/15 min): {' / '.join(f'{x:.1f}' for x in os.getloadavg())} "
+        f"on {os.cpu_count()} CPUs (above the CPU count: shared, absolute images/s low and noisy); "
+        "the eager/compiled ratio of each row is measured interleaved in one run",
         f"# batch {args.batch} (dhp: 64), {args.steps} steps per timed call (eval: "
         f"{4 * args.steps * args.batch} images), median of {args.rounds} calls per mode; "
         "compile_s: first call − a steady one (cold inductor cache); break-even in CIFAR-10 "
