@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import model_label, parse_method_label
-from harness.errors import ConfigError, DataNotFoundError
+from harness.errors import ConfigError
 from harness.report.pareto import Point, Trained, at_target, coverage, hypervolume_2d, pareto_front
 from harness.report.significance import (
     MARKS,
@@ -131,22 +131,17 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
     from optuna.trial import TrialState
 
     from harness.study.halving import study_cost
-    from harness.study.settings import StudySettings
+    from harness.study.opening import load_existing_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out = []
     for method in [*cfg.compare.methods, *(cfg.compare.get("controls") or [])]:
         for seed in compare_seeds(cfg):
-            sub = _study_cfg(cfg, str(method), int(seed))
-            settings = StudySettings.from_cfg(sub)
-            spec = settings.storage(sub)
-            try:
-                study = optuna.load_study(study_name=settings.name, storage=spec.open())
-            except KeyError as e:
-                raise DataNotFoundError(
-                    f"no study '{settings.name}' in {spec.masked}; run `prunebench study "
-                    f"method={method} seed={seed} …` first (same task/data/model/outputs)"
-                ) from e
+            study, settings = load_existing_study(
+                _study_cfg(cfg, str(method), int(seed)),
+                f"; run `prunebench study method={method} seed={seed} …` first "
+                "(same task/data/model/outputs)",
+            )
             sp = StudyPoints(str(method), int(seed), settings.name, [], [], [], [])
             sp.spent = study_cost(study)
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

@@ -18,21 +18,17 @@ def study_trial_artifacts(cfg: DictConfig, method: str, number: int) -> Path:
     data, model, seed and storage."""
     import optuna
 
-    from harness.study.settings import StudySettings
+    from harness.study.opening import load_existing_study
 
     sub = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     sub.method = {"name": method}
     sub.study.name = None
-    settings = StudySettings.from_cfg(sub)
-    spec = settings.storage(sub)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        study = optuna.load_study(study_name=settings.name, storage=spec.open())
-    except KeyError as e:
-        raise DataNotFoundError(
-            f"no study '{settings.name}' in {spec.masked} to take the architecture from; run "
-            f"`prunebench study method={method} seed={cfg.seed} …` first"
-        ) from e
+    study, settings = load_existing_study(
+        sub,
+        f" to take the architecture from; run `prunebench study method={method} "
+        f"seed={cfg.seed} …` first",
+    )
     found = [t for t in study.get_trials(deepcopy=False) if t.number == int(number)]
     artifacts = found[0].user_attrs.get("artifacts") if found else None
     if not artifacts:

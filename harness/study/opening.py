@@ -14,7 +14,7 @@ import warnings
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import ConfigError
+from harness.errors import ConfigError, DataNotFoundError
 from harness.study.fingerprint import differing_keys
 from harness.study.settings import StudySettings
 from harness.study.storage import StorageSpec
@@ -22,7 +22,14 @@ from harness.study.storage import StorageSpec
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["READY_ATTR", "SETTINGS_ATTR", "open_storage", "open_study", "wait_ready"]
+__all__ = [
+    "READY_ATTR",
+    "SETTINGS_ATTR",
+    "load_existing_study",
+    "open_storage",
+    "open_study",
+    "wait_ready",
+]
 
 log = logging.getLogger(__name__)
 
@@ -131,3 +138,16 @@ def _name_metrics(study: optuna.Study, settings: StudySettings) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(settings.objectives))
+
+
+def load_existing_study(study_cfg: Any, missing: str) -> tuple[optuna.Study, StudySettings]:
+    """The study `study_cfg` (a resolved run config whose `study.name` is derived) names, for
+    reading only; a DataNotFoundError when it does not exist, `missing` saying what to run."""
+    import optuna
+
+    settings = StudySettings.from_cfg(study_cfg)
+    spec = settings.storage(study_cfg)
+    try:
+        return optuna.load_study(study_name=settings.name, storage=spec.open()), settings
+    except KeyError as e:
+        raise DataNotFoundError(f"no study '{settings.name}' in {spec.masked}{missing}") from e
