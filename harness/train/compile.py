@@ -136,6 +136,9 @@ class CompiledModel:
         self.shapes_per_mode = shapes_per_mode
         self.signature = _signature(model)
         self.failed: str | None = None
+        #: a training graph's backward compiles at its first `backward()`, outside `__call__`;
+        #: the loop sets this once that went through (harness/train/loop.py)
+        self.backward_compiled = False
         self.compile_s = 0.0
         self._graphs: dict[tuple[bool, bool], set[tuple]] = {}
         self._opt: Callable[..., Any] | None = None
@@ -148,7 +151,7 @@ class CompiledModel:
                 torch._dynamo.config.recompile_limit = _RECOMPILE_LIMIT
             self._opt = torch.compile(model, dynamic=False)
         except Exception as e:  # noqa: BLE001 - any failure means: run eagerly
-            self._give_up(e)
+            self.give_up(e)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.__dict__["model"], name)
@@ -177,7 +180,7 @@ class CompiledModel:
                 with torch.compiler.set_stance("fail_on_recompile"):
                     return self._opt(*args, **kwargs)
             except Exception as e:  # noqa: BLE001 - a guard failed or the graph broke: eager
-                self._give_up(e)
+                self.give_up(e)
                 return self.model(*args, **kwargs)
         if len(graphs) >= self.shapes_per_mode:
             return self.model(*args, **kwargs)  # another shape: eager, never a recompile
@@ -186,7 +189,7 @@ class CompiledModel:
         try:
             out = self._opt(*args, **kwargs)
         except Exception as e:  # noqa: BLE001 - the model does not compile: eager
-            self._give_up(e)
+            self.give_up(e)
             return self.model(*args, **kwargs)
         dt = time.perf_counter() - t
         self.compile_s += dt
@@ -195,7 +198,8 @@ class CompiledModel:
         log.debug("compiled %s for %s in %.1f s", self.name, key, dt)
         return out
 
-    def _give_up(self, e: BaseException) -> None:
+    def give_up(self, e: BaseException) -> None:
+        """Run eagerly from now on, saying why once."""
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
         self.failed = f"{type(e).__name__}: {first}"
         _failed[type(self.model)] = self.failed

@@ -15,7 +15,7 @@ import torch
 from harness.errors import NonFiniteLossError
 from harness.runtime.device import Runtime, eval_mode
 from harness.runtime.progress import track_steps
-from harness.train.compile import compiled, count_phase, forward_for, twin_of
+from harness.train.compile import CompiledModel, compiled, count_phase, forward_for, twin_of
 from harness.train.hooks import Hook, LoopState
 
 if TYPE_CHECKING:
@@ -180,10 +180,13 @@ def _train_epoch(
     n_steps = 0
     for batch in track_steps(train, len(train), f"{name} epoch {s.epoch + 1}"):
         net = choose(batch)
-        with runtime.autocast():
-            loss = task.loss(net, batch)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if isinstance(net, CompiledModel) and not net.backward_compiled:
+            loss = _first_compiled_step(model, net, task, batch, optimizer, runtime)
+        else:
+            with runtime.autocast():
+                loss = task.loss(net, batch)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         s.loss = loss.detach()
         for h in hooks:
             h.after_backward(s)
@@ -198,6 +201,44 @@ def _train_epoch(
         if s.stop_reason is not None:
             break
     return loss_sum, n_steps
+
+
+def _first_compiled_step(
+    model: nn.Module,
+    twin: CompiledModel,
+    task: Task,
+    batch: object,
+    optimizer: Optimizer,
+    runtime: Runtime,
+) -> torch.Tensor:
+    """The twin's first training step, whose backward compiles its graph lazily (outside the
+    twin's own fallback): if that compile fails, the step is undone (buffers such as BatchNorm's
+    running statistics, and the RNG) and taken eagerly, so the run goes on exactly as an eager
+    one would."""
+    buffers = [b.detach().clone() for b in model.buffers()]
+    rng = torch.random.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if runtime.device.type == "cuda" else None
+    try:
+        with runtime.autocast():
+            loss = task.loss(twin, batch)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+    except Exception as e:  # noqa: BLE001 - the compiled backward failed: eager from here on
+        if twin.failed is None:
+            twin.give_up(e)
+        with torch.no_grad():
+            for b, saved in zip(model.buffers(), buffers, strict=True):
+                b.copy_(saved)
+        torch.random.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        with runtime.autocast():
+            loss = task.loss(model, batch)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return loss
+    twin.backward_compiled = True
+    return loss
 
 
 def _log_epoch(s: LoopState, task: Task, mean_loss: float, lr: float) -> None:

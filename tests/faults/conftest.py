@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +57,57 @@ def prunebench(*args: str, timeout: float = 900, env: dict | None = None) -> Res
 @pytest.fixture
 def cli():
     return prunebench
+
+
+class Spawned:
+    """`prunebench <args>` (tiny models registered) in the background, its output going to files:
+    a pipe nobody reads fills up and stalls a long run, and a probe whose condition is never
+    reached shows what the process printed."""
+
+    def __init__(
+        self, *args: str, logs: Path, prefix: tuple[str, ...] = (), env: dict | None = None
+    ) -> None:
+        logs.mkdir(parents=True, exist_ok=True)
+        self.out_path, self.err_path = logs / "stdout.txt", logs / "stderr.txt"
+        with self.out_path.open("w") as out, self.err_path.open("w") as err:
+            self.proc = subprocess.Popen(
+                [*prefix, sys.executable, str(TINYCLI), *args], stdout=out, stderr=err,
+                cwd=REPO, env={**os.environ, **(env or {})},
+            )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_for(self, predicate, timeout: float = 900.0):
+        """`predicate()`'s first truthy value, polled while the process runs."""
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.proc.poll() is None:
+            try:
+                found = predicate()
+            except Exception:  # noqa: BLE001 - the stores may not exist yet
+                found = None
+            if found:
+                return found
+            time.sleep(0.5)
+        self.kill()
+        raise AssertionError(
+            f"condition not reached (process exit code {self.proc.poll()}); its stderr ends:\n"
+            + self.err_path.read_text()[-3000:]
+        )
+
+    def finish(self, timeout: float = 900.0) -> Result:
+        """Wait for the process to end (killing it after `timeout`) and read what it printed."""
+        try:
+            self.proc.wait(timeout=timeout)
+        finally:
+            self.proc.kill()
+            self.proc.wait()
+        return Result(self.proc.returncode, self.out_path.read_text(), self.err_path.read_text())
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
 
 @dataclass

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.runtime.atomic import atomic_write, clean_stale_temps, temp_path
 from harness.runtime.processes import process_token
-from tests.faults.conftest import REPO, TINY, TINY_STUDY, TINYCLI
+from tests.faults.conftest import REPO, TINY, TINY_STUDY, TINYCLI, Spawned
 
 
 def _dead_token() -> str:
@@ -67,27 +67,20 @@ def test_dhp_search_checkpoints_leave_no_temp_files(run_main, tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_run_leaves_nothing_the_next_run_does_not_clean(run_main, tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, str(TINYCLI), "run", *TINY, f"outputs={tmp_path}",
-         "finetune.epochs=100000"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
-    )  # fmt: skip
+    # (eager training: the probe is about the kill, not the compiler)
+    proc = Spawned("run", *TINY, f"outputs={tmp_path}", "finetune.epochs=100000", "compile=false",
+                   logs=tmp_path / "logs")  # fmt: skip
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    deadline = time.time() + 900
-    victim = None
+
+    def running_run():
+        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        return runs[0] if runs and runs[0].info.status == "RUNNING" else None
+
     try:
-        while victim is None and time.time() < deadline and proc.poll() is None:
-            time.sleep(0.5)
-            try:
-                runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
-            except Exception:  # noqa: BLE001 - the store is being created
-                continue
-            victim = runs[0] if runs and runs[0].info.status == "RUNNING" else None
-        assert victim is not None, "the run never started"
+        victim = proc.wait_for(running_run)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.kill()
-        proc.wait()
     cache = tmp_path / "cache" / "baselines"
     cache.mkdir(parents=True, exist_ok=True)  # the kill may have come before the baseline
     host, pid, _ = _dead_token().split(":")

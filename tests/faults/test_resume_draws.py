@@ -4,6 +4,8 @@ study, so a resume (2 → 4 → 6) never replays a trial it ran; only a retry re
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import optuna
 import pytest
@@ -65,31 +67,26 @@ def test_a_study_resumed_twice_has_no_two_trials_with_equal_parameters(cli, tmp_
 
 @pytest.mark.slow
 def test_a_study_killed_and_resumed_repeats_only_the_retried_trial(cli, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-
     from optuna.trial import TrialState
 
-    from tests.faults.conftest import REPO, TINYCLI
-    from tests.faults.test_exit_codes import _running_trial, _study, _wait_for
+    from tests.faults.conftest import Spawned
+    from tests.faults.test_exit_codes import _running_trial, _study
 
     args = [*TINY_STUDY, f"outputs={tmp_path}", "study.n_trials=3", "finetune.epochs=4",
             "study.enqueue_defaults=false"]  # fmt: skip
-    proc = subprocess.Popen([sys.executable, str(TINYCLI), "study", *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    # trial 1 hangs once pruned, so the kill lands mid-trial after trial 0 completed
+    proc = Spawned("study", *args, logs=tmp_path / "logs", env={"TINYCLI_HANG_AT_TRIAL": "1"})
     try:
-        _wait_for(lambda: len(_study(tmp_path).get_trials(states=(TrialState.COMPLETE,))), proc)
-        _wait_for(lambda: _running_trial(tmp_path), proc)
+        victim = proc.wait_for(lambda: _running_trial(tmp_path))
+        assert victim.number == 1
         os.kill(proc.pid, signal.SIGKILL)  # the whole study, mid-trial
     finally:
         proc.kill()
-        proc.communicate()
     r = cli("study", *args)
     assert r.code == 0, r.stderr[-3000:]
     trials = _study(tmp_path).trials
-    assert any("retry_of" in t.user_attrs for t in trials)
+    assert [t.user_attrs.get("retry_of") for t in trials] == [None, None, 1, None]
+    assert trials[2].params == trials[1].params and trials[0].state == TrialState.COMPLETE
     points = [tuple(sorted(t.params.items())) for t in trials if "retry_of" not in t.user_attrs]
     assert len(points) == len(set(points)), points
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3

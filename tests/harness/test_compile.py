@@ -117,6 +117,40 @@ def test_a_model_that_does_not_compile_trains_eagerly_with_one_line(monkeypatch,
         assert torch.equal(a, b)  # the fallback is the eager run, step for step
 
 
+class _BackwardFails(torch.autograd.Function):
+    """Stands in for a compiled graph whose backward does not compile (AOTAutograd compiles the
+    backward lazily, at the first `backward()`, outside the twin's forward)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("C++ compile failed: cannot allocate memory\nlong compiler output")
+
+
+def test_a_backward_that_does_not_compile_undoes_the_step_and_trains_eagerly(
+    monkeypatch, caplog
+):
+    def lazy_backward_compile(model, **kwargs):
+        return lambda *args, **kw: _BackwardFails.apply(model(*args, **kw))
+
+    monkeypatch.setattr(compile_mod.torch, "compile", lazy_backward_compile)
+    monkeypatch.setattr(compile_mod, "_failed", {})
+    with caplog.at_level(logging.WARNING, logger="harness.train.compile"):
+        model, result = train_tiny("on")
+    lines = [r.getMessage() for r in caplog.records if r.name == "harness.train.compile"]
+    assert lines == [
+        "TinyResNet runs eagerly: torch.compile failed (RuntimeError: C++ compile failed: "
+        "cannot allocate memory)"
+    ]
+    assert result.epochs_run == 2 and not result.compiled
+    reference, _ = train_tiny("off")
+    for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True):
+        assert torch.equal(a, b)  # the failed step left no trace: BatchNorm's statistics included
+
+
 def tiny_run(outputs, *extra: str) -> dict:
     """A whole `prunebench run` on the 3.7k-parameter test net and 8×8 digits, in seconds."""
     return run(
