@@ -96,27 +96,6 @@ def test_auto_compiles_on_cuda_and_on_cpu_only_where_the_work_repays_it():
     )
 
 
-def test_a_model_that_does_not_compile_trains_eagerly_with_one_line(monkeypatch, caplog):
-    def broken_compile(model, **kwargs):
-        def run(*args, **kw):
-            raise RuntimeError("backend exploded\nlong traceback text")
-
-        return run
-
-    monkeypatch.setattr(compile_mod.torch, "compile", broken_compile)
-    monkeypatch.setattr(compile_mod, "_failed", {})
-    with caplog.at_level(logging.WARNING, logger="harness.train.compile"):
-        model, result = train_tiny("on")
-    lines = [r.getMessage() for r in caplog.records if r.name == "harness.train.compile"]
-    assert lines == [
-        "TinyResNet runs eagerly: torch.compile failed (RuntimeError: backend exploded)"
-    ]
-    assert result.epochs_run == 2 and not result.compiled and twin_of(model) is None
-    reference, _ = train_tiny("off")
-    for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True):
-        assert torch.equal(a, b)  # the fallback is the eager run, step for step
-
-
 class _BackwardFails(torch.autograd.Function):
     """Stands in for a compiled graph whose backward does not compile (AOTAutograd compiles the
     backward lazily, at the first `backward()`, outside the twin's forward)."""
@@ -130,25 +109,39 @@ class _BackwardFails(torch.autograd.Function):
         raise RuntimeError("C++ compile failed: cannot allocate memory\nlong compiler output")
 
 
-def test_a_backward_that_does_not_compile_undoes_the_step_and_trains_eagerly(
-    monkeypatch, caplog
-):
-    def lazy_backward_compile(model, **kwargs):
-        return lambda *args, **kw: _BackwardFails.apply(model(*args, **kw))
+def _forward_fails(model, **kwargs):
+    def run(*args, **kw):
+        raise RuntimeError("backend exploded\nlong traceback text")
 
-    monkeypatch.setattr(compile_mod.torch, "compile", lazy_backward_compile)
+    return run
+
+
+def _backward_fails(model, **kwargs):
+    return lambda *args, **kw: _BackwardFails.apply(model(*args, **kw))
+
+
+@pytest.mark.parametrize(
+    ("broken_compile", "why"),
+    [
+        (_forward_fails, "RuntimeError: backend exploded"),
+        (_backward_fails, "RuntimeError: C++ compile failed: cannot allocate memory"),
+    ],
+    ids=["forward", "lazy-backward"],
+)
+def test_a_model_that_does_not_compile_trains_eagerly_with_one_line(
+    broken_compile, why, monkeypatch, caplog
+):
+    monkeypatch.setattr(compile_mod.torch, "compile", broken_compile)
     monkeypatch.setattr(compile_mod, "_failed", {})
     with caplog.at_level(logging.WARNING, logger="harness.train.compile"):
         model, result = train_tiny("on")
     lines = [r.getMessage() for r in caplog.records if r.name == "harness.train.compile"]
-    assert lines == [
-        "TinyResNet runs eagerly: torch.compile failed (RuntimeError: C++ compile failed: "
-        "cannot allocate memory)"
-    ]
-    assert result.epochs_run == 2 and not result.compiled
+    assert lines == [f"TinyResNet runs eagerly: torch.compile failed ({why})"]
+    assert result.epochs_run == 2 and not result.compiled and twin_of(model) is None
     reference, _ = train_tiny("off")
     for a, b in zip(model.state_dict().values(), reference.state_dict().values(), strict=True):
-        assert torch.equal(a, b)  # the failed step left no trace: BatchNorm's statistics included
+        assert torch.equal(a, b)  # the fallback is the eager run, step for step (a failed
+        # backward's step is undone: BatchNorm's running statistics included)
 
 
 def tiny_run(outputs, *extra: str) -> dict:
