@@ -9,11 +9,15 @@ paper's stop rule without trimming (`method.trim=false`). `dhp_paper.md` beside 
 every setting beside the authors' value, where it still differs, the numbers to expect and the
 estimated device time.
 
-usage (from the repository root, with the shared venv's `prunebench` on PATH):
+usage (the project installed, or only its dependencies on PYTHONPATH, as on a lent GPU):
     python results/recipes/dhp_paper.py list                # print every command
     python results/recipes/dhp_paper.py run [NAME ...]      # run them, one JSON line each
     python results/recipes/dhp_paper.py run --tiny NAME     # the same command, CPU smoke size
     python results/recipes/dhp_paper.py run --first NAME    # a ≤ 10-minute first GPU check
+    python results/recipes/dhp_paper.py run --first NAME data.train_subset=2000  # + overrides
+
+`run` starts the CLI as `python -m harness.cli` of this checkout, so it needs no installed
+`prunebench` script.
 
 The tiny mode appends `TINY[task]` (1 epoch per stage, CPU) to the unchanged command, so a test
 runs every recipe end to end (tests/methods/dhp/test_dhp_recipe.py) and the commands cannot rot.
@@ -22,10 +26,12 @@ runs every recipe end to end (tests/methods/dhp/test_dhp_recipe.py) and the comm
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 __all__ = ["AUTHORS", "FIRST", "RECIPES", "TINY", "Recipe", "command", "merge_overrides"]
 
@@ -273,25 +279,42 @@ def command(
     return ["prunebench", "run", *merge_overrides(overrides, extra or [])]
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _with_root(pythonpath: str | None) -> str:
+    """PYTHONPATH with this checkout in it, after what the caller put first (carried wheels)."""
+    parts = [p for p in (pythonpath or "").split(os.pathsep) if p]
+    return os.pathsep.join([*parts, str(ROOT)] if str(ROOT) not in parts else parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["list", "run"])
-    parser.add_argument("names", nargs="*", help=f"recipes (default: all): {', '.join(RECIPES)}")
+    parser.add_argument(
+        "names", nargs="*",
+        help=f"recipes (default: all): {', '.join(RECIPES)}; key=value words override settings",
+    )  # fmt: skip
     parser.add_argument("--tiny", action="store_true", help="CPU smoke size (see TINY)")
     parser.add_argument(
         "--first", action="store_true", help="a ≤ 10-minute first GPU check (see FIRST)"
     )
-    args = parser.parse_args(argv)
-    names = args.names or list(RECIPES)
+    args = parser.parse_intermixed_args(argv)  # `run --first NAME` as documented
+    extra = [n for n in args.names if "=" in n]  # `key=value` words: overrides for every recipe
+    names = [n for n in args.names if "=" not in n] or list(RECIPES)
     for name in names:
         if name not in RECIPES:
             parser.error(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}")
     for name in names:
-        cmd = command(name, tiny=args.tiny, first=args.first)
+        cmd = command(name, tiny=args.tiny, first=args.first, extra=extra)
         if args.action == "list":
             print(f"# {name}: {RECIPES[name].paper}\n{shlex.join(cmd)}\n")
             continue
-        code = subprocess.run(cmd, check=False).returncode
+        # the CLI as a module of this checkout: on a lent GPU the project is not pip-installed
+        # (its dependencies come as wheels on PYTHONPATH), so there is no `prunebench` script
+        env = {**os.environ, "PYTHONPATH": _with_root(os.environ.get("PYTHONPATH"))}
+        module = [sys.executable, "-m", "harness.cli", *cmd[1:]]
+        code = subprocess.run(module, check=False, cwd=ROOT, env=env).returncode
         if code:
             return code
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +26,8 @@ from harness.run.pipeline import build_method
 from harness.train import build_optimizer, build_scheduler
 from methods.dhp.search import lr_schedule
 
-SCRIPT = Path(__file__).resolve().parents[3] / "results" / "recipes" / "dhp_paper.py"
+ROOT = Path(__file__).resolve().parents[3]
+SCRIPT = ROOT / "results" / "recipes" / "dhp_paper.py"
 
 
 def load_recipes():
@@ -204,3 +206,27 @@ def test_list_prints_every_command():
     for name in recipes.RECIPES:
         assert f"# {name}:" in out
     assert out.count("prunebench run ") == len(recipes.RECIPES)
+
+
+def test_run_starts_the_checkouts_cli_as_a_module_with_flags_names_and_overrides_in_any_order(
+    monkeypatch,
+):
+    # on a lent GPU the project is not installed (its dependencies are wheels on PYTHONPATH):
+    # `run` must not need a `prunebench` script, and `run --first NAME key=value` must parse
+    recipes = load_recipes()
+    calls = []
+
+    def fake_run(cmd, check, cwd, env):
+        calls.append((cmd, cwd, env["PYTHONPATH"]))
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(recipes.subprocess, "run", fake_run)
+    monkeypatch.setenv("PYTHONPATH", "/tmp/site")
+    name = "dhp50-resnet56-cifar10"
+    assert recipes.main(["run", "--first", name, "data.train_subset=1000", "device=cpu"]) == 0
+    ((cmd, cwd, pythonpath),) = calls
+    assert cmd[:4] == [sys.executable, "-m", "harness.cli", "run"]
+    extra = ["data.train_subset=1000", "device=cpu"]
+    assert cmd[4:] == recipes.command(name, first=True, extra=extra)[2:]
+    assert "device=cpu" in cmd and "device=cuda" not in cmd  # an override replaces the recipe's
+    assert cwd == ROOT and pythonpath.split(os.pathsep) == ["/tmp/site", str(ROOT)]
