@@ -114,6 +114,7 @@ def test_first_gpu_check_is_the_recipe_cut_short(name):
     recipes = load_recipes()
     full, first = compose(recipes.command(name)[2:]), compose(recipes.command(name, first=True)[2:])
     assert first.amp is False and str(first.device) == "cuda"
+    assert full.budget.mode == first.budget.mode == "paper"  # each stage's own schedule
     assert first.model == full.model and first.target == full.target
     assert first.method.stop_limit == full.method.stop_limit and first.method.epochs <= 3
     assert first.train.epochs <= 2 and first.finetune.epochs == 1
