@@ -74,8 +74,7 @@ SPEED_KEY = "latency_ratio_batch"
 #: `compare.target_kind` → what a target and the front's x-axis are: (short label, axis label)
 AXES = {
     "macs": ("MACs", "MAC ratio (kept / unpruned, conv + linear)"),
-    "latency": ("latency", "latency ratio (pruned / unpruned at measure.latency_batch, measured "
-                "in the trial's process)"),
+    "latency": ("latency", "latency ratio (pruned / unpruned, measured at measure.latency_batch)"),
 }  # fmt: skip
 #: what one whole study spent (harness/study/halving.py: `study_cost`) → label
 STUDY_COST_KEYS = {
