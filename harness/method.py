@@ -216,6 +216,10 @@ class TrainTimeMethod(OneShotMethod):
 class SearchMethod(Method):
     """A method that owns its search and returns a compact model (DHP)."""
 
+    #: the search stops on `ctx.cost` at `ctx.target` whatever the cost model, so it takes a
+    #: latency target (`target_kind=latency`: `ctx.cost` is the run's latency table)
+    stops_on_cost: ClassVar[bool] = False
+
     def phase_epochs(self, *, task: str | None, train: Mapping[str, Any]) -> float | None:
         """A search's planned epochs are its own business: None unless the method says."""
         return None

@@ -6,9 +6,11 @@ alone, and at each MAC target t the test score of the trial the study would pick
 best on validation among trials whose MAC ratio is at most t; see `pareto.at_target`). Over
 seeds: mean ± std, how many seeds reached each target, and a paired test against the best
 method (report/significance.py). Beside quality: what each method's trials cost. For every pair
-of methods the coverage C(A, B). Writes CSV + Markdown + one combined Pareto plot, each stamped
-with its provenance, logs them to MLflow (one run per comparison, replaced when rerun), and
-copies them to `compare.results_dir` when set.
+of methods the coverage C(A, B). `compare.target_kind=latency` selects, ranks and draws against
+each trial's measured latency ratio (`latency_ratio_batch`) instead of its MAC ratio. Writes
+CSV + Markdown + one combined Pareto plot, each stamped with its provenance, logs them to
+MLflow (one run per comparison, replaced when rerun), and copies them to `compare.results_dir`
+when set.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import shutil
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +51,7 @@ __all__ = [
     "StudyPoints",
     "collect",
     "compare_tables",
+    "compare_target_kind",
     "reference_point",
     "run_compare",
 ]
@@ -68,6 +71,11 @@ COST_KEYS = {
 }
 #: measured latency of a trial over its unpruned model's (same process, measure.latency_batch)
 SPEED_KEY = "latency_ratio_batch"
+#: `compare.target_kind` → what a target and the front's x-axis are: (short label, axis label)
+AXES = {
+    "macs": ("MACs", "MAC ratio (kept / unpruned, conv + linear)"),
+    "latency": ("latency", "latency ratio (pruned / unpruned, measured at measure.latency_batch)"),
+}  # fmt: skip
 #: what one whole study spent (harness/study/halving.py: `study_cost`) → label
 STUDY_COST_KEYS = {
     "study_train_images": "train images spent per study (every trial, stopped ones included)",
@@ -94,17 +102,29 @@ class StudyPoints:
     sources: list[int | None] = field(default_factory=list)  # a control's source trial, per trial
     #: what the whole study spent (STUDY_COST_KEYS), stopped and failed trials included
     spent: dict[str, float] = field(default_factory=dict)
+    #: the x coordinate of fronts and targets (AXES): MAC ratio, or measured latency ratio
+    axis: str = "macs"
+
+    @property
+    def x(self) -> list[float]:
+        """Per trial: its MAC ratio, or (axis `latency`) its measured latency ratio, NaN where
+        the trial measured none (it then reaches no target and is on no front)."""
+        if self.axis == "macs":
+            return self.macs
+        costs = self.costs + [{}] * (len(self.trials) - len(self.costs))
+        return [float(c.get(SPEED_KEY, math.nan)) for c in costs[: len(self.trials)]]
 
     def points(self, split: str) -> list[Point]:
-        return list(zip(self.macs, self.val if split == "val" else self.test, strict=True))
+        return list(zip(self.x, self.val if split == "val" else self.test, strict=True))
 
     def trained(self) -> list[Trained]:
-        return list(zip(self.macs, self.val, self.test, strict=True))
+        return list(zip(self.x, self.val, self.test, strict=True))
 
     def front_index(self) -> list[int]:
         """Indices of the trials on the validation front (the study's own selection)."""
-        front = set(pareto_front(self.points("val")))
-        return [i for i, p in enumerate(self.points("val")) if p in front]
+        pts = self.points("val")
+        front = set(pareto_front(p for p in pts if not math.isnan(p[0])))
+        return [i for i, p in enumerate(pts) if not math.isnan(p[0]) and p in front]
 
     def front(self, split: str) -> list[Point]:
         pts = self.points(split)
@@ -126,7 +146,8 @@ def compare_seeds(cfg: DictConfig) -> list[int]:
 
 
 def collect(cfg: DictConfig) -> list[StudyPoints]:
-    """Load every (method, seed) study of `cfg.compare` from the study storage."""
+    """Load every (method, seed) study of `cfg.compare` from the study storage, on the axis
+    `compare.target_kind` names."""
     import optuna
     from optuna.trial import TrialState
 
@@ -142,7 +163,8 @@ def collect(cfg: DictConfig) -> list[StudyPoints]:
                 f"; run `prunebench study method={method} seed={seed} …` first "
                 "(same task/data/model/outputs)",
             )
-            sp = StudyPoints(str(method), int(seed), settings.name, [], [], [], [])
+            sp = StudyPoints(str(method), int(seed), settings.name, [], [], [], [],
+                             axis=compare_target_kind(cfg.compare))  # fmt: skip
             sp.spent = study_cost(study)
             for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
                 if any(v > 0 for k, v in t.user_attrs.items() if k.startswith("constraint.")):
@@ -215,10 +237,14 @@ def compare_tables(
     alpha: float = 0.05,
     correction: str = "holm",
     controls: Sequence[str] = (),
+    target_kind: str = "macs",
 ) -> dict[str, pd.DataFrame]:
     """points (every trial), summary (one typed row per method), dominance (C(row, column)),
     tests (one row per paired test against a column's best, or of a method against its own
     Scratch-B control), ties (picks a tie-break decided).
+
+    `target_kind`: `macs` (targets, fronts and hypervolume on the MAC ratio) or `latency` (on
+    each trial's measured latency ratio; a trial that measured none reaches no target).
 
     `controls`: the studies (labels, e.g. `scratch_b@l1`, `uniform`) that are controls: their
     summary rows (`control` true) are never ranked; a control with a source method shows, at
@@ -238,6 +264,7 @@ def compare_tables(
     if granularity < 0:
         raise ConfigError(f"compare.granularity={granularity}; use 0 or a small positive slack")
     pick = 2 if split == "test" else 1
+    studies = [replace(sp, axis=target_kind) for sp in studies]
     points = pd.DataFrame(_point_rows(studies))
     rows = list(dict.fromkeys(sp.method for sp in studies))
     methods = [m for m in rows if m not in controls]
@@ -260,7 +287,9 @@ def compare_tables(
             columns.setdefault(col, {})[m] = {
                 s: (math.nan if p is None else p[pick]) for s, p in got.items()
             }
-            picked_macs.setdefault(col, {})[m] = [p[0] for p in got.values() if p is not None]
+            picked_macs.setdefault(col, {})[m] = [
+                _picked(mine[s], p, mine[s].macs) for s, p in got.items() if p is not None
+            ]
             ties += [] if m in controls else _tie_rows(m, t, granularity, mine)
             picked_speedup.setdefault(col, {})[m] = [
                 _speedup(mine[s], p) for s, p in got.items() if p is not None
@@ -348,7 +377,8 @@ def _pick(sp: StudyPoints, source: StudyPoints | None, target: float,
 def _tie_rows(method: str, target: float, granularity: float,
               mine: Mapping[int, StudyPoints]) -> list[dict[str, Any]]:  # fmt: skip
     """The picks at `target` where another reached trial has the same validation score: the
-    tie-break (fewer MACs, then the lower trial number) decided them (see `pareto.at_target`)."""
+    tie-break (fewer MACs, or lower latency, then the lower trial number) decided them (see
+    `pareto.at_target`)."""
     rows = []
     for seed, sp in mine.items():
         pick = at_target(sp.trained(), target, granularity)
@@ -359,11 +389,12 @@ def _tie_rows(method: str, target: float, granularity: float,
         if len(reached) < 2:
             continue
         chosen = next(i for i in reached if sp.trained()[i] == pick)
-        fewer = min(sp.macs[i] for i in reached) < max(sp.macs[i] for i in reached)
+        fewer = min(sp.x[i] for i in reached) < max(sp.x[i] for i in reached)
+        by = "fewer MACs" if sp.axis == "macs" else "lower latency"
         rows.append({"method": method, "seed": seed, "target": target,
                      "trial": sp.trials[chosen], "val_quality": pick[1],
                      "tied_trials": len(reached),
-                     "decided_by": "fewer MACs" if fewer else "lower trial number"})  # fmt: skip
+                     "decided_by": by if fewer else "lower trial number"})  # fmt: skip
     return rows
 
 
@@ -372,6 +403,11 @@ def _speedup(sp: StudyPoints, picked: Trained) -> float:
     i = sp.trained().index(picked)
     ratio = sp.costs[i].get(SPEED_KEY) if i < len(sp.costs) else None
     return 1.0 / ratio if ratio else math.nan
+
+
+def _picked(sp: StudyPoints, picked: Trained, values: Sequence[float]) -> float:
+    """`values` (one per trial, e.g. MAC ratios) at the picked trial."""
+    return float(values[sp.trained().index(picked)])
 
 
 def _point_rows(studies: Sequence[StudyPoints]) -> list[dict[str, Any]]:
@@ -384,6 +420,7 @@ def _point_rows(studies: Sequence[StudyPoints]) -> list[dict[str, Any]]:
             rows.append({
                 "method": sp.method, "seed": sp.seed, "trial": trial, "macs_ratio": sp.macs[i],
                 "val_quality": sp.val[i], "test_quality": sp.test[i], "on_front": i in on_front,
+                SPEED_KEY: (sp.costs[i] if i < len(sp.costs) else {}).get(SPEED_KEY, math.nan),
                 "budget": sp.budgets[i] if i < len(sp.budgets) else "unrecorded",
                 **{k: (sp.costs[i] if i < len(sp.costs) else {}).get(k, math.nan)
                    for k in COST_KEYS},
@@ -453,16 +490,29 @@ METRIC_LABELS = {"top1": "top-1 accuracy (%)", "psnr": "PSNR (dB)"}
 
 
 def _plot(studies: Sequence[StudyPoints], split: str, targets: Sequence[float], title: str,
-          metric: str, path: Path) -> None:  # fmt: skip
+          metric: str, path: Path, target_kind: str = "macs") -> None:  # fmt: skip
+    import matplotlib.pyplot as plt
+
+    fig = pareto_figure(studies, split, targets, title, metric, target_kind)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def pareto_figure(studies: Sequence[StudyPoints], split: str, targets: Sequence[float],
+                  title: str, metric: str, target_kind: str = "macs") -> Any:  # fmt: skip
+    """Every method's trials (faint) and validation-selected front, pooled over seeds, against
+    the MAC ratio or (`target_kind=latency`) the measured latency ratio; the targets dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    studies = [replace(sp, axis=target_kind) for sp in studies]
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=120)
     methods = list(dict.fromkeys(sp.method for sp in studies))
     for i, m in enumerate(methods):
-        pts = [p for sp in studies if sp.method == m for p in sp.points(split)]
+        pts = [p for sp in studies if sp.method == m for p in sp.points(split)
+               if not math.isnan(p[0])]  # fmt: skip
         front = pareto_front(p for sp in studies if sp.method == m for p in sp.front(split))
         if pts:
             ax.scatter(*zip(*pts, strict=True), s=12, alpha=0.35, color=f"C{i}")
@@ -471,26 +521,28 @@ def _plot(studies: Sequence[StudyPoints], split: str, targets: Sequence[float], 
                     label=m)  # fmt: skip
     for t in targets:
         ax.axvline(t, color="0.8", lw=0.8, ls=":")
-    ax.set_xlabel("MAC ratio (kept / unpruned, conv + linear)")
+    ax.set_xlabel(AXES[target_kind][1])
     ax.set_ylabel(f"{split} {METRIC_LABELS.get(metric, metric)}")
     ax.set_title(f"{title}\nfronts selected on val (pooled over seeds), shown on {split}; "
                  "faint: every trial", fontsize=9)  # fmt: skip
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
               targets: Sequence[float], granularity: float, alpha: float,
-              provenance: list[str], correction: str = "holm") -> str:  # fmt: skip
+              provenance: list[str], correction: str = "holm",
+              target_kind: str = "macs") -> str:  # fmt: skip
     ref = tables["reference"].iloc[0]
+    short = AXES[target_kind][0]
+    ratio = "MAC ratio" if target_kind == "macs" else "measured latency ratio"
     summary = tables["summary"]
     seeds = int(summary["seeds"].max()) if len(summary) else 0
     cols = ["hypervolume", *(f"q@{t:g}" for t in targets)]
     header = ["method", "budget", "trials", "front", "hypervolume",
-              *(f"q@{t:g} (MACs ≤ {t + granularity:g})" for t in targets),
+              *(f"q@{t:g} ({short} ≤ {t + granularity:g})" for t in targets),
               *COST_KEYS.values()]  # fmt: skip
     tables_md: dict[bool, list[str]] = {}
     for _, row in summary.iterrows():
@@ -520,21 +572,25 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
                      "upsampling) on the same images, the floor every method's gain is read "
                      "against." if not math.isnan(noop) else ""),
                   "", *tables_md[True]]  # fmt: skip
-    speed = _speed_lines(summary, targets, granularity)
+    speed = _speed_lines(summary, targets, granularity, target_kind)
     dom = tables["dominance"].map(lambda v: "—" if math.isnan(v) else f"{v:.2f}")
     return "\n".join([
         f"# {title}", "",
         f"Each cell: mean ± std over the seeds that reached the column, then (seeds reached / "
-        f"seeds run). `q@t`: {split} quality of the trial each study picks at MAC target t: the "
-        f"best on validation among its trials whose MAC ratio is ≤ t"
+        f"seeds run). `q@t`: {split} quality of the trial each study picks at {short} target t: "
+        f"the best on validation among its trials whose {ratio} is ≤ t"
         + (f" + {granularity:g} (channel granularity)" if granularity else " (no tolerance)")
         + "; never interpolated, a trial above the target never counts. "
         f"Hypervolume: area of each study's validation-selected front ({split} quality) against "
-        f"the fixed reference (MAC ratio {ref.macs_ratio:g}, quality {ref.quality:.4g}), set by "
-        "the task and data alone.", "",
+        f"the fixed reference ({ratio} {ref.macs_ratio:g}, quality {ref.quality:.4g}), set by "
+        "the task and data alone."
+        + ("" if target_kind == "macs" else f" {ratio.capitalize()}: `{SPEED_KEY}` of each "
+           "trial (unpruned / pruned, timed interleaved in its process); trials that measured "
+           "none are left out."), "",
         "Selection rule: at each target a study's pick is its best trial on validation among "
-        "those that reach the target; a tie on validation goes to the trial with fewer MACs, "
-        "then to the lower trial number. " + _tie_line(tables["ties"]), "",
+        "those that reach the target; a tie on validation goes to the trial with "
+        + ("fewer MACs" if target_kind == "macs" else "lower latency")
+        + ", then to the lower trial number. " + _tie_line(tables["ties"]), "",
         f"Significance: {TEST_NAME} (n = {seeds} seeds; pairs share baseline, splits and batch "
         f"order), α = {alpha:g}, "
         + (f"Holm-corrected over this table's {len(tables['tests'])} paired tests "
@@ -626,13 +682,15 @@ def _tests_markdown(tests: pd.DataFrame, alpha: float, correction: str) -> list[
             "positive.", "", *lines, "", summary, ""]  # fmt: skip
 
 
-def _speed_lines(summary: pd.DataFrame, targets: Sequence[float], granularity: float) -> list[str]:
+def _speed_lines(summary: pd.DataFrame, targets: Sequence[float], granularity: float,
+                 target_kind: str = "macs") -> list[str]:  # fmt: skip
     """Speed-up beside MAC ratio of the trials picked at each target (absent when no trial
     measured latency)."""
     cols = [f"q@{t:g}" for t in targets]
     if not any(f"{c}_speedup" in summary and summary[f"{c}_speedup"].notna().any() for c in cols):
         return []
-    lines = ["| method | " + " | ".join(f"MACs ≤ {t + granularity:g}" for t in targets) + " |",
+    short = AXES[target_kind][0]
+    lines = ["| method | " + " | ".join(f"{short} ≤ {t + granularity:g}" for t in targets) + " |",
              "|" + "---|" * (len(targets) + 1)]  # fmt: skip
     for _, row in summary.iterrows():
         cells = [
@@ -669,6 +727,7 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
     c = cfg.compare
     split = str(c.get("quality", "test"))
     targets = _check_compare(c)
+    kind = compare_target_kind(c)
     granularity = float(c.get("granularity") or 0.0)
     alpha = float(c.get("alpha", 0.05))
     if not 0 < alpha < 1:
@@ -679,7 +738,7 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
     controls = [str(label) for label in (c.get("controls") or [])]
     tables = compare_tables(studies, split=split, targets=targets, reference=reference,
                             granularity=granularity, alpha=alpha, correction=correction,
-                            controls=controls)  # fmt: skip
+                            controls=controls, target_kind=kind)  # fmt: skip
     seeds = sorted({sp.seed for sp in studies})
     prov = provenance(seeds)
     stem = f"{cfg.task.name}-{cfg.data.name}-{model_label(cfg.model)}"
@@ -687,7 +746,7 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
     out = Path(cfg.outputs) / "compare" / stem
     result, md = _write_report(cfg, tables, studies, out=out, title=title, split=split,
                                targets=targets, granularity=granularity, alpha=alpha,
-                               prov=prov, correction=correction)  # fmt: skip
+                               prov=prov, correction=correction, target_kind=kind)  # fmt: skip
     tracker, hv = _log_compare(cfg, studies, out, stem=stem, split=split, reference=reference,
                                prov=prov)  # fmt: skip
     log.info("comparison written to %s (Pareto plot %s)\n%s", out, result["plot"], md)
@@ -700,15 +759,25 @@ def run_compare(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def compare_target_kind(c: DictConfig) -> str:
+    """`compare.target_kind` (AXES): what the targets and the front's x-axis are."""
+    kind = str(c.get("target_kind") or "macs")
+    if kind not in AXES:
+        raise ConfigError(f"compare.target_kind={kind}; known: {', '.join(AXES)}")
+    return kind
+
+
 def _check_compare(c: DictConfig) -> list[float]:
-    """`compare.methods` names at least one method and `compare.targets` are MAC ratios in (0, 1];
-    returns the targets. Checked before any study is read or any file written."""
+    """`compare.methods` names at least one method, `compare.target_kind` is known and
+    `compare.targets` are ratios in (0, 1]; returns the targets. Checked before any study is
+    read or any file written."""
     methods = c.get("methods")
     if not methods or isinstance(methods, str):
         raise ConfigError(
             f"compare.methods={methods!r} names no methods; give a list such as "
             "compare.methods=[dhp,l1,random]"
         )
+    kind = compare_target_kind(c)
     targets = []
     for t in c.get("targets") or []:
         try:
@@ -717,7 +786,8 @@ def _check_compare(c: DictConfig) -> list[float]:
             value = math.nan
         if not 0 < value <= 1:
             raise ConfigError(
-                f"compare.targets holds {t!r}; give MAC ratios in (0, 1], e.g. [0.7,0.5,0.3]"
+                f"compare.targets holds {t!r}; give {'MAC' if kind == 'macs' else 'latency'} "
+                "ratios in (0, 1], e.g. [0.7,0.5,0.3]"
             )
         targets.append(value)
     return targets
@@ -762,6 +832,7 @@ def _write_report(
     alpha: float,
     prov: dict[str, Any],
     correction: str = "holm",
+    target_kind: str = "macs",
 ) -> tuple[dict[str, Any], str]:
     """The CSVs (each stamped with its provenance), the Markdown and the Pareto plot under
     `out`, copied to `compare.results_dir` when set; returns where each went, and the
@@ -787,10 +858,10 @@ def _write_report(
         atomic_write_text(files[f"{key}_csv"], tables[key].assign(**stamp).to_csv(index=False))
     md = _markdown(tables, title=title, split=split, targets=targets, granularity=granularity,
                    alpha=alpha, provenance=provenance_lines(prov),
-                   correction=correction)  # fmt: skip
+                   correction=correction, target_kind=target_kind)  # fmt: skip
     atomic_write_text(files["table_md"], md)
     metric = TASKS.get(cfg.task.name).metric
-    _plot(studies, split, targets, title, metric, files["plot"])
+    _plot(studies, split, targets, title, metric, files["plot"], target_kind)
     result: dict[str, Any] = {k: str(v) for k, v in files.items()}
     if cfg.compare.get("results_dir"):
         dest = Path(cfg.compare.results_dir)

@@ -176,10 +176,10 @@ def plan_latency_target(
             "target_kind=latency prunes in one step (prune.steps=1): the table is built for the "
             "unpruned model's layer shapes"
         )
-    if isinstance(method, SearchMethod):
+    if isinstance(method, SearchMethod) and not method.stops_on_cost:
         raise IncompatibleMethodError(
             f"method {cfg.method.name} searches to a MAC ratio; target_kind=latency works with "
-            "one-shot and train-time methods (use target_kind=macs)"
+            "one-shot and train-time methods and DHP (use target_kind=macs)"
         )
     lcfg = _latency_cfg(cfg)
     batch = int(lcfg.get("batch") or cfg.measure.latency_batch)

@@ -1,27 +1,72 @@
-"""Landing DHP's compact network on its MAC target: cut the smallest-|z| units until the ratio
-lies in [target − land_within, target], searching a few swaps where one unit is coarser than the
-band (tiny nets), so a search never stops far under the target it was asked for."""
+"""Landing DHP's compact network on its target: cut the smallest-|z| units until the ratio lies
+in [target − land_within, target], searching a few swaps where one unit is coarser than the band
+(tiny nets), so a search never stops far under the target it was asked for.
+
+The ratio is the MAC ratio, or with `target_kind=latency` the whole network's latency ratio the
+run's latency table predicts (`stop_cost`): the stop rule and the landing then read the same cost
+the allocator of every other method does.
+"""
 
 from __future__ import annotations
 
 import heapq
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from harness.structure import CostModel
+from harness.structure.latency import LatencyCostModel
 from methods.dhp.latents import with_ties
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["cut_to_target"]
+__all__ = ["StopCost", "cut_to_target", "stop_cost"]
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class StopCost:
+    """What DHP's stop rule and landing read: `ratio(removed)` in `kind` units and the `target`
+    in the same units. `kind` macs: the cost model's MAC ratio; latency: the whole network's
+    predicted latency (the table's layer sum plus its calibrated residual) over the unpruned
+    model's, so the landing band is a band of the latency ratio the user asked for."""
+
+    model: CostModel
+    target: float
+    kind: str = "macs"
+
+    def ratio(self, removed: Mapping[str, Tensor] | None = None) -> float:
+        if isinstance(self.model, LatencyCostModel):
+            return self.model.predict_ms(removed) / self.model.predict_ms()
+        return self.model.ratio(removed)
+
+    def record(self, removed: Mapping[str, Tensor]) -> dict[str, float]:
+        """The landed plan's MAC ratio, and under a latency cost its predicted latency ratio."""
+        if not isinstance(self.model, LatencyCostModel):
+            return {"macs_ratio": self.model.ratio(removed)}
+        return {
+            "macs_ratio": CostModel(self.model.structure).ratio(removed),
+            "latency_ratio_predicted": self.ratio(removed),
+        }
+
+
+def stop_cost(cost: CostModel, target: float) -> StopCost:
+    """The run's cost (`ctx.cost`) as DHP's stop cost, at the run's target (`ctx.target`).
+
+    Under a latency table the run's target is an allocation target, a ratio of the table's
+    layer sum (`latency_allocation_target`); it is turned back into the whole-network latency
+    ratio it was made from: (t · layers + residual) / (layers + residual)."""
+    if not isinstance(cost, LatencyCostModel):
+        return StopCost(cost, target)
+    layers, fixed = cost.base_macs, cost.fixed_ms
+    return StopCost(cost, (target * layers + fixed) / (layers + fixed), "latency")
+
+
 def cut_to_target(
-    cost: CostModel,
+    cost: CostModel | StopCost,
     scores: Mapping[str, Tensor],
     removed: Mapping[str, Tensor],
     target: float,
@@ -31,10 +76,10 @@ def cut_to_target(
     floor: float | None = None,
 ) -> tuple[dict[str, Tensor], int]:
     """Remove the smallest-|z| remaining units (one global ranking, as the threshold T is one
-    global value) until the MAC ratio is ≤ `target`, keeping ≥ min(min_channels, size) units per
-    group; tied groups follow their owner. Returns the new masks (tied groups set from their
-    owners) and the count of units removed. Stops short, with a warning, when the floors leave
-    nothing to cut.
+    global value) until `cost.ratio` (the MAC ratio, or a `StopCost`'s) is ≤ `target`, keeping
+    ≥ min(min_channels, size) units per group; tied groups follow their owner. Returns the new
+    masks (tied groups set from their owners) and the count of units removed. Stops short, with
+    a warning, when the floors leave nothing to cut.
 
     With `floor`, a unit whose removal would take the ratio under `floor` is passed over for the
     next-smallest; if the ranking cannot land in [floor, target] that way (on small nets one unit
@@ -61,8 +106,8 @@ def cut_to_target(
         ratio = _land(cost, scores, state, target, floor, min_channels=min_channels, ties=ties)
     if ratio > target:
         log.warning(
-            "dhp: cannot cut to %.3f: %.3f is the least the ≥ %d-unit floor allows",
-            target, ratio, min_channels,
+            "dhp: cannot cut to %.3f: %.3f is the least the ≥ %d-unit floor allows (%s)",
+            target, ratio, min_channels, getattr(cost, "kind", "macs"),
         )  # fmt: skip
     cut = sum(int((state[g] & ~removed[g]).sum()) for g in scores)
     return with_ties(state, ties), cut
@@ -79,7 +124,7 @@ Move = tuple[tuple[str, int], ...]
 
 
 def _land(
-    cost: CostModel,
+    cost: CostModel | StopCost,
     scores: Mapping[str, Tensor],
     state: dict[str, Tensor],
     target: float,
@@ -88,7 +133,7 @@ def _land(
     min_channels: int,
     ties: Mapping[str, str],
 ) -> float:
-    """Move `state` (in place) into MAC ratio [floor, target] by a beam search over single-unit
+    """Move `state` (in place) into ratio [floor, target] by a beam search over single-unit
     moves (cut a kept unit, keep a removed one) and pair swaps.
 
     The beam keeps the states nearest the band, one per MAC ratio (units of one layer are

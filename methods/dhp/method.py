@@ -48,7 +48,7 @@ from harness.structure import Plan, Structure
 from harness.train import FitResult, LoopState, build_optimizer, build_scheduler, fit
 from methods.dhp.compact import SearchNet, compact
 from methods.dhp.hyper import attach_hypernetworks, hyper_parameter_count
-from methods.dhp.landing import cut_to_target
+from methods.dhp.landing import cut_to_target, stop_cost
 from methods.dhp.latents import Latents, build_latents, upsampler_ties
 from methods.dhp.search import DHPSearch, GammaController, SearchCheckpoint
 
@@ -165,6 +165,7 @@ class DHP(SearchMethod):
     """Hypernetwork-generated weights, proximal sparsification of latents, MAC-targeted stop."""
 
     needs = Needs(data=True, grads=True, training=True, pretrained=False)
+    stops_on_cost = True  # target_kind=latency: stops on the latency table (landing.stop_cost)
 
     @classmethod
     def resolve_config(
@@ -402,12 +403,14 @@ class DHP(SearchMethod):
             channels_last=ctx.runtime.channels_last, ties=ties,
         )  # fmt: skip
         prunable = self.prunable(ctx.structure, net.latents, st)
+        cost = stop_cost(ctx.cost, ctx.target)  # MAC ratio, or the latency table's prediction
+        target = cost.target
         controller = GammaController(
-            st.gamma_mode, st.gamma, ctx.target, aim=self.aim, shrink_at_half=self.shrink_at_half
+            st.gamma_mode, st.gamma, target, aim=self.aim, shrink_at_half=self.shrink_at_half
         )
         hook = DHPSearch(
-            net, prunable, ctx.cost, controller,
-            target=ctx.target, threshold=st.threshold, stop_limit=self.stop_limit,
+            net, prunable, cost, controller,
+            target=target, threshold=st.threshold, stop_limit=self.stop_limit,
             min_channels=self.min_channels, check_every=self.check_every,
             checks_per_epoch=self.checks_per_epoch, log_metrics=ctx.log_metrics, ties=ties,
         )  # fmt: skip
@@ -421,31 +424,31 @@ class DHP(SearchMethod):
         )  # fmt: skip
         result = self._run(ctx, net, hook, st, loader)
         removed = hook.masks()
-        ratio_at_stop = ctx.cost.ratio(removed)
-        reached = ratio_at_stop <= ctx.target + self.stop_limit
-        floor = ctx.target - self.land_within
+        ratio_at_stop = cost.ratio(removed)
+        reached = ratio_at_stop <= target + self.stop_limit
+        floor = target - self.land_within
         stepped_back, ratio = False, ratio_at_stop
-        if reached and self.trim and ratio_at_stop < floor and hook.above_ratio > ctx.target:
+        if reached and self.trim and ratio_at_stop < floor and hook.above_ratio > target:
             # the last interval overshot the landing band: back to the last check above the stop
             # band, then cut by |z| down into [target − land_within, target]
             ratio, stepped_back = hook.step_back(), True
             removed = hook.masks()
             log.info(
-                "dhp: MAC ratio %.4f at the stop is under %.4f; stepped back to the last check "
-                "above the stop band (%.4f)", ratio_at_stop, floor, ratio,
+                "dhp: %s ratio %.4f at the stop is under %.4f; stepped back to the last check "
+                "above the stop band (%.4f)", cost.kind, ratio_at_stop, floor, ratio,
             )  # fmt: skip
         trimmed = 0
-        if ratio > ctx.target and (self.trim if reached else self.force_target):
+        if ratio > target and (self.trim if reached else self.force_target):
             scores = {g: net.latents[g].detach().abs().float().cpu() for g in prunable}
             removed, trimmed = cut_to_target(
-                ctx.cost, scores, removed, ctx.target, min_channels=self.min_channels, ties=ties,
+                cost, scores, removed, target, min_channels=self.min_channels, ties=ties,
                 floor=floor,
             )  # fmt: skip
             log.log(
                 logging.INFO if reached else logging.WARNING,
-                "dhp: %s at MAC ratio %.4f; cut %d more units by |z| to %.4f",
-                "stopped" if reached else "the epoch cap came first", ratio_at_stop, trimmed,
-                ctx.cost.ratio(removed),
+                "dhp: %s at %s ratio %.4f; cut %d more units by |z| to %.4f",
+                "stopped" if reached else "the epoch cap came first", cost.kind, ratio_at_stop,
+                trimmed, cost.ratio(removed),
             )  # fmt: skip
         plan = Plan.from_removed({g: r for g, r in removed.items() if bool(r.any())})
         model = compact(net, ctx.structure, plan)
@@ -462,10 +465,11 @@ class DHP(SearchMethod):
             "threshold": st.threshold,
             "final_gamma": controller.gamma,
             "initial_gamma": controller.initial_gamma,
-            "macs_ratio_at_stop": ratio_at_stop,  # before any step back / trim / forced cut
+            "stop_on": cost.kind,  # macs | latency: the ratio the stop rule and landing read
+            f"{cost.kind}_ratio_at_stop": ratio_at_stop,  # before any step back / trim / cut
             "stepped_back": float(stepped_back),
-            "macs_ratio_stepped_back": ratio if stepped_back else ratio_at_stop,
-            "macs_ratio": ctx.cost.ratio(plan.removed(ctx.structure)),
+            f"{cost.kind}_ratio_stepped_back": ratio if stepped_back else ratio_at_stop,
+            **cost.record(plan.removed(ctx.structure)),  # macs_ratio (+ predicted latency)
             "trimmed_units": float(trimmed if reached else 0),
             "stop_reason": result.stop_reason,
             "forced": float(not reached and trimmed > 0),

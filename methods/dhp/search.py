@@ -259,6 +259,7 @@ class DHPSearch(Hook):
         self.ties = dict(ties or {})  # group → owner whose latent (and mask) it shares
         self.prunable = list(prunable)
         self.cost, self.controller = cost, gamma
+        self.ratio_name = f"{getattr(cost, 'kind', 'macs')}_ratio"  # landing.StopCost: or latency
         self.target, self.threshold, self.stop_limit = target, threshold, stop_limit
         self.min_channels = min_channels
         self._check_every_cfg, self.checks_per_epoch = check_every, checks_per_epoch
@@ -385,7 +386,7 @@ class DHPSearch(Hook):
         self.ratio, self.checks = ratio, self.checks + 1
         interval, self.last_check = s.step - self.last_check, s.step
         metrics = {
-            "dhp/macs_ratio": ratio,
+            f"dhp/{self.ratio_name}": ratio,
             "dhp/gamma": self.controller.gamma,
             "dhp/shrink": self.shrink,
             "dhp/lr": self._lr_at(s.step - 1),
@@ -397,8 +398,8 @@ class DHPSearch(Hook):
                 metrics[f"dhp/units/{g}"] = float((~r).sum())
         self.log_metrics(metrics, s.step)
         if ratio <= self.target + self.stop_limit:
-            s.stop_reason = f"macs_ratio<=target+{self.stop_limit:g}"
-            log.info("dhp: MAC ratio %.4f at step %d ≤ %.4f: stop", ratio, s.step,
+            s.stop_reason = f"{self.ratio_name}<=target+{self.stop_limit:g}"
+            log.info("dhp: %s %.4f at step %d ≤ %.4f: stop", self.ratio_name, ratio, s.step,
                      self.target + self.stop_limit)  # fmt: skip
         else:
             self.controller.update(s.step, self.shrink, ratio, interval)

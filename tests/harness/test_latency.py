@@ -297,3 +297,77 @@ def test_force_times_the_cached_layers_again(tmp_path):
     cost.table.timer = again
     cost.table.ensure(cost.specs, cost.varies, force=True)
     assert again.calls == first.calls
+
+
+def _latency_study():
+    from harness.report.compare import StudyPoints
+
+    trials = [  # (MAC ratio, val, test, measured latency ratio or None)
+        (0.5, 90.0, 89.0, 0.8),  # within MAC 0.5, but slow
+        (0.7, 85.0, 84.0, 0.45),
+        (0.3, 95.0, 94.0, None),  # measured no latency: on no latency front, at no target
+        (0.6, 80.0, 79.0, 0.4),
+        (0.9, 85.0, 83.0, 0.42),  # ties the second on validation, and is faster
+    ]
+    macs, val, test, ratio = (list(x) for x in zip(*trials, strict=True))
+    costs = [{"latency_ratio_batch": r} if r else {} for r in ratio]
+    return StudyPoints("l1", 0, "l1-s0", list(range(len(macs))), macs, val, test, costs)
+
+
+def test_compare_picks_trials_at_a_latency_target():
+    from harness.report.compare import _markdown, compare_tables
+
+    study = _latency_study()
+    by_macs = compare_tables([study], split="test", targets=[0.5], reference=(1.0, 10.0))
+    row = by_macs["summary"].set_index("method").loc["l1"]
+    assert row["q@0.5_mean"] == 94.0 and row["q@0.5_macs"] == 0.3  # the default: MAC ratio
+
+    t = compare_tables([study], split="test", targets=[0.5, 0.3], reference=(1.0, 10.0),
+                       target_kind="latency")  # fmt: skip
+    row = t["summary"].set_index("method").loc["l1"]
+    # at latency 0.5 the best on validation is a tie (85) that the lower latency breaks
+    assert row["q@0.5_mean"] == 83.0 and row["q@0.5_macs"] == 0.9
+    assert row["q@0.5_speedup"] == pytest.approx(1 / 0.42)
+    assert row["q@0.3_reached"] == 0  # nothing measured that fast
+    ties = t["ties"]
+    assert ties[["trial", "decided_by"]].values.tolist() == [[4, "lower latency"]]
+    # the front on latency: (0.4, 79), (0.42, 83), (0.8, 89) against (1.0, 10)
+    area = (0.42 - 0.4) * 69 + (0.8 - 0.42) * 73 + (1.0 - 0.8) * 79
+    assert row["hypervolume_mean"] == pytest.approx(area)
+    points = t["points"].set_index("trial")
+    assert points.loc[[0, 2, 3, 4], "on_front"].tolist() == [True, False, True, True]
+    assert math.isnan(points.loc[2, "latency_ratio_batch"])
+    md = _markdown(t, title="x", split="test", targets=[0.5, 0.3], granularity=0.0, alpha=0.05,
+                   provenance=[], target_kind="latency")  # fmt: skip
+    assert "q@0.5 (latency ≤ 0.5)" in md and "lower latency" in md
+    assert "×2.38 (MACs 0.900)" in md
+
+
+def test_compare_draws_the_front_against_latency():
+    import matplotlib.pyplot as plt
+
+    from harness.report.compare import pareto_figure
+
+    fig = pareto_figure([_latency_study()], "test", [0.5], "x", "top1", "latency")
+    ax = fig.axes[0]
+    assert ax.get_xlabel().startswith("latency ratio")
+    (front,) = [line for line in ax.lines if line.get_label() == "l1"]
+    assert front.get_xydata().tolist() == [[0.4, 79.0], [0.42, 83.0], [0.8, 89.0]]
+    plt.close(fig)
+    fig = pareto_figure([_latency_study()], "test", [0.5], "x", "top1")
+    assert fig.axes[0].get_xlabel().startswith("MAC ratio")
+    plt.close(fig)
+
+
+def test_compare_refuses_an_unknown_target_kind():
+    from omegaconf import OmegaConf
+
+    from harness.errors import ConfigError
+    from harness.report.compare import _check_compare
+
+    c = OmegaConf.create({"methods": ["l1"], "targets": [0.5], "target_kind": "fast"})
+    with pytest.raises(ConfigError, match="compare.target_kind=fast"):
+        _check_compare(c)
+    c.target_kind, c.targets = "latency", [1.5]
+    with pytest.raises(ConfigError, match="give latency ratios"):
+        _check_compare(c)

@@ -68,7 +68,7 @@ def test_latency_target_refusals_name_the_setting(tmp_path):
     with pytest.raises(ConfigError, match="prune.steps=1"):
         run(quick(tmp_path, "target_kind=latency", "prune.steps=2"))
     with pytest.raises(IncompatibleMethodError, match="searches to a MAC ratio"):
-        run(quick(tmp_path, "target_kind=latency", "method=dhp"))
+        run(quick(tmp_path, "target_kind=latency", "method=uniform"))  # a control: MACs only
 
 
 @pytest.mark.slow
@@ -87,3 +87,18 @@ def test_latency_run_records_speed_and_lands_by_prediction(tmp_path):
     for key in ("latency_ratio", "latency_ratio_batch", "latency_ms_base", "latency_ms_spread"):
         assert record[key] is not None and record[key] > 0, key
     assert record["latency_target_batch"] == 64
+
+
+@pytest.mark.slow
+def test_dhp_latency_run_lands_at_the_target_on_the_fake_device(tmp_path, fake_device):
+    """DHP through `run` with a latency target: the search stops on the table's prediction and
+    the compact model measures at or below the target on the (deterministic) device."""
+    cfg = quick(tmp_path, "target_kind=latency", "target=0.7", "method=dhp", "method.epochs=4",
+                "train.epochs=0")  # fmt: skip
+    record = run(cfg)
+    assert record["search_stop_on"] == "latency"
+    assert record["search_stop_reason"] == "latency_ratio<=target+0.01"
+    assert record["latency_target_ratio"] <= 0.7 + 1e-9 and record["latency_target_met"]
+    assert record["latency_pred_ratio"] == pytest.approx(record["latency_target_ratio"], rel=1e-6)
+    assert record["search_latency_ratio_predicted"] == pytest.approx(record["latency_pred_ratio"])
+    assert record["macs_ratio"] < 0.7  # the residual does not shrink: MACs go lower
