@@ -47,7 +47,7 @@ from harness.run.speed import (
 from harness.runtime.device import Runtime, pick_runtime
 from harness.runtime.provenance import git_label
 from harness.runtime.secrets import mask_tree
-from harness.runtime.seeds import seed_everything
+from harness.runtime.seeds import derive_seed, seed_everything
 from harness.runtime.startup import start_process
 from harness.structure import (
     AllocationPolicy,
@@ -74,6 +74,7 @@ __all__ = ["RunObserver", "build_method", "ensure_baseline", "measure", "run"]
 log = logging.getLogger(__name__)
 
 METHOD_META_KEYS = ("name", "search_space", "search_space_by_task")
+METHOD_STREAM = "method"  # the stage name that seeds `ctx.data.train`
 
 
 class RunObserver:
@@ -463,7 +464,8 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
         cost=cost,
         policy=parts.policy,
         task=task,
-        data=replace(data, train=data.train.fork(cfg.seed + 7919)),  # method's own stream
+        # the method's own stream (Taylor's calibration batches): one more stage of the run
+        data=replace(data, train=data.train.fork(derive_seed(cfg.seed, METHOD_STREAM))),
         runtime=runtime,
         target=target,
         seed=cfg.seed,

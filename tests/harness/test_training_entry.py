@@ -4,14 +4,19 @@ that continues the fit exactly."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
+from harness.config import compose
 from harness.data import TensorBatches
+from harness.run.pipeline import METHOD_STREAM, run
 from harness.runtime.device import pick_runtime
 from harness.runtime.seeds import derive_seed
 from harness.task import DataSplits
 from harness.train import FitCheckpoint, Hook, LoopState, Trainer
+from methods.taylor import Taylor
+from tests.conftest import TINY_RUN
 
 SGD = {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 0.0, "schedule": "cosine"}
 
@@ -126,3 +131,23 @@ def test_a_fit_resumed_from_a_checkpoint_is_the_fit_that_never_stopped(tmp_path)
     assert (resumed.epochs_run, resumed.steps) == (straight.epochs_run, straight.steps)
     for a, b in zip(model.parameters(), ref.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+class Seen(Exception):
+    pass
+
+
+def test_a_methods_own_stream_is_a_stage_of_the_run_seeded_by_the_seed_helper(
+    tmp_path, monkeypatch
+):
+    """`ctx.data.train` (Taylor's calibration batches, a search's data) is forked with
+    derive_seed(run seed, "method"), like every training stage's stream."""
+
+    def spy(self, ctx):
+        raise Seen(ctx.data.train.generator.initial_seed())
+
+    monkeypatch.setattr(Taylor, "prepare", spy)
+    cfg = [*TINY_RUN, "method=taylor", "method.epochs=0", "train.epochs=0", "seed=5"]
+    with pytest.raises(Seen) as seen:
+        run(compose([*cfg, f"outputs={tmp_path}"]))
+    assert seen.value.args[0] == derive_seed(5, METHOD_STREAM)
