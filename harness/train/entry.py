@@ -78,12 +78,10 @@ class FitCheckpoint:
                 scheduler=state["scheduler"],
                 epoch=int(loop["epoch"]),
                 step=int(loop["step"]),
-                batches=state.get("batches"),
+                batches=state["batches"],
             )
         except (KeyError, TypeError) as e:
-            raise CheckpointError(
-                f"a fit checkpoint lacks {e}; it was not written by this version"
-            ) from e
+            raise CheckpointError(f"a fit checkpoint lacks {e}: not written by this version") from e
 
     def restore(
         self,

@@ -43,7 +43,7 @@ from harness.errors import ConfigError, IncompatibleMethodError
 from harness.method import Needs, PruneContext, SearchMethod, SearchResult
 from harness.registry import METHODS
 from harness.structure import Plan, Structure
-from harness.train import FitCheckpoint, FitResult, Hook
+from harness.train import FitResult, Hook
 from methods.dhp.compact import SearchNet, compact
 from methods.dhp.hyper import attach_hypernetworks, hyper_parameter_count
 from methods.dhp.landing import cut_to_target
@@ -495,9 +495,8 @@ class DHP(SearchMethod):
                 "groups": sorted(net.latents.groups()),
             }  # fmt: skip
             if path.exists():
-                ckpt = SearchCheckpoint.load(path, meta)
-                hook.load_state_dict(ckpt["dhp"])
-                resume = FitCheckpoint.from_dict(ckpt)
+                resume, search_state = SearchCheckpoint.load(path, meta)
+                hook.load_state_dict(search_state)
                 log.info("dhp: resuming the search from %s at epoch %d", path, resume.epoch)
             hooks.append(SearchCheckpoint(path, hook, meta))
         return ctx.fit(

@@ -432,8 +432,9 @@ class SearchCheckpoint(Hook):
         atomic_write(self.path, lambda tmp: torch.save(state, tmp))
 
     @staticmethod
-    def load(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
-        """Read a checkpoint written for the same search (`meta` must match)."""
+    def load(path: str | Path, meta: dict[str, Any]) -> tuple[FitCheckpoint, dict[str, Any]]:
+        """Read a checkpoint written for the same search (`meta` must match): where the fit
+        resumes and the DHP hook's state."""
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:
@@ -452,4 +453,10 @@ class SearchCheckpoint(Hook):
                 f"DHP search checkpoint {path} was written for {state.get('meta')}, "
                 f"not for this search {meta}; delete it or point checkpoint_dir elsewhere"
             )
-        return state
+        try:
+            return FitCheckpoint.from_dict(state), state["dhp"]
+        except (CheckpointError, KeyError) as e:
+            raise CheckpointError(
+                f"DHP search checkpoint {path} is incomplete ({e}); delete it (the search "
+                "restarts) or point checkpoint_dir elsewhere"
+            ) from e
