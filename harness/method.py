@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from harness.runtime.device import Runtime
     from harness.structure import AllocationPolicy, CostModel, LayerView, Plan, Structure
     from harness.task import DataSplits, Task
-    from harness.train import FitResult, Hook
+    from harness.train import Hook, Trainer
 
 __all__ = [
     "Method",
@@ -62,8 +62,10 @@ class PruneContext:
     runtime: Runtime
     target: float
     seed: int
-    # `fit(model, epochs=..., hooks=..., optim=...)` runs the harness training loop
-    fit: Callable[..., FitResult]
+    # the run's one training entry (harness/train/entry.py): `fit(model, epochs=..., optim=...,
+    # hooks=..., params=..., batches=..., name=..., resume=...)`; each stage name gets its own
+    # batch stream, so a method trains through it instead of building optimizers itself
+    fit: Trainer
     # the run's allocation policy (normalisation, uniform/global, floors, rounding, cost model),
     # built once in the run's setup; every method and hook allocates through it
     policy: AllocationPolicy | None = None

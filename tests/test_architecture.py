@@ -214,3 +214,29 @@ def test_only_the_tracking_front_imports_mlflow():
             if module != "harness.tracking" and any(n.split(".")[0] == "mlflow" for n in names):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not found, "import mlflow only in harness/tracking.py: " + ", ".join(found)
+
+
+def test_methods_train_only_through_the_training_entry():
+    """A method trains through `ctx.fit` (the run's one `Trainer`, harness/train/entry.py): it
+    passes parameters, optimiser settings, its batch stream and resume state there, and never
+    builds an optimizer or schedule or runs the loop itself, so every stage gets the same loop,
+    optimizer family, schedule rules and per-stage seeding."""
+    internals = {"fit", "build_optimizer", "build_scheduler"}
+    found = [
+        f"{FILES[m].relative_to(ROOT)}:{line} imports {name or target}"
+        for m in FILES
+        if m.startswith("methods")
+        for target, name, line in imports_of(m, FILES[m])
+        if target in ("harness.train.loop", "harness.train.optim")
+        or (target == "harness.train" and name in internals)
+    ]
+    found += [
+        f"{FILES[m].relative_to(ROOT)}:{node.lineno} calls {node.func.id}"
+        for m in FILES
+        if m.startswith("methods")
+        for node in ast.walk(ast.parse(FILES[m].read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in internals
+    ]
+    assert not found, "train through ctx.fit (harness.train.Trainer): " + ", ".join(found)

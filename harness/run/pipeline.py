@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -65,7 +65,7 @@ from harness.structure import (
 )
 from harness.task import DataSplits, Task
 from harness.tracking import Tracker
-from harness.train import FitResult, Hook, build_optimizer, build_scheduler, evaluate, fit
+from harness.train import FitResult, Hook, Trainer, evaluate
 from harness.train.compile import compile_seconds, compiled_phases
 from harness.train.loop import eval_compiled
 
@@ -74,6 +74,7 @@ __all__ = ["RunObserver", "build_method", "ensure_baseline", "measure", "run"]
 log = logging.getLogger(__name__)
 
 METHOD_META_KEYS = ("name", "search_space", "search_space_by_task")
+METHOD_STREAM = "method"  # the stage name that seeds `ctx.data.train`
 
 
 class RunObserver:
@@ -131,49 +132,11 @@ def build_method(
         raise ConfigError(f"bad arguments for method '{method_cfg.name}': {e}") from e
 
 
-def make_fit(task: Task, data: DataSplits, runtime: Runtime, seed: int):
-    """The `fit` every method and stage uses: same loop, optimizer family and schedule rules."""
-
-    def run_fit(
-        model: nn.Module,
-        *,
-        epochs: int,
-        optim: Mapping[str, Any],
-        hooks: Sequence[Hook] = (),
-        val: bool = True,
-        select_best: bool = False,
-        name: str = "train",
-    ) -> FitResult:
-        optim = OmegaConf.create(dict(optim)) if not isinstance(optim, DictConfig) else optim
-        optimizer = build_optimizer(model.parameters(), optim)
-        scheduler = build_scheduler(
-            optimizer, optim, epochs=epochs, steps_per_epoch=len(data.train)
-        )
-        # each stage gets its own batch stream, seeded by (run seed, stage): what ran before
-        # (a method's calibration or search) never changes the order fine-tuning sees
-        train = data.train.fork(derive_seed(seed, name))
-        return fit(
-            model,
-            task,
-            train,
-            epochs=epochs,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            runtime=runtime,
-            hooks=hooks,
-            val=data.val if val else None,
-            select_best=select_best,
-            name=name,
-        )
-
-    return run_fit
-
-
 def _prune_one_shot(
     method: OneShotMethod,
     ctx: PruneContext,
     cfg: DictConfig,
-    fit: Callable[..., FitResult],
+    fit: Trainer,
     measured_base: int,
     latency: LatencyTarget | None = None,
 ) -> tuple[nn.Module, Plan]:
@@ -226,7 +189,7 @@ def _prune_one_shot(
 
 
 def _baseline_train(task: Task, data: DataSplits, runtime: Runtime, cfg: DictConfig):
-    run_fit = make_fit(task, data, runtime, cfg.seed)
+    run_fit = Trainer(task, data, runtime, cfg.seed)
 
     def train(model: nn.Module) -> tuple[dict[str, float], dict[str, float], float]:
         t = time.perf_counter()
@@ -309,7 +272,7 @@ class RunParts:
     policy: AllocationPolicy  # how scores become a plan, and the cost model it allocates against
     latency: LatencyTarget | None = None  # target_kind=latency: the table, base timing, ...
     tracker: Tracker | None = None  # set when the MLflow run is open
-    run_fit: Callable[..., FitResult] | None = None  # `make_fit` of this run
+    run_fit: Trainer | None = None  # the run's training entry (every stage trains through it)
     budget: Budget | None = None  # `budget.mode`: how many epochs fine-tuning gets
     spent_epochs: float = 0.0  # epochs the method trained before fine-tuning (set by prune)
     compile_s0: float = field(default_factory=compile_seconds)  # compile seconds before the run
@@ -327,7 +290,7 @@ def run(cfg: DictConfig, observer: RunObserver | None = None) -> dict[str, Any]:
         tracker.log_params(OmegaConf.to_container(cfg, resolve=True))
         observer.started(tracker.run_id)
         parts.tracker = tracker
-        parts.run_fit = make_fit(task, data, runtime, cfg.seed)
+        parts.run_fit = Trainer(task, data, runtime, cfg.seed)
 
         # 1. baseline (shared, cached)
         model, baseline = _baseline_stage(parts, model)
@@ -501,7 +464,8 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
         cost=cost,
         policy=parts.policy,
         task=task,
-        data=replace(data, train=data.train.fork(cfg.seed + 7919)),  # method's own stream
+        # the method's own stream (Taylor's calibration batches): one more stage of the run
+        data=replace(data, train=data.train.fork(derive_seed(cfg.seed, METHOD_STREAM))),
         runtime=runtime,
         target=target,
         seed=cfg.seed,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -18,10 +18,14 @@ if TYPE_CHECKING:
 __all__ = ["build_optimizer", "build_scheduler"]
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: DictConfig) -> torch.optim.Optimizer:
-    """SGD (momentum, optional nesterov) or Adam; weight decay is not rescaled by lr."""
+def build_optimizer(
+    params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]], cfg: DictConfig
+) -> torch.optim.Optimizer:
+    """SGD (momentum, optional nesterov) or Adam; weight decay is not rescaled by lr. `params`:
+    parameters or param groups (dicts whose own keys, e.g. lr, override `cfg`'s); frozen
+    parameters (requires_grad=False) are left out."""
     name = cfg.optimizer
-    params = [p for p in params if p.requires_grad]
+    params = _trainable(params)
     if name == "sgd":
         return torch.optim.SGD(
             params,
@@ -33,6 +37,15 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: DictConfig) -> to
     if name == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     raise ConfigError(f"unknown optimizer '{name}'; known: adam, sgd")
+
+
+def _trainable(
+    params: Iterable[torch.nn.Parameter] | Iterable[dict[str, Any]],
+) -> list[torch.nn.Parameter] | list[dict[str, Any]]:
+    items = list(params)
+    if items and isinstance(items[0], dict):
+        return [{**g, "params": [p for p in g["params"] if p.requires_grad]} for g in items]
+    return [p for p in items if p.requires_grad]
 
 
 def build_scheduler(

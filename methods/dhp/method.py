@@ -37,15 +37,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from harness.errors import ConfigError, IncompatibleMethodError
 from harness.method import Needs, PruneContext, SearchMethod, SearchResult
 from harness.registry import METHODS
-from harness.runtime.seeds import derive_seed
 from harness.structure import Plan, Structure
-from harness.train import FitResult, LoopState, build_optimizer, build_scheduler, fit
+from harness.train import FitResult, Hook
 from methods.dhp.compact import SearchNet, compact
 from methods.dhp.hyper import attach_hypernetworks, hyper_parameter_count
 from methods.dhp.landing import cut_to_target, stop_cost
@@ -395,7 +393,7 @@ class DHP(SearchMethod):
     def search(self, ctx: PruneContext) -> SearchResult:
         t0 = time.perf_counter()
         task = ctx.task_name or getattr(type(ctx.task), "registry_name", None)
-        loader = _stage_batches(ctx, self.search_loader(ctx.data.train, task))
+        loader = self.search_loader(ctx.data.train, task)
         st = self.settings(model=ctx.model_name, task=task, train=ctx.train, loader=loader)
         ties = upsampler_ties(ctx.structure) if self.tie_upsampler else {}
         net = build_search_net(
@@ -489,39 +487,25 @@ class DHP(SearchMethod):
         st: Settings,
         train: TensorBatches,
     ) -> FitResult:
-        """The search through the harness loop on its own batch stream; resumable from
-        `checkpoint_dir` (written at every epoch end) when one is set."""
-        optim_cfg = OmegaConf.create(st.optim)
-        optimizer = build_optimizer(net.parameters(), optim_cfg)
-        spe = len(train)
-        scheduler = build_scheduler(optimizer, optim_cfg, epochs=st.epochs, steps_per_epoch=spe)
-        hooks: list[Any] = [hook]
-        state = None
+        """The search through the run's training entry on its own batch stream (stage
+        SEARCH_NAME); resumable from `checkpoint_dir` (written at every epoch end) when set."""
+        hooks: list[Hook] = [hook]
+        resume = None
         if self.checkpoint_dir:
             path = Path(self.checkpoint_dir) / "dhp_search.pt"
             meta = {
                 "model": str(st.model), "task": str(st.task), "target": float(ctx.target),
-                "seed": int(ctx.seed), "epochs": int(st.epochs), "steps_per_epoch": int(spe),
+                "seed": int(ctx.seed), "epochs": int(st.epochs), "steps_per_epoch": len(train),
                 "groups": sorted(net.latents.groups()),
             }  # fmt: skip
             if path.exists():
-                ckpt = SearchCheckpoint.load(path, meta)
-                net.load_state_dict(ckpt["model"])
-                optimizer.load_state_dict(ckpt["optimizer"])
-                if ckpt["scheduler"] is not None:
-                    scheduler.load_state_dict(ckpt["scheduler"])
-                hook.load_state_dict(ckpt["dhp"])
-                train.generator.set_state(ckpt["train_generator"])
-                state = LoopState(
-                    net, optimizer, scheduler, epochs=st.epochs, steps_per_epoch=spe,
-                    epoch=int(ckpt["loop"]["epoch"]), step=int(ckpt["loop"]["step"]),
-                )  # fmt: skip
-                log.info("dhp: resuming the search from %s at epoch %d", path, state.epoch)
-            hooks.append(SearchCheckpoint(path, hook, train, meta))
-        return fit(
-            net, ctx.task, train, epochs=st.epochs, optimizer=optimizer,
-            runtime=ctx.runtime, scheduler=scheduler, hooks=hooks, val=ctx.data.val,
-            select_best=False, name=SEARCH_NAME, state=state,
+                resume, search_state = SearchCheckpoint.load(path, meta)
+                hook.load_state_dict(search_state)
+                log.info("dhp: resuming the search from %s at epoch %d", path, resume.epoch)
+            hooks.append(SearchCheckpoint(path, hook, meta))
+        return ctx.fit(
+            net, epochs=st.epochs, optim=st.optim, batches=train, hooks=hooks,
+            select_best=False, name=SEARCH_NAME, resume=resume,
         )  # fmt: skip
 
 
@@ -532,11 +516,3 @@ def _check_positive(key: str, value: Any, what: str) -> None:
             f"method.{key}={value!r} must be a positive number ({what}); "
             f"set method.{key}=null for the per-model default"
         )
-
-
-def _stage_batches(ctx: PruneContext, train: TensorBatches) -> TensorBatches:
-    """The search's own batch stream, seeded by run seed and stage name like every pipeline
-    stage, so a resumed search sees the same batches."""
-    if not hasattr(train, "fork"):
-        return train
-    return train.fork(derive_seed(ctx.seed, SEARCH_NAME))

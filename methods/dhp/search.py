@@ -56,11 +56,10 @@ from torch import Tensor
 
 from harness.errors import CheckpointError, ConfigError, SearchDivergedError
 from harness.runtime.atomic import atomic_write, clean_stale_temps
-from harness.train import Hook, LoopState
+from harness.train import FitCheckpoint, Hook, LoopState
 from methods.dhp.latents import with_ties
 
 if TYPE_CHECKING:
-    from harness.data import TensorBatches
     from harness.structure import CostModel
     from methods.dhp.compact import SearchNet
 
@@ -414,33 +413,29 @@ class DHPSearch(Hook):
 class SearchCheckpoint(Hook):
     """Writes everything a resumed search needs at each epoch end, atomically.
 
-    Model (backbone + hypernetworks + latents), optimizer, scheduler, loop position, the DHP hook's
-    state and the training batches' shuffling generator: a resumed search repeats the same steps.
+    The fit's `FitCheckpoint` (model: backbone + hypernetworks + latents, optimizer, scheduler,
+    loop position, the batch stream's generator) and the DHP hook's state: a resumed search
+    repeats the same steps.
     """
 
-    def __init__(
-        self, path: str | Path, search: DHPSearch, train: TensorBatches, meta: dict[str, Any]
-    ) -> None:
-        self.path, self.search, self.train, self.meta = Path(path), search, train, meta
+    def __init__(self, path: str | Path, search: DHPSearch, meta: dict[str, Any]) -> None:
+        self.path, self.search, self.meta = Path(path), search, meta
         clean_stale_temps(self.path.parent)  # temp files of searches killed mid-write
 
     def after_epoch(self, s: LoopState) -> None:
         state = {
             "meta": self.meta,
-            "model": s.model.state_dict(),
-            "optimizer": s.optimizer.state_dict(),
-            "scheduler": s.scheduler.state_dict() if s.scheduler is not None else None,
-            "loop": {"epoch": s.epoch, "step": s.step},
+            **FitCheckpoint.of(s).to_dict(),
             "dhp": self.search.state_dict(),
-            "train_generator": self.train.generator.get_state(),
         }
         # atomic, under a temp name of its own: a crash leaves the previous checkpoint, and two
         # searches writing one checkpoint_dir never share a temp file
         atomic_write(self.path, lambda tmp: torch.save(state, tmp))
 
     @staticmethod
-    def load(path: str | Path, meta: dict[str, Any]) -> dict[str, Any]:
-        """Read a checkpoint written for the same search (`meta` must match)."""
+    def load(path: str | Path, meta: dict[str, Any]) -> tuple[FitCheckpoint, dict[str, Any]]:
+        """Read a checkpoint written for the same search (`meta` must match): where the fit
+        resumes and the DHP hook's state."""
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as e:
@@ -459,4 +454,10 @@ class SearchCheckpoint(Hook):
                 f"DHP search checkpoint {path} was written for {state.get('meta')}, "
                 f"not for this search {meta}; delete it or point checkpoint_dir elsewhere"
             )
-        return state
+        try:
+            return FitCheckpoint.from_dict(state), state["dhp"]
+        except (CheckpointError, KeyError) as e:
+            raise CheckpointError(
+                f"DHP search checkpoint {path} is incomplete ({e}); delete it (the search "
+                "restarts) or point checkpoint_dir elsewhere"
+            ) from e

@@ -16,7 +16,7 @@ from harness.method import PruneContext
 from harness.runtime.device import pick_runtime
 from harness.structure import CostModel, build_structure
 from harness.task import DataSplits, Task
-from harness.train import build_optimizer, build_scheduler, fit
+from harness.train import Trainer
 from methods.dhp import DHP
 
 
@@ -145,7 +145,7 @@ def make_sr_ctx(model: nn.Module, *, target: float = 0.5, seed: int = 0) -> Prun
     structure = build_structure(model, x[:1])
     return PruneContext(
         model=model, structure=structure, cost=CostModel(structure), task=task, data=data,
-        runtime=runtime, target=target, seed=seed, fit=make_fit(task, data, runtime),
+        runtime=runtime, target=target, seed=seed, fit=Trainer(task, data, runtime, seed),
         log_metrics=lambda m, step=None: None, model_name="tiny_sr", task_name="sr",
         data_name="toy", train={},
     )  # fmt: skip
@@ -157,22 +157,6 @@ def make_data(n: int = 64, batch: int = 16, seed: int = 0) -> DataSplits:
     train = TensorBatches((x, y), batch_size=batch, shuffle=True, seed=seed)
     held = TensorBatches((x[:16], y[:16]), batch_size=16)
     return DataSplits(train=train, val=held, test=held)
-
-
-def make_fit(task: Task, data: DataSplits, runtime) -> Callable:
-    """The pipeline's `fit` closure: optimizer + per-step schedule from an optim mapping."""
-
-    def run_fit(model, *, epochs, optim, hooks=(), val=True, select_best=False, name="search"):
-        cfg = OmegaConf.create(dict(optim))
-        opt = build_optimizer(model.parameters(), cfg)
-        sched = build_scheduler(opt, cfg, epochs=epochs, steps_per_epoch=len(data.train))
-        return fit(
-            model, task, data.train, epochs=epochs, optimizer=opt, scheduler=sched,
-            runtime=runtime, hooks=hooks, val=data.val if val else None,
-            select_best=select_best, name=name,
-        )  # fmt: skip
-
-    return run_fit
 
 
 def make_ctx(
@@ -190,7 +174,7 @@ def make_ctx(
     sink = log if log is not None else []
     return PruneContext(
         model=model, structure=structure, cost=CostModel(structure), task=task, data=data,
-        runtime=runtime, target=target, seed=seed, fit=make_fit(task, data, runtime),
+        runtime=runtime, target=target, seed=seed, fit=Trainer(task, data, runtime, seed),
         log_metrics=lambda m, step=None: sink.append((step, dict(m))),
         model_name=model_name, task_name="toy", data_name="toy", train={},
     )  # fmt: skip

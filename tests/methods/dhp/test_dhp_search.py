@@ -378,6 +378,13 @@ def test_search_resumes_the_same_from_a_checkpoint(tmp_path, monkeypatch):
         dhp(checkpoint_dir=str(tmp_path / "run"), **method_args).search(
             make_ctx(build("resnet_proj"), target=0.6)
         )
+    # one that lacks a part of the fit's state (an older layout) is refused, not half-resumed
+    del ckpt["batches"]
+    torch.save(ckpt, tmp_path / "run" / "dhp_search.pt")
+    with pytest.raises(CheckpointError, match="dhp_search.pt is incomplete.*batches"):
+        dhp(checkpoint_dir=str(tmp_path / "run"), **method_args).search(
+            make_ctx(build("resnet_proj"), target=0.5)
+        )
 
 
 def test_frozen_and_input_latents_are_never_thresholded():
