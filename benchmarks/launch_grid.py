@@ -55,18 +55,21 @@ def _prunebench(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.C
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=3600)
 
 
-def check_grid(outputs: Path, jobs: list[dict]) -> list[str]:
-    """What is wrong with a finished grid (empty when it is what the issue asks for)."""
+def check_grid(outputs: Path, jobs: list[dict], halving: bool = False) -> list[str]:
+    """What is wrong with a finished grid (empty when it is what the issue asks for). A halving
+    grid's study.n_trials counts full-budget trials: each study has exactly that many COMPLETE
+    ones (and stopped trials besides)."""
     problems = []
     if len(jobs) != STUDIES or any("error" in j for j in jobs):
         problems.append(f"{len(jobs)} job lines, errors: {[j.get('error') for j in jobs]}")
     storage = f"sqlite:///{outputs / 'optuna.db'}"
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-    finished = (TrialState.COMPLETE, TrialState.PRUNED)
+    finished = (TrialState.COMPLETE,) if halving else (TrialState.COMPLETE, TrialState.PRUNED)
+    what = "full-budget" if halving else "finished"
     for name in names:
         n = len(optuna.load_study(study_name=name, storage=storage).get_trials(states=finished))
         if n != TRIALS:
-            problems.append(f"{name}: {n} finished trials, not {TRIALS}")
+            problems.append(f"{name}: {n} {what} trials, not {TRIALS}")
     if len(names) != STUDIES:
         problems.append(f"{len(names)} studies, not {STUDIES}")
     client = mlflow_client(f"sqlite:///{outputs / 'mlflow.db'}")
@@ -93,7 +96,7 @@ def run_launcher(
         return {**row, "problems": [grid.stderr.strip().splitlines()[-1:]]}
     jobs = [json.loads(line) for line in grid.stdout.strip().splitlines()]
     row["jobs"] = len(jobs)
-    problems = check_grid(cwd / "out", jobs)
+    problems = check_grid(cwd / "out", jobs, halving="study.fidelity.mode=halving" in extra)
     compare = _prunebench(["compare", "compare.sweep=latest", "outputs=out"], cwd, env)
     if compare.returncode != 0:
         problems.append(f"compare: {compare.stderr.strip().splitlines()[-1:]}")
@@ -141,7 +144,8 @@ def main() -> None:
         f"{'launcher':16} {'jobs':>4} {'wall s':>8}  result",
     ]
     for r in rows:
-        verdict = "ok (4 studies × 3 trials, compare mean ± std over 2 seeds)"
+        kind = "full-budget trials" if "study.fidelity.mode=halving" in args.extra else "trials"
+        verdict = f"ok (4 studies × 3 {kind}, compare mean ± std over 2 seeds)"
         result = verdict if not r["problems"] else "FAILED: " + "; ".join(map(str, r["problems"]))
         note = f" ({r['note']})" if r.get("note") else ""
         lines.append(f"{r['launcher']:16} {r.get('jobs', 0):4d} {r['wall_s']:8.1f}  {result}{note}")

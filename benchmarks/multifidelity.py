@@ -2,19 +2,29 @@
 the training images each study spent.
 
     PYTHONPATH=. python benchmarks/multifidelity.py [--methods l1 taylor] [--seeds 0 1 2]
-        [--full-trials 6] [--halving-trials 18] [--out results/multifidelity.md]
-        [--outputs DIR] [overrides ...]
+        [--full-trials 9] [--halving-trials 3] [--out results/multifidelity.md]
+        [--outputs DIR] [--kinds full-tpe full-nsga2 halving-tpe] [overrides ...]
 
 For every method and seed it runs three fresh studies in `--outputs` (one shared baseline per
 seed, from the cache; not counted as spent): `full-tpe` and `full-nsga2` with `--full-trials`
-full-budget trials, and `halving-tpe` (`study.fidelity.mode=halving`) with `--halving-trials`
-configurations. Spent compute = the `cost_train_images` of every trial (pruning/search and the
-fine-tuning epochs each trial actually ran; stopped trials included). After each finished trial
-(by finish time) the hypervolume of the study's full-budget validation front is recomputed
-against the fixed reference of the task and data (`compare`'s), giving a curve per study.
+full-budget trials, and `halving-tpe` (`study.fidelity.mode=halving`) run until
+`--halving-trials` of its trials reached the full budget (its study.n_trials). The studies keep
+their names in `--outputs`, so a rerun resumes them (finished ones are only read), and
+`--kinds` runs some kinds first (no report until all three are asked for). Spent compute = the
+`cost_train_images` of every trial (pruning/search and the fine-tuning epochs each trial
+actually ran; stopped trials included). After each finished trial (by finish time) the
+hypervolume of the study's full-budget validation front is recomputed against the fixed
+reference of the task and data (`compare`'s), giving a curve per study.
 The report: per kind and method, mean ± std over seeds of the spent images, the final
 hypervolume (validation front; its test quality), and the full-budget kinds' hypervolume at the
-compute the halving study spent (equal spent compute); and a PNG of the curves.
+compute the halving study spent (equal spent compute), the halving study's hypervolume at a
+third of what each full-budget study spent, and whether the goal is met (below); and a PNG
+of the curves.
+
+The goal (issue 25): the same hypervolume within the seeds' spread at ≤ 1/3 of the compute,
+read here as: per method and full-budget kind, the halving study's mean validation
+hypervolume at one third of that kind's spent images (per seed) is at least the full-budget
+kind's final mean minus its standard deviation over seeds.
 """
 
 from __future__ import annotations
@@ -93,8 +103,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--methods", nargs="+", default=["l1"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--full-trials", type=int, default=6)
-    parser.add_argument("--halving-trials", type=int, default=18)
+    parser.add_argument("--full-trials", type=int, default=9)
+    parser.add_argument(
+        "--halving-trials", type=int, default=3, help="full-budget trials of the halving study"
+    )
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        default=list(KINDS),
+        choices=list(KINDS),
+        help="run only these kinds of study (the report needs all of them)",
+    )
     parser.add_argument("--outputs", default=None, help="default: a temporary folder")
     parser.add_argument("--out", default=None, help="write the Markdown report (+ .png) here")
     parser.add_argument("overrides", nargs="*", help="config overrides (model=…, data=…)")
@@ -104,12 +123,15 @@ def main() -> None:
     curves: dict[tuple[str, str, int], list] = {}
     spent: dict[tuple[str, str, int], float] = {}
     full: dict[tuple[str, str, int], float] = {}
+    took: dict[tuple[str, str, int], float] = {}
     reference = reference_point(compose(base))
     t0 = time.perf_counter()
     for seed in args.seeds:
         ensure_baseline(compose([*base, f"seed={seed}"]))
         for method in args.methods:
             for kind, extra in KINDS.items():
+                if kind not in args.kinds:
+                    continue
                 n = args.halving_trials if kind.startswith("halving") else args.full_trials
                 name = f"study.name=mf-{kind}-{method}-s{seed}"
                 cfg = compose([*base, f"seed={seed}", f"method={method}", *extra,
@@ -119,13 +141,16 @@ def main() -> None:
                     study_name=summary["study_name"], storage=_storage(summary)
                 )
                 curves[(kind, method, seed)] = curve(study, reference)
+                took[(kind, method, seed)] = trials_wall_s(study)
                 cost = study_cost(study)
                 spent[(kind, method, seed)] = cost["study_train_images"]
                 full[(kind, method, seed)] = cost["study_full_trials"]
                 print(f"{kind} {method} s{seed}: spent {spent[(kind, method, seed)]:,.0f} images, "
                       f"HV {curves[(kind, method, seed)][-1][1]:.2f}", flush=True)  # fmt: skip
     wall = time.perf_counter() - t0
-    report = _report(args, curves, spent, full, reference, wall)
+    if set(args.kinds) != set(KINDS):
+        return  # a partial invocation (e.g. the full-budget studies first): no report
+    report = _report(args, curves, spent, full, took, reference, wall)
     print(report)
     if args.out:
         out = Path(args.out)
@@ -139,10 +164,19 @@ def _storage(summary: dict[str, Any]) -> Any:
     return resolve_storage(summary["storage"], outputs=".", workers=1).open()
 
 
-def _report(args, curves, spent, full, reference, wall) -> str:
+def trials_wall_s(study: Any) -> float:
+    """Seconds the study's trials ran, summed (start to finish of each; not the baseline)."""
+    return sum(
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in study.get_trials(deepcopy=False)
+        if t.datetime_start is not None and t.datetime_complete is not None
+    )
+
+
+def _report(args, curves, spent, full, took, reference, wall) -> str:
     rows = ["| method | study | trials | full-budget trials | train images spent | HV (val front) "
-            "| HV (its test quality) | HV at equal spend |",
-            "|---|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+            "| HV (its test quality) | HV at equal spend | trials' wall min |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for method in args.methods:
         for kind in KINDS:
             keys = [(kind, method, s) for s in args.seeds]
@@ -154,8 +188,10 @@ def _report(args, curves, spent, full, reference, wall) -> str:
                 f"| {method} | {kind} | {n} | {_ms([full[k] for k in keys])} | "
                 f"{_ms([spent[k] for k in keys])} | "
                 f"{_ms([curves[k][-1][1] for k in keys])} | "
-                f"{_ms([curves[k][-1][2] for k in keys])} | {_ms(equal)} |"
+                f"{_ms([curves[k][-1][2] for k in keys])} | {_ms(equal)} | "
+                f"{_ms([took[k] / 60 for k in keys])} |"
             )
+    verdict = _verdict(args, curves, spent)
     prov = provenance(seeds=args.seeds)
     png = Path(args.out or "multifidelity.md").with_suffix(".png").name
     return "\n".join([
@@ -165,14 +201,17 @@ def _report(args, curves, spent, full, reference, wall) -> str:
         "the task and data), and the test quality of that same front, against the training "
         "images the study spent (pruning/search and fine-tuning of every trial, stopped ones "
         "included; the shared baseline is not counted). Mean ± std over the seeds. `trials`: "
-        "study.n_trials (for halving: new configurations and late-promotion continuations). "
+        "study.n_trials (for halving: full-budget trials; its stopped trials come on top). "
         "HV at equal spend: each study's hypervolume when it had spent the smaller of its own "
         "total and the other kind's (full-budget rows against the halving study of the same "
-        "seed, the halving row against full-tpe). With fewer full-budget trials than "
-        "study.n_startup_trials (TPE) and study.population_size (NSGA-II), both full-budget "
-        "samplers are still in their seeded random start, so they may propose the same trials.",
+        "seed, the halving row against full-tpe). TPE draws its first study.n_startup_trials "
+        "(5) trials at random and NSGA-II its first generation (study.population_size=4). "
+        "Trials' wall min: the study's trials' run times summed (not the baseline), on a "
+        "shared, loaded machine: a rough guide only.",
         "",
         *rows, "",
+        "## The goal: the same hypervolume at ≤ 1/3 of the compute", "",
+        *verdict, "",
         f"![hypervolume vs spent training images]({png})",
         "",
         f"Wall time of this invocation: {wall / 60:.1f} min (studies that had already met their "
@@ -183,27 +222,61 @@ def _report(args, curves, spent, full, reference, wall) -> str:
     ])  # fmt: skip
 
 
+def _verdict(args, curves, spent) -> list[str]:
+    """Per method and full-budget kind: the halving study's HV at a third of that kind's spend
+    against the kind's final HV (mean ± std over seeds), and whether the goal is met."""
+    rows = ["| method | against | its final HV | its spent images | halving HV at 1/3 of that "
+            "| halving's own total spend (share) | goal met |",
+            "|---|---|---:|---:|---:|---:|---|"]  # fmt: skip
+    for method in args.methods:
+        for kind in ("full-tpe", "full-nsga2"):
+            seeds = args.seeds
+            final = [curves[(kind, method, s)][-1][1] for s in seeds]
+            third = [at_spent(curves[("halving-tpe", method, s)], spent[(kind, method, s)] / 3)
+                     for s in seeds]  # fmt: skip
+            share = [spent[("halving-tpe", method, s)] / spent[(kind, method, s)] for s in seeds]
+            sd = statistics.stdev(final) if len(final) > 1 else 0.0
+            met = statistics.mean(third) >= statistics.mean(final) - sd
+            theirs = _ms([spent[(kind, method, s)] for s in seeds])
+            own = _ms([spent[("halving-tpe", method, s)] for s in seeds])
+            rows.append(
+                f"| {method} | {kind} | {_ms(final)} | {theirs} | {_ms(third)} | {own} "
+                f"({statistics.mean(share):.2f}) | {'yes' if met else 'no'} |"
+            )
+    return [
+        "Met when the halving study's mean hypervolume at one third of the full-budget study's "
+        "spent images (per seed, read off its curve) is at least the full-budget study's final "
+        "mean minus its standard deviation over the seeds.", "",
+        *rows,
+    ]  # fmt: skip
+
+
 def _plot(curves, path: Path) -> None:
+    """One panel per method: each study's hypervolume curve, coloured by kind of study."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    methods = sorted({method for _, method, _ in curves})
+    fig, axes = plt.subplots(1, len(methods), figsize=(6 * len(methods), 4.5), squeeze=False)
     colors = {kind: f"C{i}" for i, kind in enumerate(KINDS)}
     styles = {"full-tpe": "-", "full-nsga2": "--", "halving-tpe": "-"}
-    labelled = set()
-    for (kind, method, seed), pts in sorted(curves.items()):
-        label = f"{kind}" if kind not in labelled else None
-        labelled.add(kind)
-        ax.step([0.0, *(p[0] for p in pts)], [0.0, *(p[1] for p in pts)], where="post",
-                color=colors[kind], linestyle=styles[kind], alpha=0.8, label=label)  # fmt: skip
-        del method, seed
-    ax.set_xlabel("training images spent")
-    ax.set_ylabel("hypervolume (validation front)")
-    ax.legend()
+    for ax, method in zip(axes[0], methods, strict=True):
+        labelled = set()
+        for (kind, m, _seed), pts in sorted(curves.items()):
+            if m != method:
+                continue
+            label = kind if kind not in labelled else None
+            labelled.add(kind)
+            ax.step([0.0, *(p[0] for p in pts)], [0.0, *(p[1] for p in pts)], where="post",
+                    color=colors[kind], linestyle=styles[kind], alpha=0.8, label=label)  # fmt: skip
+        ax.set_title(f"{method} (one line per seed)")
+        ax.set_xlabel("training images spent")
+        ax.set_ylabel("hypervolume (validation front)")
+        ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

@@ -30,9 +30,17 @@ launcher jobs sharing one study:
   fine-tuning epochs it ran itself), kept up to date at each rung; `study_cost` sums it over
   the study, stopped and failed trials included.
 
-In this mode `study.n_trials` counts Optuna trials: new configurations and continuations. A
-stopped trial's last snapshot stays in `outputs/halving/` (it may be promoted later); delete the
-folder once the study is done.
+In this mode `study.n_trials` counts full-budget trials (COMPLETE): the study runs new
+configurations until that many have finished the whole fine-tuning budget. A trial promoted at
+the last rung first claims one of those places (`full_budget_claim`, written, then the study
+read back: a trial that sees the places held by COMPLETE trials and by other running claimers
+stops there, so two workers deciding at once never overshoot; both may stop, and the study then
+runs one more configuration). A retried or continued trial resuming at the last rung claims
+again. `study.fidelity.max_trials` caps every trial the study runs (new configurations,
+continuations; failures not counted) so that a study whose trials keep stopping ends: by default
+2·η^k·n_trials, k the number of rungs (ASHA keeps about one configuration in η^k to the full
+budget). A stopped trial's last snapshot stays in `outputs/halving/` (it may be promoted
+later); delete the folder once the study is done.
 """
 
 from __future__ import annotations
@@ -65,7 +73,9 @@ __all__ = [
     "FIDELITY_MODES",
     "Fidelity",
     "RungHook",
+    "FULL_CLAIM",
     "crowding_distances",
+    "full_budget_holders",
     "ideal_distances",
     "mo_order",
     "nondominated_fronts",
@@ -89,6 +99,7 @@ class Fidelity:
     mode: str = "full"
     min_epochs: int = 1
     eta: int = 3
+    max_trials: int | None = None  # every trial the study may run; None: derived (max_trials_for)
 
     @classmethod
     def from_cfg(cls, study: DictConfig) -> Fidelity:
@@ -98,7 +109,11 @@ class Fidelity:
             raise ConfigError(
                 f"unknown study.fidelity.mode '{mode}'; known: {', '.join(FIDELITY_MODES)}"
             )
-        fid = cls(mode=mode, min_epochs=int(f.get("min_epochs", 1)), eta=int(f.get("eta", 3)))
+        cap = f.get("max_trials")
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ConfigError(f"study.fidelity.max_trials={cap!r} must be a whole number ≥ 1")
+        fid = cls(mode=mode, min_epochs=int(f.get("min_epochs", 1)), eta=int(f.get("eta", 3)),
+                  max_trials=cap)  # fmt: skip
         if fid.min_epochs < 1 or fid.eta < 2:
             raise ConfigError(
                 f"study.fidelity: min_epochs={fid.min_epochs} must be ≥ 1 and eta={fid.eta} ≥ 2"
@@ -116,6 +131,13 @@ class Fidelity:
             out.append(e)
             e *= self.eta
         return out
+
+    def max_trials_for(self, n_trials: int, budget: int) -> int:
+        """The cap on every trial a halving study of `n_trials` full-budget trials runs:
+        `max_trials`, or 2·η^k·n_trials (k rungs below `budget`), twice what ASHA needs."""
+        if self.max_trials is not None:
+            return self.max_trials
+        return 2 * self.eta ** len(self.rungs(budget)) * n_trials
 
     def check(self, cfg: DictConfig, objectives: Sequence[str]) -> None:
         """Halving needs a fine-tuning budget above the first rung and an objective the rungs
@@ -220,6 +242,26 @@ def promoted(me: int, entries: Mapping[int, Sequence[float]], eta: int) -> bool:
 # -- bookkeeping on the Optuna storage ----------------------------------------------------------
 
 
+#: a trial promoted past the last rung holds one of the study's full-budget places
+FULL_CLAIM = "full_budget_claim"
+
+
+def full_budget_holders(trials: Sequence[optuna.trial.FrozenTrial], but: int | None = None) -> int:
+    """Full-budget places held: COMPLETE trials and RUNNING ones that claimed a place (all but
+    trial number `but`)."""
+    from optuna.trial import TrialState
+
+    return sum(
+        1
+        for t in trials
+        if t.number != but
+        and (
+            t.state == TrialState.COMPLETE
+            or (t.state == TrialState.RUNNING and t.user_attrs.get(FULL_CLAIM))
+        )
+    )
+
+
 def rung_key(epoch: int) -> str:
     return f"rung.{epoch}"
 
@@ -277,8 +319,10 @@ class RungHook(Hook):
         fixed: Mapping[str, float],
         path: Path,
         tracking_uri: str | None = None,
+        full_trials: int | None = None,
     ) -> None:
         self.trial, self.fidelity, self.path = trial, fidelity, path
+        self.full_trials = full_trials  # `study.n_trials`: full-budget places (None: no limit)
         self.objectives = [o for o in objectives if o in _RUNG_SOURCES]
         self.fixed, self.tracking_uri = dict(fixed), tracking_uri
         self.prune_images = float(fixed.get("cost_prune_train_images", 0.0))
@@ -296,10 +340,14 @@ class RungHook(Hook):
         self.train_images = s.batches.num_samples if s.batches is not None else 0
         self.rungs = set(self.fidelity.rungs(s.epochs))
         self._resume(s)
+        if self.resumed_epochs and self.resumed_epochs == max(self.rungs):
+            self._claim_full(self.resumed_epochs)  # goes on from the last rung
 
     def after_epoch(self, s: LoopState) -> None:
         if s.epoch in self.rungs and s.epoch > self.replay_until:
             self._at_rung(s)
+        if s.epoch == max(self.rungs):  # promoted there (or replaying it): the full budget next
+            self._claim_full(s.epoch)
 
     # --- what the trial records ---------------------------------------------------------------
 
@@ -391,14 +439,29 @@ class RungHook(Hook):
             log.info("trial %d, stopped at rung epoch %d, is promoted now; it continues from "
                      "its snapshot", t.number, epoch)  # fmt: skip
 
-    def _stop(self, epoch: int, n: int) -> None:
+    def _claim_full(self, epoch: int) -> None:
+        """Take one of the study's `n_trials` full-budget places before training past the last
+        rung, or stop here when other trials hold them all. Written before the read, so of two
+        trials claiming at once at least one sees the other: never more places than
+        `n_trials` (both may stop; the study then runs another configuration)."""
+        if self.full_trials is None:
+            return
+        trial = self.trial
+        trial.set_user_attr(FULL_CLAIM, True)
+        held = full_budget_holders(trial.study.get_trials(deepcopy=False), but=trial.number)
+        if held < self.full_trials:
+            return
+        trial.set_user_attr(FULL_CLAIM, False)
+        self._stop(epoch, reason=f"the study's {self.full_trials} full-budget places are held "
+                   f"by {held} other trial(s)")  # fmt: skip
+
+    def _stop(self, epoch: int, n: int = 0, reason: str | None = None) -> None:
         self.trial.set_user_attr("stopped_at_epoch", epoch)
         self.trial.set_user_attr("cost_train_images", self.spent(epoch))
         self._drop_snapshots(keep=self.current)  # a later promotion continues from it
         keep = max(1, n // self.fidelity.eta)
-        raise RunStopped(
-            f"stopped at rung epoch {epoch}: not in the top {keep} of {n} by non-dominated rank"
-        )
+        why = reason or f"not in the top {keep} of {n} by non-dominated rank"
+        raise RunStopped(f"stopped at rung epoch {epoch}: {why}")
 
     def _resume(self, s: LoopState) -> None:
         """Continue from a predecessor's last rung snapshot: a retried trial (its worker died)

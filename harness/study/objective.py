@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.errors import ConfigError, ImpossibleTargetError, PruneBenchError, RunStopped
 from harness.run.accounting import COST_PREFIX
 from harness.runtime.processes import process_token
-from harness.study.halving import RungHook, snapshot_path
+from harness.study.halving import RungHook, full_budget_holders, snapshot_path
 from harness.study.mlflow_link import kill_finished_run
 from harness.study.settings import CONSTRAINTS, OBJECTIVES, StudySettings
 from harness.study.space import SearchSpace
@@ -146,7 +146,8 @@ class TrialObjective:
 
         def make(fixed: Mapping[str, float]) -> RungHook:
             return RungHook(trial, fidelity=fidelity, objectives=self.settings.objectives,
-                            fixed=fixed, path=path, tracking_uri=self.tracking_uri)  # fmt: skip
+                            fixed=fixed, path=path, tracking_uri=self.tracking_uri,
+                            full_trials=self.settings.n_trials)  # fmt: skip
 
         return make
 
@@ -191,18 +192,23 @@ class TrialObjective:
 
     def _claim(self, trial: optuna.Trial) -> None:
         """Refuse a trial that concurrent workers started beyond the budget (budget semantics:
-        harness/study/runner.py)."""
+        harness/study/runner.py; in a halving study the cap is `study.fidelity.max_trials`,
+        and a trial is refused once the full-budget places are all held)."""
         from optuna.trial import TrialState
 
-        if self.settings.n_trials is None:
-            return
+        s = self.settings
+        limit = s.max_trials if s.fidelity.halving else s.n_trials
+        trials = trial.study.get_trials(deepcopy=False)
         counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
         ahead = sum(
             1
-            for t in trial.study.get_trials(deepcopy=False, states=counted)
-            if t.number < trial.number and not t.user_attrs.get("surplus")
+            for t in trials
+            if t.state in counted and t.number < trial.number and not t.user_attrs.get("surplus")
         )
-        if ahead >= self.settings.n_trials:
+        full = s.fidelity.halving and s.n_trials is not None
+        if (limit is not None and ahead >= limit) or (
+            full and full_budget_holders(trials, but=trial.number) >= s.n_trials
+        ):
             trial.set_user_attr("surplus", True)
             trial.set_user_attr("fail_reason", "surplus: the budget was met by other workers")
             raise SurplusTrial(f"trial {trial.number} is beyond study.n_trials")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from harness.exit_codes import BUDGET_NOT_MET, OK, WORKER_DIED
+from harness.study.halving import FULL_CLAIM
 
 if TYPE_CHECKING:
     import optuna
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "OptunaFailureFilter",
     "StudyOutcome",
+    "budget_met",
     "count_trials",
     "outcome_of",
     "quiet_optuna_failures",
@@ -96,20 +98,34 @@ def study_outcome(
 
 
 def count_trials(study: optuna.Study, since: float) -> dict[str, int]:
-    """Finished (COMPLETE + PRUNED), running, and failed-since-`since` trials (surplus ones
-    are not failures): what the workers' budget and the outcome are judged on."""
+    """Finished (COMPLETE + PRUNED; `complete` of them full-budget), running (`claimed` of
+    them holding a full-budget place in a halving study), and failed-since-`since` trials
+    (surplus ones are not failures): what the workers' budget and the outcome are judged on."""
     from optuna.trial import TrialState
 
-    c = {"done": 0, "running": 0, "failed": 0}
+    c = {"done": 0, "complete": 0, "running": 0, "claimed": 0, "failed": 0}
     for t in study.get_trials(deepcopy=False):
         if t.state in (TrialState.COMPLETE, TrialState.PRUNED):
             c["done"] += 1
+            c["complete"] += t.state == TrialState.COMPLETE
         elif t.state == TrialState.RUNNING:
             c["running"] += 1
+            c["claimed"] += bool(t.user_attrs.get(FULL_CLAIM))
         elif t.state == TrialState.FAIL and not t.user_attrs.get("surplus"):
             started = t.datetime_start.timestamp() if t.datetime_start else 0.0
             c["failed"] += started >= since
     return c
+
+
+def budget_met(c: dict[str, int], settings: StudySettings) -> bool:
+    """Whether the workers should start no more trials, by `count_trials`' counts: finished
+    and running trials reach `study.n_trials`; in a halving study, full-budget trials and
+    running claimers of a full-budget place do, or all trials reach `study.fidelity.max_trials`."""
+    if settings.fidelity.halving:
+        cap = settings.max_trials is not None and c["done"] + c["running"] >= settings.max_trials
+        full = settings.n_trials is not None and c["complete"] + c["claimed"] >= settings.n_trials
+        return cap or full
+    return settings.n_trials is not None and c["done"] + c["running"] >= settings.n_trials
 
 
 def outcome_of(
@@ -132,9 +148,20 @@ def outcome_of(
         ),
         None,
     )
+    halving = settings.fidelity.halving
+    if halving and settings.max_trials is not None and c["done"] >= settings.max_trials:
+        if settings.n_trials is not None and c["complete"] < settings.n_trials:
+            outcome = StudyOutcome(
+                BUDGET_NOT_MET,
+                f"budget not met: {c['complete']} of study.n_trials={settings.n_trials} "
+                f"full-budget trials after study.fidelity.max_trials={settings.max_trials} "
+                "trials; raise it (or study.n_trials) and rerun to go on",
+            )
+            log.error("study %s: %s", settings.name, outcome.reason)
+            return outcome
     outcome = study_outcome(
         n_trials=settings.n_trials,
-        n_done=c["done"],
+        n_done=c["complete"] if halving else c["done"],
         n_complete=sum(t.state == TrialState.COMPLETE for t in trials),
         n_failed_now=c["failed"],
         max_failures=settings.max_failures,
@@ -142,7 +169,8 @@ def outcome_of(
         and time.time() >= started + settings.timeout_s,
         dead_workers=dead_workers,
         first_fail_reason=first_fail,
-        n_running_elsewhere=c["running"],  # this job's workers have stopped: others' trials
+        # this job's workers have stopped: others' trials (halving: those going full-budget)
+        n_running_elsewhere=c["claimed"] if halving else c["running"],
     )
     if outcome.code:
         log.error("study %s: %s", settings.name, outcome.reason)

@@ -5,9 +5,11 @@ written into the config, so a trial is exactly what `prunebench run` would do wi
 overrides, and every method gets the same data, baseline, measurement and trial budget.
 
 Budget semantics: `study.n_trials` counts finished trials (COMPLETE + PRUNED) over the study's
-whole life, so re-running with a larger `n_trials` resumes up to it. Failed trials (exception,
-NaN loss, out of memory) are recorded with their reason and do not use up the budget; a
-trial whose worker died (SIGKILL, Ctrl-C) is failed and its parameters are retried.
+whole life, so re-running with a larger `n_trials` resumes up to it (a successive-halving study
+counts full-budget trials, under the cap `study.fidelity.max_trials`: harness/study/halving.py).
+Failed trials (exception, NaN loss, out of memory) are recorded with their reason and do not use
+up the budget; a trial whose worker died (SIGKILL, Ctrl-C) is failed and its parameters are
+retried.
 
 This module is the study's story; its parts: settings.py (what `cfg.study` asks for),
 objective.py (one trial), workers.py (worker processes and samplers), recovery.py (dead

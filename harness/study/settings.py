@@ -41,7 +41,8 @@ CONSTRAINTS: dict[str, tuple[str, int]] = {
 }
 SAMPLERS = ("nsga2", "random", "tpe")
 #: config keys that change between invocations of one study: tags on the parent, not params
-VOLATILE = ("study.n_trials", "study.timeout_s", "study.workers", "study.job")
+VOLATILE = ("study.n_trials", "study.timeout_s", "study.workers", "study.job",
+            "study.fidelity.max_trials")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class StudySettings:
     workers_per_device: int | None = None
     job: int | None = None
     fidelity: Fidelity = field(default_factory=Fidelity)  # full budget, or successive halving
+    #: halving: n_trials counts full-budget trials, and this caps every trial (None: no cap)
+    max_trials: int | None = None
 
     @classmethod
     def from_cfg(cls, cfg: DictConfig) -> StudySettings:
@@ -114,6 +117,16 @@ class StudySettings:
             raise ConfigError(f"unknown sampler '{s.sampler}'; known: {', '.join(SAMPLERS)}")
         fidelity = Fidelity.from_cfg(s)
         fidelity.check(cfg, objectives)
+        max_trials = None
+        if fidelity.halving:
+            max_trials = fidelity.max_trials
+            if n_trials is not None:
+                max_trials = fidelity.max_trials_for(n_trials, int(cfg.finetune.epochs))
+                if max_trials < n_trials:
+                    raise ConfigError(
+                        f"study.fidelity.max_trials={max_trials} is below study.n_trials="
+                        f"{n_trials} (full-budget trials): the study could never meet it"
+                    )
         return cls(
             name=study_name(cfg),
             n_trials=n_trials,
@@ -135,6 +148,7 @@ class StudySettings:
             else int(s.workers_per_device),
             job=job,
             fidelity=fidelity,
+            max_trials=max_trials,
         )
 
     def storage(self, cfg: DictConfig) -> StorageSpec:

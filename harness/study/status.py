@@ -38,8 +38,9 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
 class StudyProgress:
     """Call after each trial (Optuna `callbacks=`); `close()` at the end."""
 
-    def __init__(self, name: str, total: int | None) -> None:
+    def __init__(self, name: str, total: int | None, full_only: bool = False) -> None:
         self.name, self.total = name, total
+        self.full_only = full_only  # a halving study's budget counts full-budget trials
         self.started = time.time()
         self.finished_here = 0
         self.ticker = Ticker(total, name)
@@ -49,9 +50,11 @@ class StudyProgress:
 
         log.info("%s: %s", self.name, trial_line(trial))
         trials = study.get_trials(deepcopy=False)
-        done = sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+        counted = (TrialState.COMPLETE,) if self.full_only else (TrialState.COMPLETE,
+                                                                 TrialState.PRUNED)  # fmt: skip
+        done = sum(t.state in counted for t in trials)
         failed = sum(t.state == TrialState.FAIL and not t.user_attrs.get("surplus") for t in trials)
-        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        if trial.state in counted:
             self.finished_here += 1
         front = len(study.best_trials) if any(t.state == TrialState.COMPLETE for t in trials) else 0
         status = f"failed {failed}, front {front}"

@@ -24,7 +24,7 @@ from harness.runtime.secrets import mask_secrets
 from harness.runtime.startup import start_process
 from harness.study.mlflow_link import ParetoTagger
 from harness.study.objective import TrialObjective
-from harness.study.outcome import count_trials, quiet_optuna_failures
+from harness.study.outcome import budget_met, count_trials, quiet_optuna_failures
 from harness.study.recovery import on_stale, recover_dead_trials
 from harness.study.settings import StudySettings
 from harness.study.status import StudyProgress
@@ -191,14 +191,14 @@ def worker_main(spec: WorkerSpec, *, child: bool = False) -> None:
         sampler=make_sampler(settings, spec.index, started),
     )
     objective = TrialObjective(cfg, settings, spec.parent_run_id, spec.tracking_uri)
-    progress = StudyProgress(settings.name, settings.n_trials)
+    progress = StudyProgress(settings.name, settings.n_trials, settings.fidelity.halving)
     callbacks = [ParetoTagger(spec.tracking_uri)] if spec.tracking_uri else []
     callbacks.append(progress)
     try:
         while spec.deadline is None or time.time() < spec.deadline:
             recover_dead_trials(study, storage, settings, spec.tracking_uri)  # a sibling died
             c = count_trials(study, spec.started_at)
-            if settings.n_trials is not None and c["done"] + c["running"] >= settings.n_trials:
+            if budget_met(c, settings):
                 break
             if c["failed"] >= settings.max_failures:
                 log.error("%d trials failed in this run (study.max_failures); stopping",

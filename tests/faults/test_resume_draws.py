@@ -77,7 +77,12 @@ def test_a_study_killed_and_resumed_repeats_only_the_retried_trial(cli, tmp_path
     # trial 1 hangs once pruned, so the kill lands mid-trial after trial 0 completed
     proc = Spawned("study", *args, logs=tmp_path / "logs", env={"TINYCLI_HANG_AT_TRIAL": "1"})
     try:
-        victim = proc.wait_for(lambda: _running_trial(tmp_path))
+        # trial 0 runs too before it completes: wait for the hanging trial 1 itself
+        victim = proc.wait_for(
+            lambda: next(
+                (t for t in [_running_trial(tmp_path)] if t is not None and t.number == 1), None
+            )
+        )
         assert victim.number == 1
         os.kill(proc.pid, signal.SIGKILL)  # the whole study, mid-trial
     finally:

@@ -18,6 +18,7 @@ from harness.data import TensorBatches
 from harness.errors import ConfigError, RunStopped
 from harness.runtime.device import pick_runtime
 from harness.study.halving import (
+    FULL_CLAIM,
     Fidelity,
     RungHook,
     crowding_distances,
@@ -27,6 +28,7 @@ from harness.study.halving import (
     rung_points,
     study_cost,
 )
+from harness.study.outcome import budget_met, outcome_of
 from harness.study.recovery import retry_trial
 from harness.study.settings import StudySettings
 from harness.train.hooks import Hook, LoopState
@@ -96,9 +98,37 @@ def test_rungs_and_settings():
         ("study.fidelity.mode=sometimes", "unknown study.fidelity.mode"),
         ("study.fidelity.eta=1", "eta=1"),
         ("study.fidelity.min_epochs=9", "finetune.epochs=9 > study.fidelity.min_epochs=9"),
+        ("study.fidelity.max_trials=0", "max_trials=0 must be a whole number"),
+        ("study.fidelity.max_trials=5", "max_trials=5 is below study.n_trials=20"),
     ]:
         with pytest.raises(ConfigError, match=match):
             StudySettings.from_cfg(compose([*base, "study.fidelity.mode=halving", bad]))
+
+
+def test_a_halving_study_counts_full_budget_trials_and_caps_all_of_them():
+    base = ["data=digits", "model=resnet20", "finetune.epochs=9", "study.fidelity.mode=halving",
+            "study.n_trials=2"]  # fmt: skip
+    s = StudySettings.from_cfg(compose(base))
+    assert s.max_trials == 2 * 3**2 * 2  # two rungs (1, 3): 2·η²·n_trials
+    assert StudySettings.from_cfg(compose([*base, "study.fidelity.max_trials=7"])).max_trials == 7
+    counts = {"done": 5, "complete": 1, "running": 1, "claimed": 0, "failed": 0}
+    assert not budget_met(counts, s)  # 5 finished, but 1 of 2 full-budget trials
+    assert budget_met({**counts, "claimed": 1}, s)  # the running one holds the last place
+    assert budget_met({**counts, "done": 35}, s)  # the cap: 36 trials
+    full = StudySettings.from_cfg(compose([*base[:3], "study.n_trials=6"]))
+    assert full.max_trials is None and budget_met({**counts, "running": 1}, full)
+
+
+def test_a_study_that_reaches_its_trial_cap_says_so():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for _ in range(3):
+        study.add_trial(optuna.create_trial(state=TrialState.PRUNED))
+    base = ["data=digits", "model=resnet20", "finetune.epochs=9", "study.fidelity.mode=halving",
+            "study.n_trials=1", "study.fidelity.max_trials=3"]  # fmt: skip
+    out = outcome_of(study, StudySettings.from_cfg(compose(base)), 0.0, [])
+    assert out.code != 0
+    assert out.reason.startswith("budget not met: 0 of study.n_trials=1 full-budget trials after "
+                                 "study.fidelity.max_trials=3 trials")  # fmt: skip
 
 
 # -- a tiny fine-tuning run under a rung hook ---------------------------------------------------
@@ -158,7 +188,7 @@ class KillAfter(Hook):
             raise Killed
 
 
-def _objective(tmp_path, *, kill_at=None, quality_shift=None):
+def _objective(tmp_path, *, kill_at=None, quality_shift=None, full_trials=None):
     """A fake study objective: one tiny fine-tune per trial with the trial's rung hook."""
 
     def objective(trial: optuna.Trial) -> list[float]:
@@ -166,7 +196,8 @@ def _objective(tmp_path, *, kill_at=None, quality_shift=None):
         macs = trial.suggest_float("macs", 0.1, 0.9)
         hook = RungHook(trial, fidelity=FIDELITY, objectives=("quality", "macs_ratio"),
                         fixed={"macs_ratio": macs, "cost_prune_train_images": 10.0},
-                        path=tmp_path / f"trial{trial.number}.pt")  # fmt: skip
+                        path=tmp_path / f"trial{trial.number}.pt",
+                        full_trials=full_trials)  # fmt: skip
         hooks = [hook] if kill_at is None else [hook, KillAfter(kill_at)]
         if quality_shift is not None:  # hand-made rung qualities (by configuration)
             hooks.insert(0, _Shift(quality_shift[lr]))
@@ -222,6 +253,39 @@ def test_rungs_promote_asynchronously_and_stopped_trials_stay_off_the_front(tmp_
     cost = study_cost(study)
     assert cost["study_train_images"] == 2 * (10.0 + EPOCHS * 48) + 2 * (10.0 + 48)
     assert cost["study_full_trials"] == 2 and cost["study_stopped_trials"] == 2
+
+
+@pytest.mark.parametrize("claimed", [True, False])
+def test_a_promoted_trial_stops_at_the_last_rung_when_the_full_budget_places_are_held(
+    tmp_path, claimed
+):
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    other = study.ask()  # another worker's trial, running; it claimed the only place or not
+    other.set_user_attr(FULL_CLAIM, claimed)
+    study.enqueue_trial({"lr": 0.02, "macs": 0.5})
+    study.optimize(_objective(tmp_path, full_trials=1), n_trials=1)
+    t = study.trials[1]
+    assert t.user_attrs["rung_promoted.1"] is True and t.user_attrs["rung_promoted.3"] is True
+    if claimed:  # alone at every rung, so promoted, but the place is taken: it stops there
+        assert t.state == TrialState.PRUNED and t.user_attrs["stopped_at_epoch"] == 3
+        assert t.user_attrs[FULL_CLAIM] is False
+        assert (tmp_path / "trial1.pt").is_file()  # a later promotion may continue it
+    else:
+        assert t.state == TrialState.COMPLETE and t.user_attrs[FULL_CLAIM] is True
+
+
+def test_a_retry_resuming_at_the_last_rung_claims_its_place_again(tmp_path):
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial({"lr": 0.02, "macs": 0.5})
+    study.optimize(_objective(tmp_path, kill_at=4, full_trials=1), n_trials=1, catch=(Killed,))
+    dead = study.trials[0]
+    assert dead.state == TrialState.FAIL and dead.user_attrs[FULL_CLAIM] is True
+    retry_trial(study, dead, max_retry=2)
+    study.add_trial(optuna.create_trial(state=TrialState.COMPLETE, values=[0.0, 0.5]))
+    study.optimize(_objective(tmp_path, full_trials=1), n_trials=1)
+    retry = study.trials[1]  # the one place went to the trial that completed meanwhile
+    assert retry.user_attrs["resumed_from"] == {"trial": 0, "epoch": 3}
+    assert retry.state == TrialState.PRUNED and retry.user_attrs["stopped_at_epoch"] == 3
 
 
 #: rung qualities (higher is better) per configuration (its lr): (rung 1, rung 3)
@@ -340,8 +404,9 @@ def test_compare_reports_what_each_study_spent():
 @pytest.mark.slow
 def test_a_killed_two_worker_halving_study_resumes_its_promoted_trials_exactly(tmp_path):
     """Acceptance: 2 workers, killed mid-way (a trial promoted past its last rung), resumed:
-    the budget is met, no parameters repeat among full-budget trials, no rung counts a trial
-    twice, and the resumed trial's result is that of an uninterrupted run of its parameters."""
+    the study ends with study.n_trials full-budget trials, no configuration runs twice, no rung
+    counts a trial twice, and every trial that continued from a rung snapshot (the killed one's
+    retry, late promotions) ends with the result of an uninterrupted run of its parameters."""
     import os
     import signal
     import subprocess
@@ -354,7 +419,7 @@ def test_a_killed_two_worker_halving_study_resumes_its_promoted_trials_exactly(t
 
     args = ["data=digits", "model=resnet20", "train.epochs=1", "finetune.epochs=9",
             "measure.latency=false", "study.n_startup_trials=2", "study.target.low=0.3",
-            "method=l1", "study.n_trials=6", "study.workers=2", "study.fidelity.mode=halving",
+            "method=l1", "study.n_trials=3", "study.workers=2", "study.fidelity.mode=halving",
             f"outputs={tmp_path}"]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "study", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -372,7 +437,7 @@ def test_a_killed_two_worker_halving_study_resumes_its_promoted_trials_exactly(t
             except Exception:  # noqa: BLE001 - not created yet
                 continue
             victim = next((t for t in study.get_trials(states=(TrialState.RUNNING,))
-                           if t.user_attrs.get("rung_promoted.3")), None)  # fmt: skip
+                           if t.user_attrs.get(FULL_CLAIM)), None)  # fmt: skip
         assert victim is not None, "no trial was ever caught past its last rung"
         os.killpg(proc.pid, signal.SIGKILL)  # the study and both workers, mid-trial
     finally:
@@ -381,9 +446,14 @@ def test_a_killed_two_worker_halving_study_resumes_its_promoted_trials_exactly(t
         proc.wait()
     summary = run_study(compose(args))
     study = optuna.load_study(study_name=name, storage=storage.open())
-    done = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
-    assert len(done) == 6 and summary["exit_code"] == 0
+    assert summary["exit_code"] == 0
     full = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(full) == 3  # study.n_trials full-budget trials, not one more
+    assert len(study.trials) <= StudySettings.from_cfg(compose(args)).max_trials
+    # no parameters run twice: only retries and continuations repeat a configuration
+    fresh = [t for t in study.trials if t.params and not ({"retry_of", "continues"}
+                                                          & t.user_attrs.keys())]  # fmt: skip
+    assert len({tuple(sorted(t.params.items())) for t in fresh}) == len(fresh)
     assert len({tuple(sorted(t.params.items())) for t in full}) == len(full)
     retry = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
     assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
@@ -391,9 +461,13 @@ def test_a_killed_two_worker_halving_study_resumes_its_promoted_trials_exactly(t
     for epoch in (1, 3):
         counted = rung_points(study.trials, epoch)
         assert victim.number not in counted and retry[0].number in counted
-    # the same parameters, run uninterrupted (same threads as a worker of two)
+    # every full-budget trial that continued from a snapshot, against the same parameters run
+    # uninterrupted (same threads as a worker of two)
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
-    values = [f"{k}={v!r}" for k, v in retry[0].params.items()]
-    record = run(compose([*args, *values, "tracking.enabled=false"]))
-    assert retry[0].values[0] == record["val_metric"]
-    assert retry[0].user_attrs["test_metric"] == record["test_metric"]
+    resumed = [t for t in full if t.user_attrs.get("resumed_from")]
+    assert retry[0].number in {t.number for t in resumed}
+    for t in resumed:
+        values = [f"{k}={v!r}" for k, v in t.params.items()]
+        record = run(compose([*args, *values, "tracking.enabled=false"]))
+        assert t.values[0] == record["val_metric"]
+        assert t.user_attrs["test_metric"] == record["test_metric"]
