@@ -37,7 +37,7 @@ from harness.errors import ConfigError
 from harness.method import Needs, TrainTimeMethod
 from harness.registry import METHODS
 from harness.structure.scoring import out_first
-from methods.sfp import SoftFilterHook, soft_filter_hook
+from methods.sfp import SoftFilterHook, check_freeze, soft_filter_hook
 
 if TYPE_CHECKING:
     from harness.method import PruneContext
@@ -68,11 +68,9 @@ class FPGM(TrainTimeMethod):
             raise ConfigError(
                 f"fpgm epochs={epochs!r}; use an integer >= 0 (soft-pruning epochs; 0: one-shot)"
             )
-        if not isinstance(freeze, bool):
-            raise ConfigError(f"fpgm freeze={freeze!r}; use true or false")
         self.p = p
         self.epochs = epochs
-        self.freeze = freeze
+        self.freeze = check_freeze("fpgm", freeze)
         self._hook: SoftFilterHook | None = None
         self._zeroed: dict[str, Tensor] = {}  # layer → output channels zeroed at the last epoch
 

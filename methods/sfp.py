@@ -22,6 +22,10 @@ only): zeroing γ would block recovery for good (the gradient reaching a BN's in
 γ's own gradient Σ g·x̂ is 0 on a constant channel), and an unmasked consumer column carries the
 gradient back to the zeroed filter.
 
+`freeze: true` zeroes the zeroed filters' gradients until the next epoch end (FPGM's code does;
+SFP's does not): `method=sfp method.freeze=true` is FPGM's schedule with SFP's ℓ2 criterion, so
+the two criteria can be compared on one schedule.
+
 Caveats of the rule, left as the paper has them: (1) behind a train-mode BatchNorm a zeroed
 filter makes its channel's batch variance 0, so its gradient is scaled by γ/√eps (≈ 316·γ at
 eps = 1e-5) when the BN output β survives the next ReLU (β > 0), and is 0 when it does not
@@ -159,6 +163,13 @@ class SoftFilterHook(Hook):
         self._frozen = None
 
 
+def check_freeze(method: str, freeze: object) -> bool:
+    """`freeze` as given, or a one-line error naming the method."""
+    if not isinstance(freeze, bool):
+        raise ConfigError(f"{method} freeze={freeze!r}; use true or false")
+    return freeze
+
+
 def soft_filter_hook(
     ctx: PruneContext, score: Callable[[LayerView], Tensor | None], *, freeze: bool = False
 ) -> SoftFilterHook:
@@ -177,16 +188,17 @@ class SFP(TrainTimeMethod):
         "through the paper's whole training schedule"
     )
 
-    def __init__(self, epochs: int = 3) -> None:
+    def __init__(self, epochs: int = 3, freeze: bool = False) -> None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ConfigError(
                 f"sfp epochs={epochs!r}; use an integer >= 1 (epochs of soft pruning from the "
                 "baseline; with 0 it would be plain l2 pruning: use method=l2)"
             )
         self.epochs = epochs
+        self.freeze = check_freeze("sfp", freeze)
 
     def hooks(self, ctx: PruneContext) -> list[Hook]:
-        return [soft_filter_hook(ctx, l2_filter_score)]
+        return [soft_filter_hook(ctx, l2_filter_score, freeze=self.freeze)]
 
     def score(self, view: LayerView) -> Tensor | None:
         return l2_filter_score(view)

@@ -240,12 +240,29 @@ def test_fpgm_soft_schedule_holds_zeroed_filters_at_zero_until_the_next_epoch_en
     assert bool((net[0].weight.detach()[zeroed] != 0).any())
 
 
+def test_sfp_freeze_holds_its_zeroed_filters_as_fpgm_does():
+    net = sfp_net()
+    ctx = ctx_for(net, torch.zeros(1, 1, 3, 3), 0.45)
+    (hook,) = SFP(epochs=1, freeze=True).hooks(ctx)
+    opt = torch.optim.SGD(net.parameters(), lr=1.0e-3)
+    s = state(net, opt)
+    hook.after_epoch(s)
+    opt.zero_grad()
+    net(torch.ones(2, 1, 3, 3)).sum().backward()
+    hook.after_backward(s)
+    opt.step()  # without freeze f1 and f2 move off zero (test_sfp_zeroed_filters_keep_training…)
+    assert bool((net[0].weight[[1, 2]] == 0).all()) and bool((net[0].bias[[1, 2]] == 0).all())
+    assert not SFP().freeze  # the default is SFP's own rule
+
+
+@pytest.mark.parametrize("method", ["fpgm", "sfp"])
 @pytest.mark.parametrize("freeze", [1, "yes", None])
-def test_fpgm_rejects_a_freeze_that_is_not_a_bool(freeze):
+def test_soft_methods_reject_a_freeze_that_is_not_a_bool(method, freeze):
     from methods.fpgm import FPGM
 
-    with pytest.raises(ConfigError, match=r"fpgm freeze=.*true or false"):
-        FPGM(freeze=freeze)
+    cls = {"fpgm": FPGM, "sfp": SFP}[method]
+    with pytest.raises(ConfigError, match=rf"{method} freeze=.*true or false"):
+        cls(freeze=freeze)
 
 
 @pytest.mark.parametrize("epochs", [0, -1, 1.5, True])
