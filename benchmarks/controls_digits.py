@@ -19,7 +19,7 @@ and 3 fine-tuning epochs plus the longest method phase (slimming's 5: 8 epochs p
 every method) keep it to about an hour: it shows the machinery and the order of the verdicts, not
 paper-grade numbers. DHP searches from scratch for at most the baseline's 10 epochs
 (`method.epochs=10`) and gets what is left of the same total as fine-tuning. Studies resume: a
-second call only runs what is missing, then compares.
+second call only runs what is missing, then compares (`--compare-only`: only the report).
 """
 
 from __future__ import annotations
@@ -78,6 +78,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--outputs", default="outputs/controls_digits")
     parser.add_argument("--results", default="results/controls_digits_resnet20")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
+    parser.add_argument(
+        "--compare-only", action="store_true", help="only redo the report from the studies there"
+    )
     args, extra = parser.parse_known_args(argv)
     methods = tuple(m for m in args.methods.split(",") if m)
     load_configured(compose(["data=digits"]))
@@ -86,8 +89,8 @@ def main(argv: list[str]) -> int:
     if missing and args.methods == ",".join(METHODS):
         raise SystemExit(f"controls_digits: registered methods not in METHODS: {missing}")
     shared = [*base(methods), f"outputs={args.outputs}", *extra]
-    for seed in SEEDS:  # seed-major: one baseline at a time; sources before their controls
-        for label in (*methods, *controls(methods)):
+    for seed in () if args.compare_only else SEEDS:  # seed-major: one baseline at a time
+        for label in (*methods, *controls(methods)):  # sources before their controls
             name, _, source = label.partition("@")
             own = [f"method={name}", f"seed={seed}", *([f"method.source={source}"] * bool(source))]
             cfg = compose([*shared, *own, *METHOD_OVERRIDES.get(name, ())])
