@@ -22,6 +22,10 @@ only): zeroing γ would block recovery for good (the gradient reaching a BN's in
 γ's own gradient Σ g·x̂ is 0 on a constant channel), and an unmasked consumer column carries the
 gradient back to the zeroed filter.
 
+`freeze: true` zeroes the zeroed filters' gradients until the next epoch end (FPGM's code does;
+SFP's does not): `method=sfp method.freeze=true` is FPGM's schedule with SFP's ℓ2 criterion, so
+the two criteria can be compared on one schedule.
+
 Caveats of the rule, left as the paper has them: (1) behind a train-mode BatchNorm a zeroed
 filter makes its channel's batch variance 0, so its gradient is scaled by γ/√eps (≈ 316·γ at
 eps = 1e-5) when the BN output β survives the next ReLU (β > 0), and is 0 when it does not
@@ -60,36 +64,51 @@ def l2_filter_score(view: LayerView) -> Tensor | None:
     return view.weight.flatten(1).float().norm(dim=1)
 
 
-@torch.no_grad()
-def zero_filters(model: nn.Module, structure: Structure, removed: dict[str, Tensor]) -> int:
-    """Zero the filter rows and bias entries of the `removed` units in every conv/linear producer.
-
-    Returns the number of filters zeroed (summed over layers).
-    """
+def _zeroed_rows(
+    model: nn.Module, structure: Structure, removed: dict[str, Tensor]
+) -> list[tuple[nn.Module, Tensor]]:
+    """(layer, output channels) of the `removed` units in every conv/linear producer."""
     modules = dict(model.named_modules())
-    count = 0
+    rows = []
     for name, mask in removed.items():
         for slot in structure.groups[name].producers:
             m = modules[slot.module]
             if not isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
                 continue
             idx = slot.channels[mask[slot.units]].to(m.weight.device)  # [k] output channels
-            if not len(idx):
-                continue
-            if isinstance(m, nn.ConvTranspose2d):
-                # weight is [C_in, C_out, kh, kw]; grouped transposed convs are frozen groups
-                m.weight[:, idx] = 0
-            else:
-                m.weight[idx] = 0
-            if m.bias is not None:
-                m.bias[idx] = 0
-            count += len(idx)
+            if len(idx):
+                rows.append((m, idx))
+    return rows
+
+
+@torch.no_grad()
+def zero_filters(model: nn.Module, structure: Structure, removed: dict[str, Tensor]) -> int:
+    """Zero the filter rows and bias entries of the `removed` units in every conv/linear producer.
+
+    Returns the number of filters zeroed (summed over layers).
+    """
+    count = 0
+    for m, idx in _zeroed_rows(model, structure, removed):
+        if isinstance(m, nn.ConvTranspose2d):
+            # weight is [C_in, C_out, kh, kw]; grouped transposed convs are frozen groups
+            m.weight[:, idx] = 0
+        else:
+            m.weight[idx] = 0
+        if m.bias is not None:
+            m.bias[idx] = 0
+        count += len(idx)
     return count
 
 
 class SoftFilterHook(Hook):
     """After every epoch: zero the filters the harness would cut at `target` by `score` (ℓ2 norm
-    for SFP; FPGM's distance criterion for FPGM's soft schedule), allocated by the run's policy."""
+    for SFP; FPGM's distance criterion for FPGM's soft schedule), allocated by the run's policy.
+
+    `freeze`: also zero the gradients of the zeroed filters (weight rows and bias entries) after
+    every backward until the next epoch end, so they stay at zero while the rest trains — what
+    FPGM's code does (`Mask.do_grad_mask()` before every `optimizer.step()` in
+    he-y/filter-pruning-geometric-median); SFP's code does not (its filters train back). The
+    epoch-end re-selection still lets any filter in or out."""
 
     def __init__(
         self,
@@ -98,12 +117,28 @@ class SoftFilterHook(Hook):
         target: float,
         *,
         score: Callable[[LayerView], Tensor | None] = l2_filter_score,
+        freeze: bool = False,
     ) -> None:
         self.score = score
         self.structure = structure
         self.policy = policy
         self.target = target
+        self.freeze = freeze
         self.removed: dict[str, Tensor] = {}  # the last epoch's zeroed units, per group
+        self._frozen: list[tuple[nn.Module, Tensor]] | None = None  # (layer, rows) to hold at 0
+
+    def after_backward(self, s: LoopState) -> None:
+        if not self.freeze or not self.removed:
+            return
+        if self._frozen is None:
+            self._frozen = _zeroed_rows(s.model, self.structure, self.removed)
+        for m, idx in self._frozen:
+            for p in (m.weight, m.bias):
+                if p is not None and p.grad is not None:
+                    if isinstance(m, nn.ConvTranspose2d) and p is m.weight:
+                        p.grad[:, idx] = 0
+                    else:
+                        p.grad[idx] = 0
 
     def after_epoch(self, s: LoopState) -> None:
         # host work once per epoch (scores to CPU, allocation): fine off the step path
@@ -115,6 +150,7 @@ class SoftFilterHook(Hook):
             int((prev & ~removed[g]).sum()) for g, prev in self.removed.items() if g in removed
         )
         self.removed = removed
+        self._frozen = None  # rebuilt from the new selection at the next backward
         s.metrics["sfp_zeroed"] = float(zeroed)
         s.metrics["sfp_recovered_units"] = float(recovered)
         log.info("sfp: epoch %d zeroed %d filters; %d units recovered", s.epoch, zeroed, recovered)
@@ -124,14 +160,22 @@ class SoftFilterHook(Hook):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.removed = {g: m.clone() for g, m in state.get("removed", {}).items()}
+        self._frozen = None
+
+
+def check_freeze(method: str, freeze: object) -> bool:
+    """`freeze` as given, or a one-line error naming the method."""
+    if not isinstance(freeze, bool):
+        raise ConfigError(f"{method} freeze={freeze!r}; use true or false")
+    return freeze
 
 
 def soft_filter_hook(
-    ctx: PruneContext, score: Callable[[LayerView], Tensor | None]
+    ctx: PruneContext, score: Callable[[LayerView], Tensor | None], *, freeze: bool = False
 ) -> SoftFilterHook:
     """The soft-pruning hook zeroing by `score` with the run's allocation policy (`ctx.policy`),
     so what a train-time method zeroes during training is what the final cut removes."""
-    return SoftFilterHook(ctx.structure, ctx.policy, ctx.target, score=score)
+    return SoftFilterHook(ctx.structure, ctx.policy, ctx.target, score=score, freeze=freeze)
 
 
 @METHODS.register("sfp")
@@ -144,16 +188,17 @@ class SFP(TrainTimeMethod):
         "through the paper's whole training schedule"
     )
 
-    def __init__(self, epochs: int = 3) -> None:
+    def __init__(self, epochs: int = 3, freeze: bool = False) -> None:
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ConfigError(
                 f"sfp epochs={epochs!r}; use an integer >= 1 (epochs of soft pruning from the "
                 "baseline; with 0 it would be plain l2 pruning: use method=l2)"
             )
         self.epochs = epochs
+        self.freeze = check_freeze("sfp", freeze)
 
     def hooks(self, ctx: PruneContext) -> list[Hook]:
-        return [soft_filter_hook(ctx, l2_filter_score)]
+        return [soft_filter_hook(ctx, l2_filter_score, freeze=self.freeze)]
 
     def score(self, view: LayerView) -> Tensor | None:
         return l2_filter_score(view)

@@ -908,7 +908,10 @@ def _log_compare(
     with tracker:
         tracker.log_params({"compare": OmegaConf.to_container(c, resolve=True)})
         tracker.log_artifacts(out, "compare")
-        tracker.log_metrics({f"hypervolume.{m}.s{s}": v for (m, s), v in hv_by_study.items()})
+        # MLflow refuses '@' in a metric name: a control's label `scratch_b@l1` → `scratch_b:l1`
+        tracker.log_metrics(
+            {f"hypervolume.{m.replace('@', ':')}.s{s}": v for (m, s), v in hv_by_study.items()}
+        )
     return tracker, hv
 
 

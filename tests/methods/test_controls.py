@@ -87,6 +87,23 @@ def test_compare_shows_controls_apart_and_marks_a_method_not_better_than_its_scr
     assert "‡ on a method's cell" in controls_part
 
 
+def test_compare_logs_each_control_study_hypervolume_to_mlflow(tmp_path):
+    # a control's label has '@', which MLflow refuses in a metric name: the comparison crashed
+    # after writing its report
+    from harness.report.compare import _log_compare
+    from harness.tracking import mlflow_client
+
+    cfg = compose([*TINY, f"outputs={tmp_path}", "compare.methods=[a]", "tracking.enabled=true"])
+    (tmp_path / "report").mkdir()
+    prov = {"command": "x", "seeds": "0 1 2", "git_sha": "abc", "git_dirty": False}
+    tracker, hv = _log_compare(cfg, control_studies(), tmp_path / "report", stem="x",
+                               split="test", reference=(1.0, 10.0), prov=prov)  # fmt: skip
+    assert set(hv) == {"a", "scratch_b@a", "uniform"}
+    client = mlflow_client(tracker.uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(tracker.experiment).experiment_id])
+    assert {"hypervolume.scratch_b:a.s0", "hypervolume.a.s2"} <= set(run.data.metrics)
+
+
 def test_a_method_clearly_ahead_of_its_scratch_b_is_marked_better():
     studies = [sp for sp in control_studies() if sp.method != "uniform"]
     for sp in studies:  # the control now trails a by [10, 11, 11]

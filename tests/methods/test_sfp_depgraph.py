@@ -200,6 +200,71 @@ def test_sfp_zeroes_every_producer_filter_of_a_cut_unit_on_tiny_nets(name):
     assert all(torch.equal(plan.removed(ctx.structure)[g], m) for g, m in hook.removed.items())
 
 
+def test_fpgm_soft_schedule_holds_zeroed_filters_at_zero_until_the_next_epoch_end():
+    # FPGM's code zeroes the masked filters' gradients before every step (Mask.do_grad_mask);
+    # without it a zeroed filter behind BatchNorm trains back within an epoch and the next epoch
+    # end zeroes trained filters instead (the collapse measured on digits / ResNet-20)
+    from methods.fpgm import FPGM
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 2), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 2, 1))
+    set_(net[1].bias, [0.5] * 4)  # β > 0: a zeroed channel's β passes the ReLU, so a gradient
+    ctx = ctx_for(net, torch.zeros(1, 1, 3, 3), 0.5)  # reaches its filter (∝ γ/√eps)
+    (hook,) = FPGM(epochs=1).hooks(ctx)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    s = state(net, opt)
+    hook.after_epoch(s)
+    zeroed = hook.removed[next(iter(hook.removed))]
+    assert 0 < int(zeroed.sum()) < 4
+    before = net[0].weight.detach().clone()
+    for _ in range(3):  # what the loop does per step: backward, hooks' after_backward, step
+        opt.zero_grad()
+        net(torch.randn(8, 1, 3, 3)).square().sum().backward()
+        hook.after_backward(s)
+        opt.step()
+    w, b = net[0].weight.detach(), net[0].bias.detach()
+    assert bool((w[zeroed] == 0).all()) and bool((b[zeroed] == 0).all())
+    assert not torch.equal(w[~zeroed], before[~zeroed])  # the others train
+    # the next epoch end selects again among the trained filters; the frozen ones stay lowest
+    hook.after_epoch(s)
+    assert torch.equal(hook.removed[next(iter(hook.removed))], zeroed)
+    # freeze=false is SFP's rule: the zeroed filters train back (γ/√eps-sized gradients)
+    set_(net[1].bias, [0.5] * 4)  # the steps above may have pushed β below 0
+    (soft,) = FPGM(epochs=1, freeze=False).hooks(ctx)
+    soft.after_epoch(s)
+    zeroed = soft.removed[next(iter(soft.removed))]
+    opt.zero_grad()
+    net(torch.randn(8, 1, 3, 3)).square().sum().backward()
+    soft.after_backward(s)
+    opt.step()
+    assert bool((net[0].weight.detach()[zeroed] != 0).any())
+
+
+def test_sfp_freeze_holds_its_zeroed_filters_as_fpgm_does():
+    net = sfp_net()
+    ctx = ctx_for(net, torch.zeros(1, 1, 3, 3), 0.45)
+    (hook,) = SFP(epochs=1, freeze=True).hooks(ctx)
+    opt = torch.optim.SGD(net.parameters(), lr=1.0e-3)
+    s = state(net, opt)
+    hook.after_epoch(s)
+    opt.zero_grad()
+    net(torch.ones(2, 1, 3, 3)).sum().backward()
+    hook.after_backward(s)
+    opt.step()  # without freeze f1 and f2 move off zero (test_sfp_zeroed_filters_keep_training…)
+    assert bool((net[0].weight[[1, 2]] == 0).all()) and bool((net[0].bias[[1, 2]] == 0).all())
+    assert not SFP().freeze  # the default is SFP's own rule
+
+
+@pytest.mark.parametrize("method", ["fpgm", "sfp"])
+@pytest.mark.parametrize("freeze", [1, "yes", None])
+def test_soft_methods_reject_a_freeze_that_is_not_a_bool(method, freeze):
+    from methods.fpgm import FPGM
+
+    cls = {"fpgm": FPGM, "sfp": SFP}[method]
+    with pytest.raises(ConfigError, match=rf"{method} freeze=.*true or false"):
+        cls(freeze=freeze)
+
+
 @pytest.mark.parametrize("epochs", [0, -1, 1.5, True])
 def test_sfp_rejects_epochs_outside_the_allowed_range(epochs):
     with pytest.raises(ConfigError, match=r"sfp epochs=.*integer >= 1"):
