@@ -29,11 +29,11 @@ phase on this device.
 
 `--bare` adds, to each `train` row, plain PyTorch loops on the same data tensors (a fresh
 `torch.randperm` order per call, index-selected batches, the task's loss function, the same
-optimizer settings; no scheduler, hooks or loss bookkeeping), timed in the same interleaved
-rounds: `bare` (eager), `bare-cl` (eager, model and inputs in channels_last, the layout
-inductor picks for convolutions on a CPU) and `bare-c` (`torch.compile(model, dynamic=False)`),
-beside `fit` and `fit-c` (the harness's loop, `compile: false` / `true`). That separates the
-harness's own cost from what compilation can give at all.
+optimizer settings, the run's autocast; no scheduler, hooks or loss bookkeeping), timed in
+the same interleaved rounds: `bare` (eager), `bare-cl` (eager, model and inputs in channels_last,
+the layout inductor picks for convolutions on a CPU) and `bare-c` (`torch.compile(model,
+dynamic=False)`), beside `fit` and `fit-c` (the harness's loop, `compile: false` / `true`). That
+separates the harness's own cost from what compilation can give at all.
 """
 
 from __future__ import annotations
@@ -209,7 +209,8 @@ def bare_runner(
         order = torch.randperm(len(x_all), device=x_all.device)
         for i in range(steps):
             idx = order[i * b : (i + 1) * b]
-            loss = work.loss(net(x_all[idx]), y_all[idx])
+            with runtime.autocast():  # the run's precision and layout, as `fit` (CPU: fp32)
+                loss = work.loss(net(x_all[idx]), y_all[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
