@@ -33,7 +33,9 @@ optimizer settings, the run's autocast; no scheduler, hooks or loss bookkeeping)
 the same interleaved rounds: `bare` (eager), `bare-cl` (eager, model and inputs in channels_last,
 the layout inductor picks for convolutions on a CPU) and `bare-c` (`torch.compile(model,
 dynamic=False)`), beside `fit` and `fit-c` (the harness's loop, `compile: false` / `true`). That
-separates the harness's own cost from what compilation can give at all.
+separates the harness's own cost from what compilation can give at all. `--bf16` adds the same
+loop under bf16 autocast, eager in channels_last (`bare-bf16`) and compiled (`bare-c-bf16`): what
+lower precision, which the harness uses on CUDA only, would give on this device.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -188,21 +190,33 @@ def phase_runner(
     return run, model
 
 
+#: the plain loops of `--bare` (and `--bf16`): loop → (compiled, channels_last, bf16 autocast)
+BARE_LOOPS = {
+    "bare": (False, False, False),
+    "bare-cl": (False, True, False),
+    "bare-c": (True, False, False),
+    "bare-bf16": (False, True, True),
+    "bare-c-bf16": (True, False, True),
+}
+
+
 def bare_runner(
     model_name: str, loop: str, batch: int, steps: int, device: str
 ) -> Callable[[], int]:
-    """A plain PyTorch training loop over the `train` phase's data tensors: `bare` (eager),
-    `bare-cl` (eager, channels_last) or `bare-c` (torch.compile)."""
+    """A plain PyTorch training loop over the `train` phase's data tensors, as BARE_LOOPS says."""
+    compiled, channels_last, bf16 = BARE_LOOPS[loop]
     runtime = pick_runtime(device)
+    if bf16:
+        runtime = replace(runtime, amp_dtype=torch.bfloat16)
     _, model = build(model_name, runtime)
     work = workload(model_name, batch)
     b = work.batch
     x_all, y_all = work.tensors(b * steps, runtime.device)
-    if loop == "bare-cl":
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x_all = x_all.contiguous(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), work.optim)
-    net = torch.compile(model, dynamic=False) if loop == "bare-c" else model
+    net = torch.compile(model, dynamic=False) if compiled else model
 
     def run() -> int:
         model.train()
@@ -256,13 +270,18 @@ def interleaved(runs: dict[str, Callable[[], int]], rounds: int) -> tuple[dict[s
 
 
 def measure(
-    phase: str, model_name: str, batch: int, steps: int, rounds: int, device: str, bare: bool
+    phase: str,
+    model_name: str,
+    batch: int,
+    steps: int,
+    rounds: int,
+    device: str,
+    loops: tuple[str, ...] = (),
 ) -> dict[str, object]:
     built = {m: phase_runner(phase, model_name, m, batch, steps, device) for m in ("off", "on")}
     runs = {"fit" if m == "off" else "fit-c": run for m, (run, _) in built.items()}
-    if bare and phase == "train":
-        for loop in ("bare", "bare-cl", "bare-c"):
-            runs[loop] = bare_runner(model_name, loop, batch, steps, device)
+    for loop in loops if phase == "train" else ():
+        runs[loop] = bare_runner(model_name, loop, batch, steps, device)
     times, images = interleaved(runs, rounds)
     eager, comp = times["fit"], times["fit-c"]
     compile_s = max(0.0, comp.first_s - comp.wall_s)
@@ -298,6 +317,7 @@ def loop_lines(model: str, loops: dict[str, tuple[float, float]]) -> list[str]:
 
     pairs = [("bare-c", "bare"), ("bare-cl", "bare"), ("fit-c", "fit"), ("fit", "bare")]
     pairs += [("fit-c", "bare-c"), ("fit-c", "bare")]
+    pairs += [(k, "bare") for k in ("bare-bf16", "bare-c-bf16") if k in loops]
     out.append("#   " + "  ".join(ratio(a, b) for a, b in pairs))
     return out
 
@@ -313,6 +333,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
     parser.add_argument(
         "--bare", action="store_true", help="train rows also time bare PyTorch loops"
+    )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="with --bare: also bf16-autocast bare loops (eager channels_last, compiled)",
     )
     parser.add_argument("--out", default=None, help="also write the table here")
     args = parser.parse_args()
@@ -339,12 +364,12 @@ def main() -> None:
         f"{'cpu×':>6} {'compile_s':>9} {'break-even':>10} {'auto':>5}",
     ]
     print("\n".join(lines), flush=True)
+    loops = ("bare", "bare-cl", "bare-c") if args.bare else ()
+    loops += ("bare-bf16", "bare-c-bf16") if args.bare and args.bf16 else ()
     for model in args.models:
         for phase in args.phases:
             try:
-                r = measure(
-                    phase, model, args.batch, args.steps, args.rounds, args.device, args.bare
-                )
+                r = measure(phase, model, args.batch, args.steps, args.rounds, args.device, loops)
             except Exception as e:  # noqa: BLE001 - e.g. DHP cannot search this model: say so
                 line = f"{model:12} {phase:9} not measured: {type(e).__name__}: {e}"[:200]
                 print(line, flush=True)
