@@ -35,7 +35,8 @@ the layout inductor picks for convolutions on a CPU) and `bare-c` (`torch.compil
 dynamic=False)`), beside `fit` and `fit-c` (the harness's loop, `compile: false` / `true`). That
 separates the harness's own cost from what compilation can give at all. `--bf16` adds the same
 loop under bf16 autocast, eager in channels_last (`bare-bf16`) and compiled (`bare-c-bf16`): what
-lower precision, which the harness uses on CUDA only, would give on this device.
+lower precision, which the harness uses on CUDA only, would give on this device. `--profile`
+adds, per train row, where one call of `fit` and of `fit-c` spends its CPU time (torch.profiler).
 """
 
 from __future__ import annotations
@@ -277,12 +278,14 @@ def measure(
     rounds: int,
     device: str,
     loops: tuple[str, ...] = (),
+    profiled: bool = False,
 ) -> dict[str, object]:
     built = {m: phase_runner(phase, model_name, m, batch, steps, device) for m in ("off", "on")}
     runs = {"fit" if m == "off" else "fit-c": run for m, (run, _) in built.items()}
     for loop in loops if phase == "train" else ():
         runs[loop] = bare_runner(model_name, loop, batch, steps, device)
     times, images = interleaved(runs, rounds)
+    prof = profile_lines(model_name, runs) if profiled and phase == "train" else []
     eager, comp = times["fit"], times["fit-c"]
     compile_s = max(0.0, comp.first_s - comp.wall_s)
     saved_per_image = (eager.wall_s - comp.wall_s) / images
@@ -303,7 +306,38 @@ def measure(
         "images": images,
         "auto": auto,
         "loops": {k: (images / t.wall_s, images / t.cpu_s) for k, t in times.items()},
+        "profile": prof,
     }
+
+
+def profile_lines(model: str, runs: dict[str, Callable[[], int]]) -> list[str]:
+    """Where one timed call of `fit` and `fit-c` spends its CPU time (torch.profiler, self
+    time per op): oneDNN's convolutions (which compilation leaves as they are), the compiled
+    graphs' own kernels (fit-c), and everything else (eager: the elementwise ops compilation
+    fuses; fit-c: what runs outside the graphs: optimizer, autograd engine, data, the loop)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out = [f"#   {model} train profile (one call, self CPU time): share of the call"]
+    for label in ("fit", "fit-c"):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            runs[label]()
+        ops = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+        total = sum(ops.values())
+        fwd = ops.get("aten::mkldnn_convolution", 0.0)
+        bwd = ops.get("aten::convolution_backward", 0.0)
+        graph = sum(v for k, v in ops.items() if "CompiledFxGraph" in k)
+        rest = {k: v for k, v in ops.items() if "CompiledFxGraph" not in k}
+        rest.pop("aten::mkldnn_convolution", None)
+        rest.pop("aten::convolution_backward", None)
+        top = sorted(rest.items(), key=lambda kv: -kv[1])[:5]
+        out.append(
+            f"#   {label:6} {total / 1e3:8.0f} ms: conv fwd {fwd / total:5.1%}, conv bwd "
+            f"{bwd / total:5.1%}, compiled graphs {graph / total:5.1%}, everything else "
+            f"{1 - (fwd + bwd + graph) / total:5.1%} (top: "
+            + ", ".join(f"{k.split(': ')[-1]} {v / total:.1%}" for k, v in top)
+            + ")"
+        )
+    return out
 
 
 def loop_lines(model: str, loops: dict[str, tuple[float, float]]) -> list[str]:
@@ -339,6 +373,11 @@ def main() -> None:
         action="store_true",
         help="with --bare: also bf16-autocast bare loops (eager channels_last, compiled)",
     )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="train rows: after timing, profile one call of fit and fit-c (torch.profiler)",
+    )
     parser.add_argument("--out", default=None, help="also write the table here")
     args = parser.parse_args()
     if args.threads:
@@ -369,7 +408,10 @@ def main() -> None:
     for model in args.models:
         for phase in args.phases:
             try:
-                r = measure(phase, model, args.batch, args.steps, args.rounds, args.device, loops)
+                r = measure(
+                    phase, model, args.batch, args.steps, args.rounds, args.device, loops,
+                    args.profile,
+                )  # fmt: skip
             except Exception as e:  # noqa: BLE001 - e.g. DHP cannot search this model: say so
                 line = f"{model:12} {phase:9} not measured: {type(e).__name__}: {e}"[:200]
                 print(line, flush=True)
@@ -383,6 +425,7 @@ def main() -> None:
             ]
             if "bare" in r["loops"]:
                 new += loop_lines(model, r["loops"])
+            new += r["profile"]
             print("\n".join(new), flush=True)
             lines += new
     lines.append(f"# load average at the end (1/5/15 min): {_load()}")
