@@ -23,7 +23,7 @@ mkdir -p "$out"
 if [ "$mode" = full ]; then
   overhead=(--model resnet56 --data cifar10 --batch 128 --steps 390 --repeats 3 --latency-batch 256
             --compiled)
-  compile=(--models resnet20 resnet56 mobilenetv2 vgg16 dncnn edsr --steps 20 --rounds 3 --bare)
+  compile=(--models resnet20 resnet56 mobilenetv2 vgg16 --steps 20 --rounds 3 --bare)
   dhp=(--model resnet56 --batch 64 --steps 20)
   tph=(--workers 1 2 4 --trials 8 -- data=cifar10 model=resnet20 train.epochs=5 finetune.epochs=2
        measure.latency=false)
