@@ -2,10 +2,13 @@
 
     PYTHONPATH=. python benchmarks/compile_speed.py [--models resnet20 resnet56 ...]
         [--phases train finetune dhp eval] [--batch 128] [--steps 4] [--rounds 3]
-        [--device auto] [--threads 0] [--out results/benchmarks/compile_cpu.txt]
+        [--device auto] [--threads 0] [--bare] [--out results/benchmarks/compile_cpu.txt]
 
-Phases, each on CIFAR-sized inputs (3×32×32, 10 classes; random tensors: speed does not depend
-on pixel values, and no augmentation runs in either mode):
+Phases, each on random tensors of the model's task (speed does not depend on pixel values, and
+no augmentation runs in either mode): CIFAR-sized inputs (3×32×32, 10 classes) for the
+classifiers; for DnCNN (`task=denoise`) and EDSR (`task=sr`, ×4) the training patches and batch
+of their data config (1×64×64 noisy/clean pairs, batch 16; 3×48×48 LR → 3×192×192 HR, batch 16)
+and their task's optimizer (Adam):
 - `train`: baseline training, `harness.train.fit` of the unpruned model (SGD, cosine LR);
 - `finetune`: the same on the model pruned to 0.5 of its MACs (l1 scores, physical removal);
 - `dhp`: DHP's search, `fit` of the search network (hypernetwork-generated weights) with its
@@ -16,24 +19,42 @@ Per phase a fresh model per mode (same init); each mode runs one untimed call fi
 less a steady call's is the compile time (the cold inductor cache of a fresh temp folder, unless
 TORCHINDUCTOR_CACHE_DIR is set); then `--rounds` timed calls of `--steps` steps each, the modes
 alternating (the first mode alternates too) so a change in machine load hits both alike;
-images/s is the median. Break-even = compile time / time saved per image, in CIFAR-10 epochs
-(45,000 training images; eval: passes over a 5,000-image validation split). The last column says
-what `compile: auto` picks for one CIFAR-10 epoch of the phase on this device.
+images/s is the median. `cpu×` is the speed-up in process CPU seconds (all threads) instead of
+wall seconds: on a shared machine it moves far less with the load than the wall-clock ratio
+(with 1 thread it is the work per image; with more, OpenMP's spin-waiting counts too).
+Break-even = compile time / time saved per image, in epochs (classifiers: CIFAR-10's 45,000
+training images, eval: passes over a 5,000-image validation split; DnCNN, EDSR: the data config's
+`patches_per_epoch`). The last column says what `compile: auto` picks for one such epoch of the
+phase on this device.
+
+`--bare` adds, to each `train` row, plain PyTorch loops on the same data tensors (a fresh
+`torch.randperm` order per call, index-selected batches, the task's loss function, the same
+optimizer settings, the run's autocast; no scheduler, hooks or loss bookkeeping), timed in
+the same interleaved rounds: `bare` (eager), `bare-cl` (eager, model and inputs in channels_last,
+the layout inductor picks for convolutions on a CPU) and `bare-c` (`torch.compile(model,
+dynamic=False)`), beside `fit` and `fit-c` (the harness's loop, `compile: false` / `true`). That
+separates the harness's own cost from what compilation can give at all. `--bf16` adds the same
+loop under bf16 autocast, eager in channels_last (`bare-bf16`) and compiled (`bare-c-bf16`): what
+lower precision, which the harness uses on CUDA only, would give on this device. `--profile`
+adds, per train row, where one call of `fit` and of `fit-c` spends its CPU time (torch.profiler).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from harness.data import TensorBatches
@@ -48,22 +69,74 @@ from harness.train.compile import wants_compile
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 CIFAR_TRAIN, CIFAR_VAL = 45_000, 5_000
+#: models of a restoration task: composed with `task=<task>` (its data config and optimizer)
+RESTORATION = {"dncnn": "denoise", "edsr": "sr", "edsr_paper": "sr", "srresnet": "sr"}
 OPTIM = OmegaConf.create(
     {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "cosine"}
 )
 
 
-def build(model: str, runtime: Runtime) -> tuple[Task, nn.Module]:
+def compose_cfg(model: str) -> DictConfig:
+    """The run config of `model` on its task: CIFAR-10 for a classifier."""
+    task = RESTORATION.get(model)
+    data = [f"task={task}"] if task else ["data=cifar10"]
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=["data=cifar10", f"model={model}"])
+        return compose(config_name="config", overrides=[f"model={model}", *data])
+
+
+def build(model: str, runtime: Runtime) -> tuple[Task, nn.Module]:
+    cfg = compose_cfg(model)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
     torch.manual_seed(0)
     return task, runtime.prepare(task.build_model(cfg.model, cfg.data))
 
 
-def pruned(model: nn.Module, runtime: Runtime) -> nn.Module:
+@dataclass
+class Workload:
+    """What one phase of `model` trains on: input and target shapes, batch, optimizer, loss."""
+
+    input_shape: tuple[int, ...]
+    target_shape: tuple[int, ...] | None  # None: class labels
+    batch: int
+    epoch_images: int  # images (patches) of one training epoch
+    optim: DictConfig
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+    def tensors(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(n, *self.input_shape, generator=g)
+        if self.target_shape is None:
+            y = torch.randint(0, 10, (n,), generator=g)
+        else:
+            y = torch.randn(n, *self.target_shape, generator=g)
+        return x.to(device), y.to(device)
+
+
+def workload(model: str, batch: int) -> Workload:
+    """CIFAR-sized classification at `batch`, or the restoration task's own patches and batch."""
+    cfg = compose_cfg(model)
+    task = RESTORATION.get(model)
+    if task is None:
+        return Workload((3, 32, 32), None, batch, CIFAR_TRAIN, OPTIM, _cross_entropy)
+    c, p = int(cfg.data.channels), int(cfg.data.patch_size)
+    scale = int(cfg.task.scale) if task == "sr" else 1
+    return Workload(
+        (c, p, p), (c, p * scale, p * scale), int(cfg.data.batch_size),
+        int(cfg.data.patches_per_epoch), cfg.train, _l1,
+    )  # fmt: skip
+
+
+def _cross_entropy(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(out.float(), y)
+
+
+def _l1(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.l1_loss(out.float(), y)
+
+
+def pruned(model: nn.Module, runtime: Runtime, shape: tuple[int, ...]) -> nn.Module:
     """`model` physically pruned to 0.5 of its MACs by l1 (uniform allocation)."""
-    example = torch.randn(1, 3, 32, 32, device=runtime.device)
+    example = torch.randn(1, *shape, device=runtime.device)
     structure = build_structure(model, example)
     scores = score_groups(model, structure, METHODS.get("l1")().score)
     plan = allocate(CostModel(structure), scores, 0.5, allocation="uniform", floor=0.05)
@@ -77,25 +150,24 @@ def phase_runner(
     and the model it trains or evaluates."""
     runtime = pick_runtime(device, compile=mode)
     task, model = build(model_name, runtime)
-    dev = runtime.device
+    work = workload(model_name, batch)
+    batch, dev = work.batch, runtime.device
     if phase == "dhp":
         from methods.dhp import build_search_net
         from methods.dhp.search import DHPSearch, GammaController
 
-        batch = 64
-        structure = build_structure(model, torch.randn(1, 3, 32, 32, device=dev))
+        batch = min(batch, 64)
+        structure = build_structure(model, torch.randn(1, *work.input_shape, device=dev))
         model = build_search_net(model, structure, seed=0, channels_last=runtime.channels_last)
     elif phase == "finetune":
-        model = pruned(model, runtime)
+        model = pruned(model, runtime, work.input_shape)
     n = (4 if phase == "eval" else 1) * batch * steps
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, 3, 32, 32, generator=g).to(dev)
-    y = torch.randint(0, 10, (n,), generator=g).to(dev)
+    x, y = work.tensors(n, dev)
     if phase == "eval":
-        batches = TensorBatches((x, y), 512)
+        batches = TensorBatches((x, y), 4 * batch if work.target_shape else 512)
         return lambda: (evaluate(task, model, batches, runtime), n)[1], model
     train = TensorBatches((x, y), batch, shuffle=True, drop_last=True, seed=0)
-    optimizer = build_optimizer(model.parameters(), OPTIM)
+    optimizer = build_optimizer(model.parameters(), work.optim)
 
     def run() -> int:
         hooks = []
@@ -107,7 +179,7 @@ def phase_runner(
                     stop_limit=0.01, check_every=10**9,
                 )
             ]  # fmt: skip
-        scheduler = build_scheduler(optimizer, OPTIM, epochs=1, steps_per_epoch=len(train))
+        scheduler = build_scheduler(optimizer, work.optim, epochs=1, steps_per_epoch=len(train))
         r = fit(
             model, task, train, epochs=1, optimizer=optimizer, scheduler=scheduler,
             runtime=runtime, hooks=hooks, select_best=False, name=phase,
@@ -119,48 +191,193 @@ def phase_runner(
     return run, model
 
 
-def measure(
-    phase: str, model_name: str, batch: int, steps: int, rounds: int, device: str
-) -> dict[str, float]:
-    built = {m: phase_runner(phase, model_name, m, batch, steps, device) for m in ("off", "on")}
-    runs = {m: run for m, (run, _) in built.items()}
-    first: dict[str, float] = {}
-    secs: dict[str, list[float]] = {"off": [], "on": []}
+#: the plain loops of `--bare` (and `--bf16`): loop → (compiled, channels_last, bf16 autocast)
+BARE_LOOPS = {
+    "bare": (False, False, False),
+    "bare-cl": (False, True, False),
+    "bare-c": (True, False, False),
+    "bare-bf16": (False, True, True),
+    "bare-c-bf16": (True, False, True),
+}
+
+
+def bare_runner(
+    model_name: str, loop: str, batch: int, steps: int, device: str
+) -> Callable[[], int]:
+    """A plain PyTorch training loop over the `train` phase's data tensors, as BARE_LOOPS says."""
+    compiled, channels_last, bf16 = BARE_LOOPS[loop]
+    runtime = pick_runtime(device)
+    if bf16:
+        runtime = replace(runtime, amp_dtype=torch.bfloat16)
+    _, model = build(model_name, runtime)
+    work = workload(model_name, batch)
+    b = work.batch
+    x_all, y_all = work.tensors(b * steps, runtime.device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x_all = x_all.contiguous(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model.parameters(), work.optim)
+    net = torch.compile(model, dynamic=False) if compiled else model
+
+    def run() -> int:
+        model.train()
+        order = torch.randperm(len(x_all), device=x_all.device)
+        for i in range(steps):
+            idx = order[i * b : (i + 1) * b]
+            with runtime.autocast():  # the run's precision and layout, as `fit` (CPU: fp32)
+                loss = work.loss(net(x_all[idx]), y_all[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return b * steps
+
+    return run
+
+
+@dataclass
+class Timing:
+    """One runner's calls: the untimed first call, and the timed ones (wall and CPU seconds)."""
+
+    first_s: float = 0.0
+    wall: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
+
+    @property
+    def wall_s(self) -> float:
+        return statistics.median(self.wall)
+
+    @property
+    def cpu_s(self) -> float:
+        return statistics.median(self.cpu)
+
+
+def interleaved(runs: dict[str, Callable[[], int]], rounds: int) -> tuple[dict[str, Timing], int]:
+    """One untimed call of each runner, then `rounds` timed calls each, the order alternating
+    every round; returns the timings and the images of one call."""
+    times = {k: Timing() for k in runs}
+    names = list(runs)
     images = 0
     for r in range(rounds + 1):
-        for m in ("off", "on") if r % 2 == 0 else ("on", "off"):
-            t = time.perf_counter()
-            images = runs[m]()
-            dt = time.perf_counter() - t
-            (secs[m].append(dt) if r else first.__setitem__(m, dt))
-    eager_s, comp_s = statistics.median(secs["off"]), statistics.median(secs["on"])
-    compile_s = max(0.0, first["on"] - comp_s)
-    saved_per_image = (eager_s - comp_s) / images
-    per_epoch = CIFAR_VAL if phase == "eval" else CIFAR_TRAIN
+        for k in names if r % 2 == 0 else names[::-1]:
+            t, c = time.perf_counter(), time.process_time()
+            images = runs[k]()
+            dt, dc = time.perf_counter() - t, time.process_time() - c
+            if r:
+                times[k].wall.append(dt)
+                times[k].cpu.append(dc)
+            else:
+                times[k].first_s = dt
+    return times, images
+
+
+def measure(
+    phase: str,
+    model_name: str,
+    batch: int,
+    steps: int,
+    rounds: int,
+    device: str,
+    loops: tuple[str, ...] = (),
+    profiled: bool = False,
+) -> dict[str, object]:
+    built = {m: phase_runner(phase, model_name, m, batch, steps, device) for m in ("off", "on")}
+    runs = {"fit" if m == "off" else "fit-c": run for m, (run, _) in built.items()}
+    for loop in loops if phase == "train" else ():
+        runs[loop] = bare_runner(model_name, loop, batch, steps, device)
+    times, images = interleaved(runs, rounds)
+    prof = profile_lines(model_name, runs) if profiled and phase == "train" else []
+    eager, comp = times["fit"], times["fit-c"]
+    compile_s = max(0.0, comp.first_s - comp.wall_s)
+    saved_per_image = (eager.wall_s - comp.wall_s) / images
+    work = workload(model_name, batch)
+    per_epoch = CIFAR_VAL if phase == "eval" else work.epoch_images
     breakeven = compile_s / saved_per_image / per_epoch if saved_per_image > 0 else float("inf")
+    values = work.epoch_images * math.prod(work.input_shape)
     auto = phase != "eval" and wants_compile(
-        "auto", pick_runtime(device).device, CIFAR_TRAIN * 3 * 32 * 32, built["off"][1]
+        "auto", pick_runtime(device).device, values, built["off"][1]
     )
     return {
-        "eager_ips": images / eager_s,
-        "compiled_ips": images / comp_s,
-        "speedup": eager_s / comp_s,
+        "eager_ips": images / eager.wall_s,
+        "compiled_ips": images / comp.wall_s,
+        "speedup": eager.wall_s / comp.wall_s,
+        "cpu_speedup": eager.cpu_s / comp.cpu_s,
         "compile_s": compile_s,
         "breakeven_epochs": breakeven,
         "images": images,
         "auto": auto,
+        "loops": {k: (images / t.wall_s, images / t.cpu_s) for k, t in times.items()},
+        "profile": prof,
     }
+
+
+def profile_lines(model: str, runs: dict[str, Callable[[], int]]) -> list[str]:
+    """Where one timed call of `fit` and `fit-c` spends its CPU time (torch.profiler, self
+    time per op): oneDNN's convolutions (which compilation leaves as they are), the compiled
+    graphs' own kernels (fit-c), and everything else (eager: the elementwise ops compilation
+    fuses; fit-c: what runs outside the graphs: optimizer, autograd engine, data, the loop)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    out = [f"#   {model} train profile (one call, self CPU time): share of the call"]
+    for label in ("fit", "fit-c"):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            runs[label]()
+        ops = {e.key: e.self_cpu_time_total for e in prof.key_averages()}
+        total = sum(ops.values())
+        fwd = ops.get("aten::mkldnn_convolution", 0.0)
+        bwd = ops.get("aten::convolution_backward", 0.0)
+        graph = sum(v for k, v in ops.items() if "CompiledFxGraph" in k)
+        rest = {k: v for k, v in ops.items() if "CompiledFxGraph" not in k}
+        rest.pop("aten::mkldnn_convolution", None)
+        rest.pop("aten::convolution_backward", None)
+        top = sorted(rest.items(), key=lambda kv: -kv[1])[:5]
+        out.append(
+            f"#   {label:6} {total / 1e3:8.0f} ms: conv fwd {fwd / total:5.1%}, conv bwd "
+            f"{bwd / total:5.1%}, compiled graphs {graph / total:5.1%}, everything else "
+            f"{1 - (fwd + bwd + graph) / total:5.1%} (top: "
+            + ", ".join(f"{k.split(': ')[-1]} {v / total:.1%}" for k, v in top)
+            + ")"
+        )
+    return out
+
+
+def loop_lines(model: str, loops: dict[str, tuple[float, float]]) -> list[str]:
+    """The `--bare` block of a train row: each loop's images/s, and the ratios that matter."""
+    out = [f"#   {model} train loops: images/s wall (per CPU-second)"]
+    out.append("#   " + "  ".join(f"{k} {w:.1f} ({c:.1f})" for k, (w, c) in loops.items()))
+
+    def ratio(a: str, b: str) -> str:
+        (wa, ca), (wb, cb) = loops[a], loops[b]
+        return f"{a}/{b} {wa / wb:.2f}× ({ca / cb:.2f}×)"
+
+    pairs = [("bare-c", "bare"), ("bare-cl", "bare"), ("fit-c", "fit"), ("fit", "bare")]
+    pairs += [("fit-c", "bare-c"), ("fit-c", "bare")]
+    pairs += [(k, "bare") for k in ("bare-bf16", "bare-c-bf16") if k in loops]
+    out.append("#   " + "  ".join(ratio(a, b) for a, b in pairs))
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet20"])
     parser.add_argument("--phases", nargs="+", default=["train", "finetune", "dhp", "eval"])
-    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=128, help="classifiers' training batch")
     parser.add_argument("--steps", type=int, default=4, help="steps per timed call")
     parser.add_argument("--rounds", type=int, default=3, help="timed calls per mode")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    parser.add_argument(
+        "--bare", action="store_true", help="train rows also time bare PyTorch loops"
+    )
+    parser.add_argument(
+        "--bf16",
+        action="store_true",
+        help="with --bare: also bf16-autocast bare loops (eager channels_last, compiled)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="train rows: after timing, profile one call of fit and fit-c (torch.profiler)",
+    )
     parser.add_argument("--out", default=None, help="also write the table here")
     args = parser.parse_args()
     if args.threads:
@@ -171,44 +388,67 @@ def main() -> None:
     sha, dirty = git_state()
     hw = hardware()
     lines = [
-        "# PYTHONPATH=. python benchmarks/compile_speed.py "
-        + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items()
-            if v is not None
-        ),  # fmt: skip
+        "# PYTHONPATH=. python benchmarks/compile_speed.py " + _argv(args),
         f"# git {sha} ({'dirty' if dirty else 'clean'} tree); {hw['cpu']}, {hw['cores']} cores, "
         f"{torch.get_num_threads()} threads; GPU: {hw['gpu']}; torch {versions()['torch']}",
-        f"# load average at start (1/5/15 min): {' / '.join(f'{x:.1f}' for x in os.getloadavg())} "
-        f"on {os.cpu_count()} CPUs (above the CPU count: shared, absolute images/s low and noisy); "
-        "the eager/compiled ratio of each row is measured interleaved in one run",
-        f"# batch {args.batch} (dhp: 64), {args.steps} steps per timed call (eval: "
-        f"{4 * args.steps * args.batch} images), median of {args.rounds} calls per mode; "
-        "compile_s: first call − a steady one (cold inductor cache); break-even in CIFAR-10 "
-        "epochs (eval: 5,000-image passes); auto: what `compile: auto` picks for a CIFAR-10 epoch",
+        f"# load average at start (1/5/15 min): {_load()} on {os.cpu_count()} CPUs (above the CPU "
+        "count: shared, absolute images/s low and noisy); the eager/compiled ratio of each row is "
+        "measured interleaved in one run",
+        f"# batch {args.batch} (dhp: 64; dncnn, edsr: their data config's), {args.steps} steps per "
+        "timed call (eval: 4× the images), median of "
+        f"{args.rounds} calls per mode; cpu×: the speed-up in process CPU seconds; compile_s: "
+        "first call − a steady one (cold inductor cache); break-even in training epochs (eval: "
+        "5,000-image passes); auto: what `compile: auto` picks for an epoch",
         f"{'model':12} {'phase':9} {'eager img/s':>11} {'compiled':>9} {'speedup':>7} "
-        f"{'compile_s':>9} {'break-even':>10} {'auto':>5}",
+        f"{'cpu×':>6} {'compile_s':>9} {'break-even':>10} {'auto':>5}",
     ]
     print("\n".join(lines), flush=True)
+    loops = ("bare", "bare-cl", "bare-c") if args.bare else ()
+    loops += ("bare-bf16", "bare-c-bf16") if args.bare and args.bf16 else ()
     for model in args.models:
         for phase in args.phases:
             try:
-                r = measure(phase, model, args.batch, args.steps, args.rounds, args.device)
+                r = measure(
+                    phase, model, args.batch, args.steps, args.rounds, args.device, loops,
+                    args.profile,
+                )  # fmt: skip
             except Exception as e:  # noqa: BLE001 - e.g. DHP cannot search this model: say so
                 line = f"{model:12} {phase:9} not measured: {type(e).__name__}: {e}"[:200]
                 print(line, flush=True)
                 lines.append(line)
                 continue
             auto = "-" if phase == "eval" else ("on" if r["auto"] else "off")
-            line = (
+            new = [
                 f"{model:12} {phase:9} {r['eager_ips']:11.1f} {r['compiled_ips']:9.1f} "
-                f"{r['speedup']:6.2f}× {r['compile_s']:9.1f} {r['breakeven_epochs']:10.3f} "
-                f"{auto:>5}"
-            )
-            print(line, flush=True)
-            lines.append(line)
+                f"{r['speedup']:6.2f}× {r['cpu_speedup']:5.2f}× {r['compile_s']:9.1f} "
+                f"{r['breakeven_epochs']:10.3f} {auto:>5}"
+            ]
+            if "bare" in r["loops"]:
+                new += loop_lines(model, r["loops"])
+            new += r["profile"]
+            print("\n".join(new), flush=True)
+            lines += new
+    lines.append(f"# load average at the end (1/5/15 min): {_load()}")
+    print(lines[-1])
     if args.out:
         Path(args.out).write_text("\n".join(lines) + "\n")
+
+
+def _argv(args: argparse.Namespace) -> str:
+    """The command-line options that produced a table (flags as given, lists spelled out)."""
+    out = []
+    for k, v in vars(args).items():
+        if v is None or v is False:
+            continue
+        flag = f"--{k.replace('_', '-')}"
+        out.append(
+            flag if v is True else f"{flag} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        )
+    return " ".join(out)
+
+
+def _load() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@
 #   2. DHP search step / plain step (benchmarks/dhp_step.py)
 #   3. trials/hour with 1, 2, 4 workers of one study on one device (benchmarks/trials_per_hour.py)
 #   5. eager vs compiled per phase (baseline training, fine-tuning a 0.5-pruned model, DHP search,
-#      evaluation): images/s, compile time, break-even epochs (benchmarks/compile_speed.py); part 1
+#      evaluation): images/s, compile time, break-even epochs (benchmarks/compile_speed.py, with
+#      plain eager/channels_last/compiled loops beside `fit` in each training row: --bare); part 1
 #      also runs the compiled bare loop and compiled `fit` (--compiled)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ mkdir -p "$out"
 if [ "$mode" = full ]; then
   overhead=(--model resnet56 --data cifar10 --batch 128 --steps 390 --repeats 3 --latency-batch 256
             --compiled)
-  compile=(--models resnet20 resnet56 mobilenetv2 vgg16 --steps 20 --rounds 3)
+  compile=(--models resnet20 resnet56 mobilenetv2 vgg16 --steps 20 --rounds 3 --bare)
   dhp=(--model resnet56 --batch 64 --steps 20)
   tph=(--workers 1 2 4 --trials 8 -- data=cifar10 model=resnet20 train.epochs=5 finetune.epochs=2
        measure.latency=false)

@@ -1,10 +1,10 @@
 """Compiled training and evaluation: a model's `torch.compile` twin, used where it pays.
 
 Why: the nets every run trains are small convolutional nets, which eager PyTorch runs far below
-the hardware's speed (on a 2-core CPU `torch.compile` trains ResNet-20 about 2× faster; on GPUs
-small nets are launch-bound). Compilation costs tens of seconds per model shape on a CPU, so
-`compile: auto` compiles a training phase only when its planned work is large enough to win that
-back (see `wants_compile`).
+the hardware's speed (on a 2-core CPU `torch.compile` trains ResNet-20 1.3–1.5× faster,
+results/benchmarks/compile_cpu_profile.txt; on GPUs small nets are launch-bound). Compilation
+costs tens of seconds per model shape on a CPU, so `compile: auto` compiles a training phase only
+when its planned work is large enough to win that back (see `wants_compile`).
 
 The twin shares the model's parameters and buffers (`torch.compile` wraps the module, it does not
 copy it), so optimizers, hooks (DHP's proximal step, masks, regularisers) and checkpoints keep
