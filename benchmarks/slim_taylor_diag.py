@@ -32,7 +32,7 @@ VARIANTS: tuple[tuple[str, list[str]], ...] = (
     ("slimming λ=1e-5 (default)", ["method=slimming"]),
     ("slimming λ=0 (5 plain epochs)", ["method=slimming", "method.lam=0"]),
     ("slimming λ=1e-4", ["method=slimming", "method.lam=1e-4"]),
-    ("slimming 0 sparsity epochs (|γ| only)", ["method=slimming", "method.epochs=0"]),
+    ("slimming 0 sparsity epochs (abs γ only)", ["method=slimming", "method.epochs=0"]),
     ("random_widths@slimming (8 ft epochs)", ["method=random_widths", "method.source={slimming}"]),
     (
         "random_widths@slimming, 3 ft epochs",
