@@ -12,6 +12,7 @@ the cut; the kept widths per channel group (stage residual groups and block-inte
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -121,6 +122,24 @@ def _row(seed: int, label: str, own: list[str], shared: list[str]) -> str:
     )
 
 
+def _summary(rows: list[str]) -> str:
+    """Mean ± std of test top-1 over the seeds, per variant (own + fine-tuning epochs beside)."""
+    by: dict[str, tuple[str, list[float]]] = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        by.setdefault(cells[1], (cells[2], []))[1].append(float(cells[6]))
+    out = [
+        "| variant | own+ft epochs | test top-1 (mean ± std over seeds) | n |",
+        "|---|---|---|---|",
+    ]
+    for label, (epochs, tests) in by.items():
+        sd = statistics.stdev(tests) if len(tests) > 1 else float("nan")
+        out.append(
+            f"| {label} | {epochs} | {statistics.mean(tests):.1f} ± {sd:.1f} | {len(tests)} |"
+        )
+    return "\n".join(out)
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--outputs", default="/tmp/slim_taylor_diag")
@@ -144,7 +163,7 @@ def main(argv: list[str]) -> int:
         "| MAC ratio | Σ abs(γ): shrink of total | widths (residual stem/stage2/stage3; internal) "
         "| abs(γ) per stage before the cut |\n" + "|---" * 11 + "|"
     )
-    table = "\n".join([head, *rows])
+    table = "\n".join([head, *rows]) + "\n\n" + _summary(rows)
     prov = (
         f"Command: `PYTHONPATH=. python benchmarks/slim_taylor_diag.py --seeds {args.seeds}` "
         f"(controls_digits settings), git {git_label()}, seeds {args.seeds}, "
