@@ -1,5 +1,5 @@
 """Why slimming and Taylor collapse at the controls budget (digits / ResNet-20, 600 training
-images, 10 baseline epochs, equal 8-epoch budget, MAC target 0.3): one seed, a few variants.
+images, 10 baseline epochs, equal 8-epoch budget, MAC target 0.3): a few variants per seed.
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/slim_taylor_diag.py [--outputs /tmp/diag] \
         [--seeds 0,1,2] [--out results/slim_taylor_diag.md]
