@@ -580,7 +580,8 @@ def _markdown(tables: dict[str, pd.DataFrame], *, title: str, split: str,
     return "\n".join([
         f"# {title}", "",
         f"Each cell: mean ± std over the seeds that reached the column, then (seeds reached / "
-        f"seeds run). `q@t`: {split} quality of the trial each study picks at {short} target t: "
+        f"seeds run). `q@t`: {split} quality of the trial each study picks at "
+        f"{'MAC' if target_kind == 'macs' else short} target t: "
         f"the best on validation among its trials whose {ratio} is ≤ t"
         + (f" + {granularity:g} (channel granularity)" if granularity else " (no tolerance)")
         + "; never interpolated, a trial above the target never counts. "
