@@ -1,6 +1,7 @@
 """MAC target vs latency target: what each measures on this machine's device.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/latency_targets.py [--models resnet20 resnet56]
+    PYTHONPATH=. .venv/bin/python benchmarks/latency_targets.py [--models resnet20 resnet56
+        torchvision:resnet18]
         [--target 0.5] [--allocations uniform] [--batch 64] [--repeats 10] [--threads 1]
         [--onnx] [--out results/latency_targets.md]
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 from pathlib import Path
 
@@ -38,10 +40,27 @@ from harness.runtime.provenance import provenance, provenance_lines
 from harness.structure import CostModel, allocate, apply_plan, check_prunable, score_groups
 
 
+def model_overrides(spec: str) -> list[str]:
+    """`--models` entry → overrides: a conf model (`resnet56`) or `torchvision:<arch>`."""
+    if spec.startswith("torchvision:"):
+        return ["model=torchvision", f"model.arch={spec.split(':', 1)[1]}"]
+    return [f"model={spec}"]
+
+
+def load_line(start: tuple[float, ...], end: tuple[float, ...]) -> str:
+    """What the machine did beside this run, from the 1-minute load average at start and end."""
+    cores = os.cpu_count() or 1
+    loads = f"load average {start[0]:.1f} at the start, {end[0]:.1f} at the end, on {cores} cores"
+    if max(start[0], end[0]) >= 0.75 * cores:
+        return (f"**The machine was shared with other jobs while this ran ({loads}): the timings "
+                "are noisy.** Rerun on a quiet machine for numbers to quote.")  # fmt: skip
+    return f"The machine was otherwise quiet ({loads}, this run's one thread included)."
+
+
 def rows_for(model_name: str, args: argparse.Namespace, refused: list[str]) -> list[dict]:
     cfg = compose(
         [
-            f"model={model_name}",
+            *model_overrides(model_name),
             f"data={args.data}",
             "method=l1",
             f"target={args.target}",
@@ -138,7 +157,9 @@ def _cell(v: object) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v or "—")
 
 
-def markdown(rows: list[dict], args: argparse.Namespace, wall_s: float, refused: list[str]) -> str:
+def markdown(
+    rows: list[dict], args: argparse.Namespace, wall_s: float, refused: list[str], load: str
+) -> str:
     head = (
         "| model | allocation | target | round_to | MAC ratio | predicted latency ratio | "
         f"measured ratio (batch {args.batch}) | noise (IQR/median, both) | prediction error | "
@@ -175,11 +196,10 @@ def markdown(rows: list[dict], args: argparse.Namespace, wall_s: float, refused:
             "counts the plans measured). The final measurement below is a fresh one, taken "
             "with every plan interleaved.",
             "",
-            "**The machine was shared with other jobs while this ran (2 cores, several processes "
-            "busy): the timings are noisy.** Measured ratios are medians over interleaved "
-            "repeats, so load drift hits pruned and unpruned alike; the noise column is the sum "
-            "of both models' interquartile range / median. Rerun on a quiet machine for numbers "
-            "to quote. Untrained weights (dense latency does not depend on them).",
+            f"{load} Measured ratios are medians over interleaved repeats, so load drift hits "
+            "pruned and unpruned alike; the noise column is the sum of both models' "
+            "interquartile range / median. Untrained weights (dense latency does not depend on "
+            "them).",
             "",
             *lines,
             "",
@@ -210,14 +230,15 @@ def main() -> None:
     p.add_argument("--onnx", action="store_true", help="also time every model in onnxruntime")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    t = time.perf_counter()
+    t, load_start = time.perf_counter(), os.getloadavg()
     rows, refused = [], []
     for m in args.models:
         try:
             rows.extend(rows_for(m, args, refused))
         except ImpossibleTargetError as e:  # the run would refuse it too: say so, go on
             refused.append(f"- {m}: refused before pruning: {e}")
-    text = markdown(rows, args, time.perf_counter() - t, refused)
+    load = load_line(load_start, os.getloadavg())
+    text = markdown(rows, args, time.perf_counter() - t, refused, load)
     print(text)
     if args.out:
         Path(args.out).write_text(text)
