@@ -183,10 +183,7 @@ def _train_epoch(
         if isinstance(net, CompiledModel) and not net.backward_compiled:
             loss = _first_compiled_step(model, net, task, batch, optimizer, runtime)
         else:
-            with runtime.autocast():
-                loss = task.loss(net, batch)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss = _forward_backward(net, task, batch, optimizer, runtime)
         s.loss = loss.detach()
         for h in hooks:
             h.after_backward(s)
@@ -201,6 +198,17 @@ def _train_epoch(
         if s.stop_reason is not None:
             break
     return loss_sum, n_steps
+
+
+def _forward_backward(
+    net: nn.Module, task: Task, batch: object, optimizer: Optimizer, runtime: Runtime
+) -> torch.Tensor:
+    """One step's loss under the run's autocast, with fresh gradients from its backward."""
+    with runtime.autocast():
+        loss = task.loss(net, batch)["loss"]
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return loss
 
 
 def _first_compiled_step(
@@ -219,10 +227,7 @@ def _first_compiled_step(
     rng = torch.random.get_rng_state()
     cuda_rng = torch.cuda.get_rng_state_all() if runtime.device.type == "cuda" else None
     try:
-        with runtime.autocast():
-            loss = task.loss(twin, batch)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss = _forward_backward(twin, task, batch, optimizer, runtime)
     except Exception as e:  # noqa: BLE001 - the compiled backward failed: eager from here on
         if twin.failed is None:
             twin.give_up(e)
@@ -232,11 +237,7 @@ def _first_compiled_step(
         torch.random.set_rng_state(rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)
-        with runtime.autocast():
-            loss = task.loss(model, batch)["loss"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        return loss
+        return _forward_backward(model, task, batch, optimizer, runtime)
     twin.backward_compiled = True
     return loss
 
