@@ -12,6 +12,7 @@ the cut; the kept widths per channel group (stage residual groups and block-inte
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -168,7 +169,8 @@ def main(argv: list[str]) -> int:
         f"Command: `PYTHONPATH=. python benchmarks/slim_taylor_diag.py --seeds {args.seeds}` "
         f"(controls_digits settings), git {git_label()}, seeds {args.seeds}, "
         f"hardware {hardware()}, "
-        f"{torch.get_num_threads()} torch thread(s), 2 shared CPU cores (loaded)."
+        f"{torch.get_num_threads()} torch thread(s), load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} cores at the end."
     )
     print(table + "\n\n" + prov)
     if args.out:
