@@ -17,7 +17,8 @@ import os
 import re
 import socket
 import tempfile
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -235,8 +236,12 @@ def _ask_store(uri: str) -> None:
     from harness.runtime.retry import is_locked, retry_locked
     from harness.tracking import mlflow_client
 
-    try:  # a store another process holds locked a moment is waited for, a while
-        retry_locked(mlflow_client(uri).search_experiments, max_results=1, wait_s=START_LOCK_WAIT_S)
+    try:  # a store another process holds locked, or is creating, a moment is waited for
+        _while_created_elsewhere(
+            lambda: retry_locked(
+                mlflow_client(uri).search_experiments, max_results=1, wait_s=START_LOCK_WAIT_S
+            )
+        )
     except Exception as e:  # noqa: BLE001 - MLflow and its drivers raise many kinds
         text = str(e).strip().splitlines()
         reason = mask_secrets(text[0] if text else type(e).__name__)[:300]
@@ -250,6 +255,31 @@ def _ask_store(uri: str) -> None:
             f"tracking store tracking.uri={mask_secrets(uri)} does not answer "
             f"({type(e).__name__}: {reason}); start it, fix tracking.uri or set it to null"
         ) from e
+
+
+def _while_created_elsewhere(ask: Callable[[], object]) -> None:
+    """`ask()`, again while another process is creating the same new store.
+
+    MLflow's SQL store creates its tables and then migrates them, unlocked; a second process
+    that opens the store meanwhile (an `mlflow ui`, a script reading runs, a run started without
+    PruneBench's folder lock) finds some tables missing, migrates too and fails on "table …
+    already exists", or finds the schema a revision behind. Both pass once the first process is
+    done; an out-of-date schema seen without such a race is a real error, raised at once.
+    """
+    racing, delay, waited = False, 0.5, 0.0
+    while True:
+        try:
+            ask()
+            return
+        except Exception as e:
+            text = str(e).lower()
+            racing = racing or "already exists" in text
+            created_elsewhere = racing and ("already exists" in text or "out-of-date" in text)
+            if not created_elsewhere or waited >= START_LOCK_WAIT_S:
+                raise
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 5.0)
 
 
 #: MLflow's HTTP client otherwise retries a dead server for minutes

@@ -110,6 +110,25 @@ class Spawned:
         self.proc.wait()
 
 
+def spawned_runs(outputs: Path) -> list:
+    """The MLflow runs a spawned `prunebench` keeps under `outputs`, [] before its store exists.
+
+    The probe never creates the store itself: MLflow's table creation and migration are not
+    locked, and two processes doing it at once fail. The run creates its store while holding a
+    lock on `outputs`, so once the file is there, taking that lock waits for it to be done."""
+    from mlflow.tracking import MlflowClient
+
+    from harness.run.preflight import folder_lock
+
+    db = Path(outputs) / "mlflow.db"
+    if not db.exists():
+        return []
+    with folder_lock(outputs):
+        pass
+    client = MlflowClient(f"sqlite:///{db}")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
 @dataclass
 class InProcess:
     code: int

@@ -15,17 +15,12 @@ from optuna.trial import TrialState
 
 from harness import exit_codes
 from harness.study import resolve_storage
-from tests.faults.conftest import TINY, TINY_STUDY, Spawned
+from tests.faults.conftest import TINY, TINY_STUDY, Spawned, spawned_runs
 
 
 def _study(outputs, workers: int = 1) -> optuna.Study:
     storage = resolve_storage(None, outputs=outputs, workers=workers).open()
     return optuna.load_study(study_name=optuna.get_all_study_names(storage)[0], storage=storage)
-
-
-def _runs(outputs) -> list:
-    client = MlflowClient(f"sqlite:///{outputs}/mlflow.db")
-    return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
 def _running_trial(outputs, workers: int = 1):
@@ -81,7 +76,7 @@ def test_timeout_sigterm_on_a_run_leaves_its_mlflow_run_killed_and_exits_143(tmp
         logs=tmp_path / "logs", prefix=("timeout", "--preserve-status", "-s", "TERM", "900"),
     )  # fmt: skip
     try:
-        proc.wait_for(lambda: [r for r in _runs(tmp_path) if r.info.status == "RUNNING"])
+        proc.wait_for(lambda: [r for r in spawned_runs(tmp_path) if r.info.status == "RUNNING"])
         proc.proc.send_signal(signal.SIGTERM)
     finally:
         r = proc.finish()
@@ -89,7 +84,7 @@ def test_timeout_sigterm_on_a_run_leaves_its_mlflow_run_killed_and_exits_143(tmp
     assert r.code == exit_codes.TERMINATED, err[-3000:]
     assert out == "" and "Traceback" not in err
     assert err.strip().splitlines()[-1] == "prunebench: run terminated (SIGTERM)"
-    runs = _runs(tmp_path)
+    runs = spawned_runs(tmp_path)
     assert len(runs) == 1 and runs[0].info.status == "KILLED"
 
 
@@ -107,7 +102,7 @@ def test_sigterm_on_a_study_leaves_it_resumable(cli, tmp_path):
     assert r.code == exit_codes.TERMINATED and r.stdout == "", r.stderr[-3000:]
     trial = _study(tmp_path).trials[victim.number]
     assert trial.state == TrialState.FAIL and trial.user_attrs["interrupted"] is True
-    status = {r.info.run_id: r.info.status for r in _runs(tmp_path)}
+    status = {r.info.run_id: r.info.status for r in spawned_runs(tmp_path)}
     assert victim.number == 0 and len(status) == 2  # the trial's run and the study's
     assert set(status.values()) == {"KILLED"}
 

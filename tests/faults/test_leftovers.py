@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from harness.runtime.atomic import atomic_write, clean_stale_temps, temp_path
 from harness.runtime.processes import process_token
-from tests.faults.conftest import REPO, TINY, TINY_STUDY, TINYCLI, Spawned
+from tests.faults.conftest import REPO, TINY, TINY_STUDY, TINYCLI, Spawned, spawned_runs
 
 
 def _dead_token() -> str:
@@ -70,14 +70,14 @@ def test_a_killed_run_leaves_nothing_the_next_run_does_not_clean(run_main, tmp_p
     # (eager training: the probe is about the kill, not the compiler)
     proc = Spawned("run", *TINY, f"outputs={tmp_path}", "finetune.epochs=100000", "compile=false",
                    logs=tmp_path / "logs")  # fmt: skip
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
 
     def running_run():
-        runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+        runs = spawned_runs(tmp_path)
         return runs[0] if runs and runs[0].info.status == "RUNNING" else None
 
     try:
         victim = proc.wait_for(running_run)
+        client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.kill()

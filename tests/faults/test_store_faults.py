@@ -76,6 +76,48 @@ def _locked():
     raise RuntimeError("database is locked")
 
 
+class _StoreCreatedElsewhere:
+    """An MLflow client whose store another process is creating: its first answers are what
+    MLflow raises meanwhile, the last one is the store's."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors, self.calls = list(errors), 0
+
+    def search_experiments(self, max_results: int):
+        self.calls += 1
+        if self.errors:
+            raise RuntimeError(self.errors.pop(0))
+        return []
+
+
+@pytest.mark.parametrize(
+    ("errors", "outcome"),
+    [
+        # the other process's migration is midway, then one revision behind, then done
+        (["(sqlite3.OperationalError) table sql_trace_metric_daily_rollups already exists",
+          "Detected out-of-date database schema (found version a, but expected b)"], "ok"),
+        # an old store that nobody is creating is refused at once
+        (["Detected out-of-date database schema (found version a, but expected b)"], "refused"),
+    ],
+)  # fmt: skip
+def test_a_tracking_store_created_by_another_process_at_the_same_time_is_waited_for(
+    tmp_path, monkeypatch, errors, outcome
+):
+    from harness.run import preflight
+
+    client, slept = _StoreCreatedElsewhere(errors), []
+    monkeypatch.setattr("harness.tracking.mlflow_client", lambda uri: client)
+    monkeypatch.setattr(preflight.time, "sleep", slept.append)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    if outcome == "ok":
+        preflight.check_tracking(uri)
+        assert client.calls == 3 and slept == [0.5, 1.0]
+    else:
+        with pytest.raises(ConfigError, match="does not answer .*out-of-date"):
+            preflight.check_tracking(uri)
+        assert client.calls == 1 and slept == []
+
+
 def test_a_sqlite_study_store_locked_at_start_is_one_line_naming_the_lock(tmp_path, monkeypatch):
     import sqlite3
 
