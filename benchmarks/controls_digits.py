@@ -70,10 +70,36 @@ def base(methods: tuple[str, ...]) -> list[str]:
     ]
 
 
-def main(argv: list[str]) -> int:
+def run_all(
+    shared: list[str],
+    labels: tuple[str, ...],
+    seeds: tuple[int, ...],
+    method_overrides: dict[str, list[str]],
+    results: str,
+) -> dict:
+    """Every study of `labels` (methods, then controls) for each seed, then `compare` into
+    `results`; finished studies are skipped on a second call, so a killed run resumes."""
     from harness.report.compare import run_compare
     from harness.study import run_study
 
+    for seed in seeds:  # seed-major: one baseline at a time
+        for label in labels:  # sources before their controls
+            name, _, source = label.partition("@")
+            own = [f"method={name}", f"seed={seed}", *([f"method.source={source}"] * bool(source))]
+            cfg = compose([*shared, *own, *method_overrides.get(name, ())])
+            load_configured(cfg)
+            t0 = time.perf_counter()
+            summary = run_study(cfg)
+            print(
+                f"{time.strftime('%H:%M:%S')} {label} seed {seed}: {summary['n_complete']} "
+                f"trial(s), {time.perf_counter() - t0:.0f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+    return run_compare(compose([*shared, f"compare.results_dir={results}"]))
+
+
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outputs", default="outputs/controls_digits")
     parser.add_argument("--results", default="results/controls_digits_resnet20")
@@ -89,21 +115,8 @@ def main(argv: list[str]) -> int:
     if missing and args.methods == ",".join(METHODS):
         raise SystemExit(f"controls_digits: registered methods not in METHODS: {missing}")
     shared = [*base(methods), f"outputs={args.outputs}", *extra]
-    for seed in () if args.compare_only else SEEDS:  # seed-major: one baseline at a time
-        for label in (*methods, *controls(methods)):  # sources before their controls
-            name, _, source = label.partition("@")
-            own = [f"method={name}", f"seed={seed}", *([f"method.source={source}"] * bool(source))]
-            cfg = compose([*shared, *own, *METHOD_OVERRIDES.get(name, ())])
-            load_configured(cfg)
-            t0 = time.perf_counter()
-            summary = run_study(cfg)
-            print(
-                f"{time.strftime('%H:%M:%S')} {label} seed {seed}: {summary['n_complete']} "
-                f"trial(s), {time.perf_counter() - t0:.0f} s",
-                file=sys.stderr,
-                flush=True,
-            )
-    report = run_compare(compose([*shared, f"compare.results_dir={args.results}"]))
+    seeds = () if args.compare_only else SEEDS
+    report = run_all(shared, (*methods, *controls(methods)), seeds, METHOD_OVERRIDES, args.results)
     print(report["table_md"])
     return 0
 
