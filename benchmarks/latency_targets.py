@@ -3,7 +3,7 @@
     PYTHONPATH=. .venv/bin/python benchmarks/latency_targets.py [--models resnet20 resnet56
         torchvision:resnet18]
         [--target 0.5] [--allocations uniform] [--batch 64] [--repeats 10] [--threads 1]
-        [--onnx] [--out results/latency_targets.md]
+        [--onnx] [--set 'data.shape=[3,224,224]'] [--out results/latency_targets.md]
 
 For each model (built with the conf's settings for `--data`, untrained weights: dense latency
 does not depend on their values, and l1 ranks them as it would trained ones) and each allocation:
@@ -68,6 +68,7 @@ def rows_for(model_name: str, args: argparse.Namespace, refused: list[str]) -> l
             f"measure.latency_batch={args.batch}",
             f"latency.repeats={args.repeats}",
             f"outputs={args.outputs}",
+            *args.overrides,
         ]
     )
     load_configured(cfg)
@@ -228,6 +229,10 @@ def main() -> None:
     p.add_argument("--outputs", default="outputs")
     p.add_argument("--out", default=None, help="write the Markdown table here")
     p.add_argument("--onnx", action="store_true", help="also time every model in onnxruntime")
+    p.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="a config override for every model, e.g. --set 'data.shape=[3,224,224]'",
+    )  # fmt: skip
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     t, load_start = time.perf_counter(), os.getloadavg()
