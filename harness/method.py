@@ -82,6 +82,10 @@ class PruneContext:
     # study_artifacts(method, trial): the artifacts folder of that trial of the same-seed study
     # of `method` on this run's task, data, model and storage (a control's source)
     study_artifacts: Callable[[str, int], Path] | None = None
+    # where the run corrects plans by measurement (target_kind=latency): land(plan_at, t) returns
+    # the plan `LatencyTarget.land` settles on, `plan_at(t')` being the method's plan at the cost
+    # model's ratio t' (a search method that plans by itself: DHP); None: plans are not measured
+    land: Callable[[Callable[[float], Plan], float], Plan] | None = None
 
 
 @dataclass
@@ -221,6 +225,9 @@ class SearchMethod(Method):
     #: the search stops on `ctx.cost` at `ctx.target` whatever the cost model, so it takes a
     #: latency target (`target_kind=latency`: `ctx.cost` is the run's latency table)
     stops_on_cost: ClassVar[bool] = False
+    #: it chooses its widths and keeps them multiples of `prune.round_to` (`ctx.policy.round_to`);
+    #: False: the run refuses round_to > 1 (it takes another run's widths as they are)
+    rounds: ClassVar[bool] = False
 
     def phase_epochs(self, *, task: str | None, train: Mapping[str, Any]) -> float | None:
         """A search's planned epochs are its own business: None unless the method says."""

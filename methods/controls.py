@@ -214,6 +214,8 @@ class ScratchB(ScratchE):
 class Uniform(_FromScratch):
     """Every prunable group kept at the same fraction, to the MAC target, trained from scratch."""
 
+    rounds = True  # allocates through the run's policy, prune.round_to included
+
     def __init__(self, *, budget: str = "b") -> None:
         super().__init__()
         self.budget = _check_budget(budget)

@@ -479,6 +479,7 @@ def _prune_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Plan, di
         input_shape=parts.shape,
         tags=_plain(cfg.tracking.get("tags")),
         study_artifacts=partial(study_trial_artifacts, cfg),
+        land=parts.latency.lander(structure, cfg) if parts.latency else None,
     )
     ctx = within_needs(ctx, method)  # what `method.needs` does not declare raises on use
     search_stats: dict[str, float] = {}

@@ -8,10 +8,11 @@ checks the calibrated table, whose prediction must be within `latency.max_error`
 latency, else the run is refused in one line. A target below what the floors' smallest plan is
 predicted to reach is refused in one line too. Pruning then allocates to the table's prediction
 of the target, measures the compact model, and corrects the allocation by the measured/predicted
-factor up to `latency.correct_steps` times (`LatencyTarget.land`). After fine-tuning, the compact
-model and the unpruned one are timed interleaved in the same process; the target counts as met
-when the measured ratio is ≤ target + noise, where noise is the target times the sum of both
-models' relative spreads (interquartile range / median of the repeats).
+factor up to `latency.correct_steps` times (`LatencyTarget.land`; DHP's landing the same way,
+through `LatencyTarget.lander`). After fine-tuning, the compact model and the unpruned one are
+timed interleaved in the same process; the target counts as met when the measured ratio is ≤
+target + noise, where noise is the target times the sum of both models' relative spreads
+(interquartile range / median of the repeats).
 """
 
 from __future__ import annotations
@@ -57,17 +58,18 @@ def target_kind(cfg: DictConfig) -> str:
 
 
 def round_to(cfg: DictConfig, method: Any = None) -> int:
-    """`prune.round_to`, validated (1: no rounding); refused for a search method, whose plan
-    does not come from the shared allocation."""
+    """`prune.round_to`, validated (1: no rounding); refused for a search method that does not
+    choose its widths (`SearchMethod.rounds`: the controls that reuse another run's plan)."""
     from harness.method import SearchMethod
 
     value = cfg.prune.get("round_to", 1)
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigError(f"prune.round_to={value} must be a positive integer (1: off, 8: AVX2)")
-    if value > 1 and isinstance(method, SearchMethod):
+    if value > 1 and isinstance(method, SearchMethod) and not method.rounds:
         raise IncompatibleMethodError(
-            f"method {cfg.method.name} searches its own plan; prune.round_to={value} applies to "
-            "methods pruned by the shared allocation (one-shot and train-time)"
+            f"method {cfg.method.name} takes another run's widths as they are; "
+            f"prune.round_to={value} applies to methods that choose them (one-shot, train-time, "
+            "DHP, uniform): round the source run instead"
         )
     return value
 
@@ -140,6 +142,17 @@ class LatencyTarget:
         ok = [x for x in tried if x[3] <= target]
         best = max(ok, key=lambda x: x[0]) if ok else min(tried, key=lambda x: x[0])
         return best[1]
+
+    def lander(
+        self, structure: Structure, cfg: DictConfig
+    ) -> Callable[[Callable[[float], Plan], float], Plan]:
+        """`land` for a method that makes its own plans (DHP: `PruneContext.land`): each plan
+        measured on the unpruned model cut to it (latency depends on widths, not weights)."""
+
+        def land(plan_at: Callable[[float], Plan], start: float) -> Plan:
+            return self.land(plan_at, start, self.base_model, structure, cfg)
+
+        return land
 
 
 def _latency_cfg(cfg: DictConfig) -> DictConfig:

@@ -5,6 +5,11 @@ in [target − land_within, target], searching a few swaps where one unit is coa
 The ratio is the MAC ratio, or with `target_kind=latency` the whole network's latency ratio the
 run's latency table predicts (`stop_cost`): the stop rule and the landing then read the same cost
 the allocator of every other method does.
+
+With `prune.round_to=N` the landed cut is rounded as the shared allocation rounds
+(`round_kept`: harness/structure/rounding.py's rules and floors) and then filled back up to the
+target one block of N at a time, so the kept counts are multiples of N at or below the target
+and as close under it as whole blocks allow.
 """
 
 from __future__ import annotations
@@ -15,14 +20,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import torch
+
 from harness.structure import CostModel
 from harness.structure.latency import LatencyCostModel
+from harness.structure.rounding import allowed_widths, round_removed
 from methods.dhp.latents import with_ties
 
 if TYPE_CHECKING:
     from torch import Tensor
 
-__all__ = ["StopCost", "cut_to_target", "stop_cost"]
+__all__ = ["StopCost", "check_rounding", "cut_to_target", "round_kept", "stop_cost"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +59,12 @@ class StopCost:
             "macs_ratio": CostModel(self.model.structure).ratio(removed),
             "latency_ratio_predicted": self.ratio(removed),
         }
+
+    def units(self, ratio: float) -> float:
+        """`ratio` in the cost model's own units (MACs, or the table's layer sum in ms): a plan's
+        `self.ratio` is ≤ `ratio` exactly when its `model.macs` is ≤ this."""
+        fixed = self.model.fixed_ms if isinstance(self.model, LatencyCostModel) else 0.0
+        return ratio * (self.model.base_macs + fixed) - fixed
 
 
 def stop_cost(cost: CostModel, target: float) -> StopCost:
@@ -111,6 +125,77 @@ def cut_to_target(
         )  # fmt: skip
     cut = sum(int((state[g] & ~removed[g]).sum()) for g in scores)
     return with_ties(state, ties), cut
+
+
+class _Tied:
+    """The cost model seen through DHP's ties (tied groups follow their owner), with the two
+    members `round_removed` reads."""
+
+    def __init__(self, model: CostModel, ties: Mapping[str, str]) -> None:
+        self.model, self.ties, self.base_macs = model, ties, model.base_macs
+
+    def macs(self, removed: Mapping[str, Tensor]) -> float:
+        return self.model.macs(with_ties(dict(removed), self.ties))
+
+
+def round_kept(
+    cost: StopCost,
+    scores: Mapping[str, Tensor],
+    removed: Mapping[str, Tensor],
+    goal: float,
+    *,
+    multiple: int,
+    keep_min: Mapping[str, int],
+    ties: Mapping[str, str] | None = None,
+) -> dict[str, Tensor]:
+    """`removed` with every group of `scores` keeping an allowed width (a multiple of `multiple`
+    ≥ `keep_min`, or the whole group) and `cost.ratio` ≤ `goal`: rounded by `round_removed` (up
+    to the next multiple with the highest-|z| units, then blocks of the lowest-|z| off until at
+    or below the goal), then filled: while some group can take its next width and stay at or
+    below the goal, the one that lands nearest under it does. Raises ImpossibleTargetError
+    (naming prune.round_to) where no allowed widths reach the goal."""
+    ties = dict(ties or {})
+    tied, units = _Tied(cost.model, ties), cost.units(goal)
+    state = {g: m.clone() for g, m in removed.items()}
+    out = round_removed(
+        tied, scores, state, already=None, goal=units, keep_min=keep_min, multiple=multiple
+    )
+    order = {
+        g: torch.argsort(s.detach().cpu(), descending=True, stable=True) for g, s in scores.items()
+    }
+    while True:
+        best: tuple[float, str, Tensor] | None = None
+        for g in scores:
+            kept = int((~out[g]).sum())
+            wider = [w for w in allowed_widths(len(out[g]), multiple, keep_min[g]) if w > kept]
+            if not wider:
+                continue
+            mask = torch.ones_like(out[g])
+            mask[order[g][: wider[0]]] = False
+            macs = tied.macs({**out, g: mask})
+            if macs <= units and (best is None or macs > best[0]):
+                best = (macs, g, mask)
+        if best is None:
+            return with_ties(out, ties)
+        out[best[1]] = best[2]
+
+
+def check_rounding(
+    cost: StopCost,
+    sizes: Mapping[str, int],
+    *,
+    multiple: int,
+    keep_min: Mapping[str, int],
+    ties: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse (ImpossibleTargetError naming prune.round_to, one line) a target that no plan of
+    allowed widths reaches: every group at its smallest allowed width is already above it."""
+    scores = {g: torch.zeros(n) for g, n in sizes.items()}
+    state = {g: torch.arange(n) >= keep_min[g] for g, n in sizes.items()}
+    round_removed(
+        _Tied(cost.model, dict(ties or {})), scores, state, already=None,
+        goal=cost.units(cost.target), keep_min=keep_min, multiple=multiple,
+    )  # fmt: skip
 
 
 def _at_floor(mask: Tensor, min_channels: int) -> bool:

@@ -23,6 +23,9 @@ target] (the paper stops anywhere ≤ target + stop_limit; `trim=false` keeps th
 interval carried the ratio under target − land_within, trim first steps the latents back to the
 last check above the stop band (`stepped_back`, `macs_ratio_stepped_back`); where one unit is
 coarser than the band (tiny nets), the cut searches a few swaps for a set that lands in it.
+With `prune.round_to=N` the landed cut is rounded to multiples of N by |z| (`landing.round_kept`);
+under a latency target the landing is measured and re-landed at the corrected goal
+(`ctx.land`: `LatencyTarget.land`, as one-shot plans are).
 """
 
 from __future__ import annotations
@@ -42,11 +45,11 @@ from torch import nn
 from harness.errors import ConfigError, IncompatibleMethodError
 from harness.method import Needs, PruneContext, SearchMethod, SearchResult
 from harness.registry import METHODS
-from harness.structure import Plan, Structure
+from harness.structure import Plan, Structure, floor_of
 from harness.train import FitResult, Hook
 from methods.dhp.compact import SearchNet, compact
 from methods.dhp.hyper import attach_hypernetworks, hyper_parameter_count
-from methods.dhp.landing import cut_to_target, stop_cost
+from methods.dhp.landing import check_rounding, cut_to_target, round_kept, stop_cost
 from methods.dhp.latents import Latents, build_latents, upsampler_ties
 from methods.dhp.search import DHPSearch, GammaController, SearchCheckpoint
 
@@ -164,6 +167,7 @@ class DHP(SearchMethod):
 
     needs = Needs(data=True, grads=True, training=True, pretrained=False)
     stops_on_cost = True  # target_kind=latency: stops on the latency table (landing.stop_cost)
+    rounds = True  # prune.round_to: the landing rounds by |z| (landing.round_kept)
 
     @classmethod
     def resolve_config(
@@ -389,6 +393,21 @@ class DHP(SearchMethod):
             names.append(g)
         return names
 
+    def rounding(self, ctx: PruneContext, prunable: Sequence[str]) -> tuple[int, dict[str, int]]:
+        """`prune.round_to` (the run's policy; 1 without one) and the least kept count per group
+        it may round to: DHP's own floor and the run's prune.floor / prune.min_channels, the
+        floors the shared allocation rounds within. ({} when not rounding: the search keeps
+        only its own floor, as it always has.)"""
+        policy = ctx.policy
+        if policy is None or policy.round_to == 1:
+            return 1, {}
+        keep_min = {}
+        for g in prunable:
+            size = ctx.structure.groups[g].size
+            own = min(self.min_channels, size)
+            keep_min[g] = max(own, floor_of(size, policy.floor, policy.min_channels))
+        return int(policy.round_to), keep_min
+
     # ------------------------------------------------------------------ search
     def search(self, ctx: PruneContext) -> SearchResult:
         t0 = time.perf_counter()
@@ -403,6 +422,10 @@ class DHP(SearchMethod):
         prunable = self.prunable(ctx.structure, net.latents, st)
         cost = stop_cost(ctx.cost, ctx.target)  # MAC ratio, or the latency table's prediction
         target = cost.target
+        multiple, keep_min = self.rounding(ctx, prunable)
+        if multiple > 1:  # no plan of multiples reaching the target: refused before the search
+            sizes = {g: ctx.structure.groups[g].size for g in prunable}
+            check_rounding(cost, sizes, multiple=multiple, keep_min=keep_min, ties=ties)
         controller = GammaController(
             st.gamma_mode, st.gamma, target, aim=self.aim, shrink_at_half=self.shrink_at_half
         )
@@ -435,20 +458,41 @@ class DHP(SearchMethod):
                 "dhp: %s ratio %.4f at the stop is under %.4f; stepped back to the last check "
                 "above the stop band (%.4f)", cost.kind, ratio_at_stop, floor, ratio,
             )  # fmt: skip
-        trimmed = 0
-        if ratio > target and (self.trim if reached else self.force_target):
-            scores = {g: net.latents[g].detach().abs().float().cpu() for g in prunable}
-            removed, trimmed = cut_to_target(
-                cost, scores, removed, target, min_channels=self.min_channels, ties=ties,
-                floor=floor,
-            )  # fmt: skip
+        scores = {g: net.latents[g].detach().abs().float().cpu() for g in prunable}
+        cuts = self.trim if reached else self.force_target
+        landings: list[tuple[Plan, dict[str, Any], int, float]] = []
+
+        def land_at(goal: float) -> Plan:
+            """The plan at ratio `goal`: the stop state cut by |z| into [goal − land_within,
+            goal] (where the run cuts at all), then rounded to multiples of prune.round_to."""
+            out, cut = removed, 0
+            if cuts and cost.ratio(removed) > goal:
+                out, cut = cut_to_target(
+                    cost, scores, removed, goal, min_channels=self.min_channels, ties=ties,
+                    floor=goal - self.land_within,
+                )  # fmt: skip
+            unrounded = cost.ratio(out)
+            if multiple > 1:  # at or below the goal; a plan the stop left above it stays there
+                out = round_kept(
+                    cost, scores, out, goal if cuts else max(goal, unrounded),
+                    multiple=multiple, keep_min=keep_min, ties=ties,
+                )  # fmt: skip
+            plan = Plan.from_removed({g: r for g, r in out.items() if bool(r.any())})
+            landings.append((plan, out, cut, unrounded))
+            return plan
+
+        if ctx.land is not None and cuts:  # latency target: plans measured, the goal corrected
+            plan = ctx.land(lambda t: land_at(stop_cost(ctx.cost, t).target), ctx.target)
+        else:
+            plan = land_at(target)
+        _, removed, trimmed, unrounded = next(x for x in landings if x[0] is plan)
+        if cuts and (ratio > target or len(landings) > 1):
             log.log(
                 logging.INFO if reached else logging.WARNING,
                 "dhp: %s at %s ratio %.4f; cut %d more units by |z| to %.4f",
                 "stopped" if reached else "the epoch cap came first", cost.kind, ratio_at_stop,
                 trimmed, cost.ratio(removed),
             )  # fmt: skip
-        plan = Plan.from_removed({g: r for g, r in removed.items() if bool(r.any())})
         model = compact(net, ctx.structure, plan)
         stats: dict[str, Any] = {
             "wall_s": time.perf_counter() - t0,
@@ -475,6 +519,9 @@ class DHP(SearchMethod):
             "tied_groups": float(len(ties)),
             "hyper_params": float(hyper_params),
             "checks": float(hook.checks),
+            "round_to": float(multiple),  # kept counts are multiples of it (or whole groups)
+            f"{cost.kind}_ratio_unrounded": unrounded,  # the landed cut before rounding
+            "landings": float(len(landings)),  # plans made (> 1: corrected by measurement)
         }
         log.info("dhp: done %s", {k: v for k, v in stats.items()})
         return SearchResult(model=model, plan=plan, stats=stats)

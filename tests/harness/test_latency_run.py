@@ -102,3 +102,22 @@ def test_dhp_latency_run_lands_at_the_target_on_the_fake_device(tmp_path, fake_d
     assert record["latency_pred_ratio"] == pytest.approx(record["latency_target_ratio"], rel=1e-6)
     assert record["search_latency_ratio_predicted"] == pytest.approx(record["latency_pred_ratio"])
     assert record["macs_ratio"] < 0.7  # the residual does not shrink: MACs go lower
+
+
+@pytest.mark.slow
+def test_dhp_latency_run_rounds_and_records_its_measured_landing(tmp_path, fake_device):
+    """DHP through `run` with prune.round_to=8 and a latency target: every pruned group keeps a
+    multiple of 8, the plan is measured through the run's landing (recorded as one-shot runs
+    record it) and lands at or below the target on the (deterministic) device."""
+    import json
+    from pathlib import Path
+
+    cfg = quick(tmp_path, "target_kind=latency", "target=0.7", "method=dhp", "method.epochs=4",
+                "train.epochs=0", "prune.round_to=8")  # fmt: skip
+    record = run(cfg)
+    assert record["search_round_to"] == 8
+    assert record["latency_landing_tries"] == len(record["latency_landing"]) >= 1
+    assert record["latency_landing"][0]["predicted"] <= 0.7 + 1e-9
+    assert record["latency_target_ratio"] <= 0.7 + 1e-9 and record["latency_target_met"]
+    plan = json.loads((Path(record["artifacts"]) / "plan.json").read_text())["plan"]
+    assert plan and all(len(kept) % 8 == 0 for kept in plan.values()), plan
