@@ -79,10 +79,18 @@ def decoded_cifar10(path: Path) -> Path:
     return path
 
 
+def add_data_option(parser: argparse.ArgumentParser) -> None:
+    """`--data`: the decoded archive, by default <PRUNEBENCH_DATA_ROOT or .data>/cifar10.npz."""
+    root = os.environ.get("PRUNEBENCH_DATA_ROOT", ".data")
+    parser.add_argument(
+        "--data", type=Path, default=Path(root) / "cifar10.npz",
+        help="decoded CIFAR-10 (.npz); decoded from ../shared when missing",
+    )  # fmt: skip
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    root = os.environ.get("PRUNEBENCH_DATA_ROOT", ".data")
-    parser.add_argument("--data", type=Path, default=Path(root) / "cifar10.npz")
+    add_data_option(parser)
     parser.add_argument("--outputs", default="outputs/controls_cifar10")
     parser.add_argument("--results", default="results/controls_cifar10_resnet20")
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")

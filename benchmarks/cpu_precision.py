@@ -88,17 +88,16 @@ def table(rows: list[dict], train_images: int) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    from benchmarks.controls_cifar10 import add_data_option, decoded_cifar10
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    root = os.environ.get("PRUNEBENCH_DATA_ROOT", ".data")
-    parser.add_argument("--data", type=Path, default=Path(root) / "cifar10.npz")
+    add_data_option(parser)
     parser.add_argument("--modes", default="fp32-eager,default,bf16-eager")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--outputs", default="outputs/cpu_precision")
     parser.add_argument("--out", default=None, help="write the Markdown report here")
     args, extra = parser.parse_known_args(argv)
-    from benchmarks.controls_cifar10 import decoded_cifar10
-
     args.data = decoded_cifar10(args.data.expanduser().resolve())
     modes = [m for m in args.modes.split(",") if m]
     unknown = [m for m in modes if m not in MODES]
