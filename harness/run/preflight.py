@@ -17,7 +17,6 @@ import os
 import re
 import socket
 import tempfile
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -237,11 +236,10 @@ def _ask_store(uri: str) -> None:
     from harness.tracking import mlflow_client
 
     try:  # a store another process holds locked, or is creating, a moment is waited for
-        _while_created_elsewhere(
-            lambda: retry_locked(
-                mlflow_client(uri).search_experiments, max_results=1, wait_s=START_LOCK_WAIT_S
-            )
-        )
+        retry_locked(
+            mlflow_client(uri).search_experiments, max_results=1, wait_s=START_LOCK_WAIT_S,
+            busy=_locked_or_created_elsewhere(),
+        )  # fmt: skip
     except Exception as e:  # noqa: BLE001 - MLflow and its drivers raise many kinds
         text = str(e).strip().splitlines()
         reason = mask_secrets(text[0] if text else type(e).__name__)[:300]
@@ -257,8 +255,9 @@ def _ask_store(uri: str) -> None:
         ) from e
 
 
-def _while_created_elsewhere(ask: Callable[[], object]) -> None:
-    """`ask()`, again while another process is creating the same new store.
+def _locked_or_created_elsewhere() -> Callable[[BaseException], bool]:
+    """`retry_locked`'s `busy` for a store's first request: locked, or being created by another
+    process at the same moment.
 
     MLflow's SQL store creates its tables and then migrates them, unlocked; a second process
     that opens the store meanwhile (an `mlflow ui`, a script reading runs, a run started without
@@ -266,20 +265,17 @@ def _while_created_elsewhere(ask: Callable[[], object]) -> None:
     already exists", or finds the schema a revision behind. Both pass once the first process is
     done; an out-of-date schema seen without such a race is a real error, raised at once.
     """
-    racing, delay, waited = False, 0.5, 0.0
-    while True:
-        try:
-            ask()
-            return
-        except Exception as e:
-            text = str(e).lower()
-            racing = racing or "already exists" in text
-            created_elsewhere = racing and ("already exists" in text or "out-of-date" in text)
-            if not created_elsewhere or waited >= START_LOCK_WAIT_S:
-                raise
-            time.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 5.0)
+    from harness.runtime.retry import is_locked
+
+    racing = False
+
+    def busy(error: BaseException) -> bool:
+        nonlocal racing
+        text = str(error).lower()
+        racing = racing or "already exists" in text
+        return is_locked(error) or (racing and ("already exists" in text or "out-of-date" in text))
+
+    return busy
 
 
 #: MLflow's HTTP client otherwise retries a dead server for minutes

@@ -40,22 +40,25 @@ def retry_locked(
     *args: Any,
     wait_s: float = LOCK_WAIT_S,
     first_delay_s: float = 0.5,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] | None = None,
+    busy: Callable[[BaseException], bool] = is_locked,
     **kwargs: Any,
 ) -> T:
     """`call(*args, **kwargs)`, again after 0.5, 1, 2, 4 … s (at most 15 s apart) while the
-    store is locked, for up to `wait_s` seconds of waiting; other errors are raised at once."""
+    store is busy (`busy(error)`: by default locked), for up to `wait_s` seconds of waiting;
+    other errors are raised at once. `sleep`: time.sleep unless given."""
     delay, waited = first_delay_s, 0.0
     while True:
         try:
             return call(*args, **kwargs)
         except Exception as e:
-            if not is_locked(e) or waited >= wait_s:
+            if not busy(e) or waited >= wait_s:
                 raise
             if waited == 0.0:
                 name = getattr(call, "__name__", "a store call")
-                log.warning("%s: the store is locked; retrying for up to %g s", name, wait_s)
-            sleep(delay)
+                what = "locked" if is_locked(e) else "busy"
+                log.warning("%s: the store is %s; retrying for up to %g s", name, what, wait_s)
+            (sleep or time.sleep)(delay)
             waited += delay
             delay = min(delay * 2, 15.0)
 

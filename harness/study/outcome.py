@@ -162,7 +162,7 @@ def outcome_of(
     outcome = study_outcome(
         n_trials=settings.n_trials,
         n_done=c["complete"] if halving else c["done"],
-        n_complete=sum(t.state == TrialState.COMPLETE for t in trials),
+        n_complete=c["complete"],
         n_failed_now=c["failed"],
         max_failures=settings.max_failures,
         deadline_passed=settings.timeout_s is not None

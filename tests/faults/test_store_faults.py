@@ -104,10 +104,11 @@ def test_a_tracking_store_created_by_another_process_at_the_same_time_is_waited_
     tmp_path, monkeypatch, errors, outcome
 ):
     from harness.run import preflight
+    from harness.runtime import retry
 
     client, slept = _StoreCreatedElsewhere(errors), []
     monkeypatch.setattr("harness.tracking.mlflow_client", lambda uri: client)
-    monkeypatch.setattr(preflight.time, "sleep", slept.append)
+    monkeypatch.setattr(retry.time, "sleep", slept.append)
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     if outcome == "ok":
         preflight.check_tracking(uri)
