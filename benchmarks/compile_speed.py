@@ -37,6 +37,15 @@ separates the harness's own cost from what compilation can give at all. `--bf16`
 loop under bf16 autocast, eager in channels_last (`bare-bf16`) and compiled (`bare-c-bf16`): what
 lower precision, which the harness uses on CUDA only, would give on this device. `--profile`
 adds, per train row, where one call of `fit` and of `fit-c` spends its CPU time (torch.profiler).
+`--cuda-graphs` (with `--bare`) adds `bare-cg`, the compiled loop in `reduce-overhead` mode, whose
+forward and backward replay as CUDA graphs on a GPU (the launch overhead small nets are bound by;
+on a CPU it is plain compilation), and with `--bf16` its bf16 twin `bare-cg-bf16`.
+`--roofline` measures the device's peak dense matrix-multiply rate (fp32 and bf16) and gives, per
+train and finetune row, the floating-point rate each loop reaches (6 × the model's fvcore
+conv+linear MACs per training image: forward, input gradient, weight gradient) and the ceiling
+that puts on any speed-up over eager at the run's precision: peak / eager's rate. A training step
+built from direct or GEMM convolutions (oneDNN's and inductor's) cannot outrun the device's
+largest matrix multiply, so no compilation beats that ceiling without changing the precision.
 """
 
 from __future__ import annotations
@@ -191,13 +200,17 @@ def phase_runner(
     return run, model
 
 
-#: the plain loops of `--bare` (and `--bf16`): loop → (compiled, channels_last, bf16 autocast)
+#: the plain loops of `--bare` (`--bf16`, `--cuda-graphs`): loop → (torch.compile mode or None
+#: for eager, channels_last, bf16 autocast); "reduce-overhead" replays the compiled forward and
+#: backward as CUDA graphs (on a CPU it is plain compilation)
 BARE_LOOPS = {
-    "bare": (False, False, False),
-    "bare-cl": (False, True, False),
-    "bare-c": (True, False, False),
-    "bare-bf16": (False, True, True),
-    "bare-c-bf16": (True, False, True),
+    "bare": (None, False, False),
+    "bare-cl": (None, True, False),
+    "bare-c": ("default", False, False),
+    "bare-bf16": (None, True, True),
+    "bare-c-bf16": ("default", False, True),
+    "bare-cg": ("reduce-overhead", False, False),
+    "bare-cg-bf16": ("reduce-overhead", False, True),
 }
 
 
@@ -205,7 +218,7 @@ def bare_runner(
     model_name: str, loop: str, batch: int, steps: int, device: str
 ) -> Callable[[], int]:
     """A plain PyTorch training loop over the `train` phase's data tensors, as BARE_LOOPS says."""
-    compiled, channels_last, bf16 = BARE_LOOPS[loop]
+    compile_as, channels_last, bf16 = BARE_LOOPS[loop]
     runtime = pick_runtime(device)
     if bf16:
         runtime = replace(runtime, amp_dtype=torch.bfloat16)
@@ -217,7 +230,7 @@ def bare_runner(
         model = model.to(memory_format=torch.channels_last)
         x_all = x_all.contiguous(memory_format=torch.channels_last)
     optimizer = build_optimizer(model.parameters(), work.optim)
-    net = torch.compile(model, dynamic=False) if compiled else model
+    net = model if compile_as is None else torch.compile(model, mode=compile_as, dynamic=False)
 
     def run() -> int:
         model.train()
@@ -279,6 +292,7 @@ def measure(
     device: str,
     loops: tuple[str, ...] = (),
     profiled: bool = False,
+    peak: float | None = None,
 ) -> dict[str, object]:
     built = {m: phase_runner(phase, model_name, m, batch, steps, device) for m in ("off", "on")}
     runs = {"fit" if m == "off" else "fit-c": run for m, (run, _) in built.items()}
@@ -286,6 +300,10 @@ def measure(
         runs[loop] = bare_runner(model_name, loop, batch, steps, device)
     times, images = interleaved(runs, rounds)
     prof = profile_lines(model_name, runs) if profiled and phase == "train" else []
+    if peak and phase in ("train", "finetune"):
+        flops = training_flops(built["off"][1], workload(model_name, batch).input_shape)
+        loop_rates = {k: (images / t.wall_s, images / t.cpu_s) for k, t in times.items()}
+        prof = roofline_lines(model_name, phase, flops, loop_rates, peak) + prof
     eager, comp = times["fit"], times["fit-c"]
     compile_s = max(0.0, comp.first_s - comp.wall_s)
     saved_per_image = (eager.wall_s - comp.wall_s) / images
@@ -340,6 +358,59 @@ def profile_lines(model: str, runs: dict[str, Callable[[], int]]) -> list[str]:
     return out
 
 
+def peak_gemm(dtype: torch.dtype, device: torch.device, reps: int = 8) -> float:
+    """The best FLOP/s of a square matrix multiply in `dtype` (n = 2048 on a CPU, 8192 on a GPU):
+    what the device's BLAS reaches on its most favourable dense kernel, an upper bound on any
+    training step's rate."""
+    n = 8192 if device.type == "cuda" else 2048
+    g = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, generator=g, device=device).to(dtype)
+    b = torch.randn(n, n, generator=g, device=device).to(dtype)
+    best = 0.0
+    for i in range(reps + 2):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        if i >= 2:  # the first two warm the BLAS up
+            best = max(best, 2 * n**3 / (time.perf_counter() - t))
+    return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def training_flops(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """Floating-point work of one training image: 6 × fvcore's conv+linear MACs (2 FLOPs per MAC,
+    forward + input gradient + weight gradient). The first layer needs no input gradient, so this
+    overstates the work by that layer's share (ResNet-20: 1 %)."""
+    from harness.run.measure import count_macs
+
+    return 6.0 * count_macs(model, input_shape).macs
+
+
+def roofline_lines(
+    model: str, phase: str, flops: float, loops: dict[str, tuple[float, float]], peak: float
+) -> list[str]:
+    """A row's achieved rates against the peak of its precision, and the ceiling that puts on a
+    speed-up over eager."""
+    eager = loops["fit"][0] * flops
+    out = [
+        f"#   {model} {phase} roofline: {flops / 1e6:.0f} MFLOP per training image; GEMM "
+        f"peak {peak / 1e9:.0f} GFLOP/s; achieved GFLOP/s (share of the peak):"
+    ]
+    rates = (f"{k} {w * flops / 1e9:.0f} ({w * flops / peak:.0%})" for k, (w, _) in loops.items())
+    out.append("#   " + "  ".join(rates))
+    out.append(
+        f"#   ceiling over eager at this precision (peak / fit): {peak / eager:.2f}×; a 2× loop "
+        f"would run at "
+        f"{2 * eager / 1e9:.0f} GFLOP/s, {2 * eager / peak:.0%} of the peak"
+    )
+    return out
+
+
 def loop_lines(model: str, loops: dict[str, tuple[float, float]]) -> list[str]:
     """The `--bare` block of a train row: each loop's images/s, and the ratios that matter."""
     out = [f"#   {model} train loops: images/s wall (per CPU-second)"]
@@ -351,7 +422,9 @@ def loop_lines(model: str, loops: dict[str, tuple[float, float]]) -> list[str]:
 
     pairs = [("bare-c", "bare"), ("bare-cl", "bare"), ("fit-c", "fit"), ("fit", "bare")]
     pairs += [("fit-c", "bare-c"), ("fit-c", "bare")]
-    pairs += [(k, "bare") for k in ("bare-bf16", "bare-c-bf16") if k in loops]
+    pairs += [(k, "bare") for k in ("bare-bf16", "bare-c-bf16", "bare-cg") if k in loops]
+    pairs += [(k, "bare-c") for k in ("bare-cg",) if k in loops]
+    pairs += [(k, "bare-c-bf16") for k in ("bare-cg-bf16",) if k in loops]
     out.append("#   " + "  ".join(ratio(a, b) for a, b in pairs))
     return out
 
@@ -374,9 +447,19 @@ def main() -> None:
         help="with --bare: also bf16-autocast bare loops (eager channels_last, compiled)",
     )
     parser.add_argument(
+        "--cuda-graphs",
+        action="store_true",
+        help="with --bare: also compiled loops whose steps replay as CUDA graphs (reduce-overhead)",
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="train rows: after timing, profile one call of fit and fit-c (torch.profiler)",
+    )
+    parser.add_argument(
+        "--roofline",
+        action="store_true",
+        help="measure the device's peak GEMM rate; train rows: each loop's FLOP/s against it",
     )
     parser.add_argument("--out", default=None, help="also write the table here")
     args = parser.parse_args()
@@ -402,15 +485,27 @@ def main() -> None:
         f"{'model':12} {'phase':9} {'eager img/s':>11} {'compiled':>9} {'speedup':>7} "
         f"{'cpu×':>6} {'compile_s':>9} {'break-even':>10} {'auto':>5}",
     ]
+    peak = None
+    if args.roofline:  # against the peak of the precision `fit` trains in (CUDA: bf16 autocast)
+        runtime = pick_runtime(args.device)
+        fp32, bf16 = (peak_gemm(dt, runtime.device) for dt in (torch.float32, torch.bfloat16))
+        peak = bf16 if runtime.amp_dtype == torch.bfloat16 else fp32
+        lines.insert(
+            -1,
+            f"# roofline: peak square GEMM {fp32 / 1e9:.0f} GFLOP/s fp32, {bf16 / 1e9:.0f} bf16 "
+            f"(best of 8 after 2 warm-ups); rows compare with the {_dtype_name(runtime)} peak",
+        )
     print("\n".join(lines), flush=True)
     loops = ("bare", "bare-cl", "bare-c") if args.bare else ()
     loops += ("bare-bf16", "bare-c-bf16") if args.bare and args.bf16 else ()
+    if args.bare and args.cuda_graphs:
+        loops += ("bare-cg", "bare-cg-bf16") if args.bf16 else ("bare-cg",)
     for model in args.models:
         for phase in args.phases:
             try:
                 r = measure(
                     phase, model, args.batch, args.steps, args.rounds, args.device, loops,
-                    args.profile,
+                    args.profile, peak,
                 )  # fmt: skip
             except Exception as e:  # noqa: BLE001 - e.g. DHP cannot search this model: say so
                 line = f"{model:12} {phase:9} not measured: {type(e).__name__}: {e}"[:200]
@@ -445,6 +540,10 @@ def _argv(args: argparse.Namespace) -> str:
             flag if v is True else f"{flag} {' '.join(map(str, v)) if isinstance(v, list) else v}"
         )
     return " ".join(out)
+
+
+def _dtype_name(runtime: Runtime) -> str:
+    return "bf16" if runtime.amp_dtype == torch.bfloat16 else "fp32"
 
 
 def _load() -> str:

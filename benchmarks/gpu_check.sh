@@ -10,7 +10,9 @@
 #   3. trials/hour with 1, 2, 4 workers of one study on one device (benchmarks/trials_per_hour.py)
 #   5. eager vs compiled per phase (baseline training, fine-tuning a 0.5-pruned model, DHP search,
 #      evaluation): images/s, compile time, break-even epochs (benchmarks/compile_speed.py, with
-#      plain eager/channels_last/compiled loops beside `fit` in each training row: --bare); part 1
+#      plain eager/channels_last/compiled loops beside `fit` in each training row: --bare; the
+#      compiled loop replayed as CUDA graphs: --cuda-graphs; each loop's FLOP/s against the
+#      GPU's peak GEMM rate: --roofline); part 1
 #      also runs the compiled bare loop and compiled `fit` (--compiled)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,14 +25,15 @@ mkdir -p "$out"
 if [ "$mode" = full ]; then
   overhead=(--model resnet56 --data cifar10 --batch 128 --steps 390 --repeats 3 --latency-batch 256
             --compiled)
-  compile=(--models resnet20 resnet56 mobilenetv2 vgg16 --steps 20 --rounds 3 --bare)
+  compile=(--models resnet20 resnet56 mobilenetv2 vgg16 --steps 20 --rounds 3 --bare --cuda-graphs
+           --roofline)
   dhp=(--model resnet56 --batch 64 --steps 20)
   tph=(--workers 1 2 4 --trials 8 -- data=cifar10 model=resnet20 train.epochs=5 finetune.epochs=2
        measure.latency=false)
 else
   overhead=(--model resnet20 --data digits --batch 64 --steps 4 --repeats 1 --warmup 0
             --targets 0.5 --latency-batch 8 --latency-repeats 2 --rounds 1)
-  compile=(--models resnet20 --phases eval --batch 8 --steps 1 --rounds 1)
+  compile=(--models resnet20 --phases eval --batch 8 --steps 1 --rounds 1 --roofline)
   dhp=(--model resnet20 --batch 8 --size 16 --steps 2)
   tph=(--workers 1 2 --trials 2 -- data=digits model=resnet20 train.epochs=1 finetune.epochs=1
        measure.latency=false study.n_startup_trials=1)
