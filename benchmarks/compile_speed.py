@@ -40,6 +40,9 @@ adds, per train row, where one call of `fit` and of `fit-c` spends its CPU time 
 `--cuda-graphs` (with `--bare`) adds `bare-cg`, the compiled loop in `reduce-overhead` mode, whose
 forward and backward replay as CUDA graphs on a GPU (the launch overhead small nets are bound by;
 on a CPU it is plain compilation), and with `--bf16` its bf16 twin `bare-cg-bf16`.
+`--default` adds `fit-d`: `fit` with the runtime a `prunebench run` of the model's task picks when
+`amp` and `compile` are left at their defaults (on a CPU with native bf16 and CIFAR-sized images:
+bf16 autocast, eager; `harness.runtime.precision`), and prints its speed-up over fp32 eager.
 `--roofline` measures the device's peak dense matrix-multiply rate (fp32 and bf16) and gives, per
 train and finetune row, the floating-point rate each loop reaches (6 × the model's fvcore
 conv+linear MACs per training image: forward, input gradient, weight gradient) and the ceiling
@@ -152,12 +155,24 @@ def pruned(model: nn.Module, runtime: Runtime, shape: tuple[int, ...]) -> nn.Mod
     return apply_plan(model, structure, plan)
 
 
+def default_runtime(model: str, device: str) -> Runtime:
+    """The runtime a `prunebench run` of `model` on its task gets by default (`compile: auto`,
+    `amp: null`), on `device`."""
+    from harness.run.pipeline import run_runtime
+
+    cfg = compose_cfg(model)
+    cfg.device = device
+    return run_runtime(cfg, TASKS.get(cfg.task.name)(cfg.task))
+
+
 def phase_runner(
     phase: str, model_name: str, mode: str, batch: int, steps: int, device: str
 ) -> tuple[Callable[[], int], nn.Module]:
     """A callable that runs one timed unit of `phase` in `mode` (it returns the images it saw),
-    and the model it trains or evaluates."""
-    runtime = pick_runtime(device, compile=mode)
+    and the model it trains or evaluates. Modes: off (fp32 eager), on (fp32 compiled), default
+    (what a `prunebench run` of the model's task picks with every setting at its default)."""
+    runtime = default_runtime(model_name, device) if mode == "default" else None
+    runtime = runtime or pick_runtime(device, compile=mode)
     task, model = build(model_name, runtime)
     work = workload(model_name, batch)
     batch, dev = work.batch, runtime.device
@@ -193,7 +208,7 @@ def phase_runner(
             model, task, train, epochs=1, optimizer=optimizer, scheduler=scheduler,
             runtime=runtime, hooks=hooks, select_best=False, name=phase,
         )  # fmt: skip
-        if r.compiled != (mode == "on"):
+        if mode != "default" and r.compiled != (mode == "on"):
             raise RuntimeError(f"{phase} {model_name}: expected compiled={mode == 'on'}")
         return r.steps * batch
 
@@ -293,9 +308,11 @@ def measure(
     loops: tuple[str, ...] = (),
     profiled: bool = False,
     peak: float | None = None,
+    default: bool = False,
 ) -> dict[str, object]:
-    built = {m: phase_runner(phase, model_name, m, batch, steps, device) for m in ("off", "on")}
-    runs = {"fit" if m == "off" else "fit-c": run for m, (run, _) in built.items()}
+    modes = {"off": "fit", "on": "fit-c"} | ({"default": "fit-d"} if default else {})
+    built = {m: phase_runner(phase, model_name, m, batch, steps, device) for m in modes}
+    runs = {modes[m]: run for m, (run, _) in built.items()}
     for loop in loops if phase == "train" else ():
         runs[loop] = bare_runner(model_name, loop, batch, steps, device)
     times, images = interleaved(runs, rounds)
@@ -325,7 +342,20 @@ def measure(
         "auto": auto,
         "loops": {k: (images / t.wall_s, images / t.cpu_s) for k, t in times.items()},
         "profile": prof,
+        "default": default_line(model_name, device, times) if default else [],
     }
+
+
+def default_line(model: str, device: str, times: dict[str, Timing]) -> list[str]:
+    """What the default setting gives over fp32 eager, in one interleaved run: the acceptance
+    figure of issue 26 (compile time apart)."""
+    rt = default_runtime(model, device)
+    d, e = times["fit-d"], times["fit"]
+    return [
+        f"#   {model} default ({_dtype_name(rt)}, compile={rt.compile}): "
+        f"{e.wall_s / d.wall_s:.2f}× fp32 eager wall ({e.cpu_s / d.cpu_s:.2f}× per CPU-second), "
+        f"first call − a steady one {max(0.0, d.first_s - d.wall_s):.1f} s"
+    ]
 
 
 def profile_lines(model: str, runs: dict[str, Callable[[], int]]) -> list[str]:
@@ -457,6 +487,11 @@ def main() -> None:
         help="train rows: after timing, profile one call of fit and fit-c (torch.profiler)",
     )
     parser.add_argument(
+        "--default",
+        action="store_true",
+        help="also time `fit` with a run's default settings (amp and compile auto): fit-d",
+    )
+    parser.add_argument(
         "--roofline",
         action="store_true",
         help="measure the device's peak GEMM rate; train rows: each loop's FLOP/s against it",
@@ -505,7 +540,7 @@ def main() -> None:
             try:
                 r = measure(
                     phase, model, args.batch, args.steps, args.rounds, args.device, loops,
-                    args.profile, peak,
+                    args.profile, peak, args.default,
                 )  # fmt: skip
             except Exception as e:  # noqa: BLE001 - e.g. DHP cannot search this model: say so
                 line = f"{model:12} {phase:9} not measured: {type(e).__name__}: {e}"[:200]
@@ -518,6 +553,7 @@ def main() -> None:
                 f"{r['speedup']:6.2f}× {r['cpu_speedup']:5.2f}× {r['compile_s']:9.1f} "
                 f"{r['breakeven_epochs']:10.3f} {auto:>5}"
             ]
+            new += r["default"]
             if "bare" in r["loops"]:
                 new += loop_lines(model, r["loops"])
             new += r["profile"]

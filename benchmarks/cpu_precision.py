@@ -1,9 +1,11 @@
 """What precision and compilation do to a real CPU run: the same `prunebench run` (CIFAR-10
-decoded from ../shared, ResNet-20, l1 at MAC 0.5) in fp32 eager, the default (fp32, `compile:
-auto`) and bf16 autocast (eager, and compiled), one after another, each in its own process.
+decoded from ../shared, ResNet-20, l1 at MAC 0.5) in fp32 eager, the default (every setting left
+as it is: on a CPU with native bf16, bf16 autocast in channels_last, eager; elsewhere fp32 with
+`compile: auto`), fp32 with `compile: auto` (`fp32-auto`, the default before issue 26's precision
+change) and bf16 autocast (eager, and compiled), one after another, each in its own process.
 
     PYTHONPATH=. python benchmarks/cpu_precision.py [--data .data/cifar10.npz] [--threads 1]
-        [--modes fp32-eager,default,bf16-eager] [--seed 0] [--out results/cpu_precision.md]
+        [--modes fp32-eager,fp32-auto,default] [--seed 0] [--out results/cpu_precision.md]
         [extra overrides ...]
 
 Per mode: wall and process CPU seconds (the run's own `getrusage` of its child), training images
@@ -33,6 +35,7 @@ from harness.runtime.provenance import provenance, provenance_lines
 MODES = {
     "fp32-eager": ["compile=false", "amp=false"],
     "default": [],
+    "fp32-auto": ["amp=false"],
     "bf16-eager": ["compile=false", "amp=true"],
     "bf16-compiled": ["compile=true", "amp=true"],
 }
@@ -92,7 +95,7 @@ def main(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_option(parser)
-    parser.add_argument("--modes", default="fp32-eager,default,bf16-eager")
+    parser.add_argument("--modes", default="fp32-eager,fp32-auto,default")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--outputs", default="outputs/cpu_precision")

@@ -46,6 +46,9 @@ class Task(ABC):
     metric: ClassVar[str]
     #: optimizer family the task's papers use ("sgd" or "adam")
     optimizer: ClassVar[str] = "sgd"
+    #: whether auto precision may train this task in bf16 on a CPU (`harness.runtime.precision`):
+    #: no where the metric reads output pixels that bf16 would round (PSNR)
+    cpu_bf16: ClassVar[bool] = False
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg

@@ -47,7 +47,9 @@ class Baseline:
     cached: bool
 
 
-def baseline_key(cfg: DictConfig) -> str:
+def baseline_key(cfg: DictConfig, precision: str = "fp32") -> str:
+    """The cache key of `cfg`'s baseline: what changes its weights (task, data, model, training,
+    seed, and the precision it trains at; fp32 keys are those of before precision was keyed)."""
     parts = {
         "v": CACHE_VERSION,
         "task": OmegaConf.to_container(cfg.task, resolve=True),
@@ -60,6 +62,8 @@ def baseline_key(cfg: DictConfig) -> str:
         parts["data"].pop(volatile, None)
     if parts["data"].get("train_subset") is None:  # the default keeps existing cache keys
         parts["data"].pop("train_subset", None)
+    if precision != "fp32":
+        parts["precision"] = precision
     blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -74,7 +78,8 @@ def _one_at_a_time(fn: Callable[..., Baseline]) -> Callable[..., Baseline]:
 
         cache = Path(cfg.cache_dir) / "baselines"
         cache.mkdir(parents=True, exist_ok=True)
-        lock = cache / f"{cfg.model.name}-{cfg.data.name}-s{cfg.seed}-{baseline_key(cfg)}.lock"
+        key = baseline_key(cfg, kwargs.get("precision", "fp32"))
+        lock = cache / f"{cfg.model.name}-{cfg.data.name}-s{cfg.seed}-{key}.lock"
         with open(lock, "a") as f:
             fcntl.flock(f, fcntl.LOCK_EX)
             try:
@@ -91,15 +96,20 @@ def load_or_train_baseline(
     model: nn.Module,
     train: Callable[[nn.Module], tuple[dict[str, float], dict[str, float], float]],
     verify: Callable[[nn.Module], dict[str, float]] | None = None,
+    *,
+    precision: str = "fp32",
 ) -> Baseline:
     """Load the cached baseline weights into `model`, or train them with `train(model)`.
 
     `train` returns (val metrics, test metrics, wall seconds); `verify(model)` re-measures the
     loaded weights' validation metrics, which must match the recorded ones. A corrupt, non-finite
     or mismatching cache file raises CheckpointError naming it; nothing is overwritten silently.
+    `precision` (the run's, `precision.precision_name`) keys the cache: a bf16 baseline is never
+    loaded into an fp32 run, nor the reverse.
     """
     cache = Path(cfg.cache_dir) / "baselines"
-    path = cache / f"{cfg.model.name}-{cfg.data.name}-s{cfg.seed}-{baseline_key(cfg)}.pt"
+    key = baseline_key(cfg, precision)
+    path = cache / f"{cfg.model.name}-{cfg.data.name}-s{cfg.seed}-{key}.pt"
     clean_stale_temps(cache)
     if path.exists():
         try:

@@ -45,6 +45,7 @@ from harness.run.speed import (
     unpruned_copy,
 )
 from harness.runtime.device import Runtime, pick_runtime
+from harness.runtime.precision import cpu_bf16_pays, precision_name
 from harness.runtime.provenance import git_label
 from harness.runtime.secrets import mask_tree
 from harness.runtime.seeds import derive_seed, seed_everything
@@ -214,6 +215,14 @@ def _baseline_check(task: Task, data: DataSplits, runtime: Runtime):
     return check
 
 
+def run_runtime(cfg: DictConfig, task: Task) -> Runtime:
+    """The device, precision and compile setting of a run. Auto precision is decided from the
+    configuration alone (task, input shape, device), so every method on the same data, and the
+    baseline they share, train at the same precision."""
+    bf16 = cpu_bf16_pays(task.cpu_bf16, task.input_shape(cfg.data))
+    return pick_runtime(cfg.device, cfg.amp, cfg.get("compile"), cfg.cache_dir, cpu_bf16=bf16)
+
+
 def ensure_baseline(cfg: DictConfig) -> dict[str, Any]:
     """Train (or load) the cached baseline of `cfg` without pruning anything.
 
@@ -222,13 +231,14 @@ def ensure_baseline(cfg: DictConfig) -> dict[str, Any]:
     """
     start_process(cfg)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
-    runtime = pick_runtime(cfg.device, cfg.amp, cfg.get("compile"), cfg.cache_dir)
+    runtime = run_runtime(cfg, task)
     seed_everything(cfg.seed)
     model = runtime.prepare(task.build_model(cfg.model, cfg.data))
     data = task.build_data(cfg.data, seed=cfg.seed).to(runtime.device)
     baseline = load_or_train_baseline(
-        cfg, model, _baseline_train(task, data, runtime, cfg), _baseline_check(task, data, runtime)
-    )
+        cfg, model, _baseline_train(task, data, runtime, cfg), _baseline_check(task, data, runtime),
+        precision=precision_name(runtime.amp_dtype),
+    )  # fmt: skip
     return {"val": baseline.val, "test": baseline.test, "path": str(baseline.path)}
 
 
@@ -351,7 +361,7 @@ def _setup(cfg: DictConfig) -> tuple[RunParts, nn.Module]:
     preflight(cfg)
     task: Task = TASKS.get(cfg.task.name)(cfg.task)
     method = build_method(cfg.method, model=cfg.model.name, task=cfg.task.name)
-    runtime = pick_runtime(cfg.device, cfg.amp, cfg.get("compile"), cfg.cache_dir)
+    runtime = run_runtime(cfg, task)
     seed_everything(cfg.seed)
     model = task.build_model(cfg.model, cfg.data)
     method.check(model, cfg.task.name)
@@ -425,7 +435,10 @@ def _baseline_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Basel
     t = time.perf_counter()
     model = runtime.prepare(model)
     train = _baseline_train(task, data, runtime, cfg)
-    baseline = load_or_train_baseline(cfg, model, train, _baseline_check(task, data, runtime))
+    baseline = load_or_train_baseline(
+        cfg, model, train, _baseline_check(task, data, runtime),
+        precision=precision_name(runtime.amp_dtype),
+    )  # fmt: skip
     parts.wall["baseline_s"] = time.perf_counter() - t
     if not baseline.cached:  # a cached baseline's mode is the run's that trained it
         parts.compiled["baseline"] = float(getattr(train, "compiled", False))
@@ -603,6 +616,7 @@ def _record(
         "latency_ms_batch": latency.get(int(cfg.measure.latency_batch)),
         "latency_batch": int(cfg.measure.latency_batch),
         "device": str(parts.runtime.device),
+        "precision": precision_name(parts.runtime.amp_dtype),
         **{f"wall_{k}": v for k, v in wall.items()},
         "compile": parts.runtime.compile,  # the setting; compiled_*: what each stage ran
         **{f"compiled_{k}": v for k, v in parts.compiled.items()},

@@ -1,4 +1,5 @@
-"""Device and precision choice: CUDA when present, bf16 autocast and channels_last only there."""
+"""Device and precision choice: CUDA when present; bf16 autocast on CUDA, and on a CPU where a run
+says it pays (`harness.runtime.precision`); channels_last wherever bf16 autocast is on."""
 
 from __future__ import annotations
 
@@ -41,8 +42,11 @@ def pick_runtime(
     amp: bool | None = None,
     compile: object = "off",
     cache_dir: str | None = None,
+    *,
+    cpu_bf16: bool = False,
 ) -> Runtime:
-    """`device`: auto | cpu | cuda | cuda:N. `amp`: None = on for CUDA, off elsewhere.
+    """`device`: auto | cpu | cuda | cuda:N. `amp`: None (auto) = bf16 autocast on CUDA, and on a
+    CPU when `cpu_bf16` (the run's `precision.cpu_bf16_pays`); True / False force it.
     `compile`: auto | true | false (`harness.train.compile`)."""
     from harness.train.compile import compile_mode
 
@@ -54,11 +58,11 @@ def pick_runtime(
 
         raise ConfigError(f"device={device} requested but CUDA is not available; use device=auto")
     on_gpu = dev.type == "cuda"
-    use_amp = on_gpu if amp is None else amp
+    use_amp = (on_gpu or cpu_bf16) if amp is None else bool(amp)
     return Runtime(
         dev,
         torch.bfloat16 if use_amp else None,
-        channels_last=on_gpu,
+        channels_last=on_gpu or use_amp,  # oneDNN's bf16 convolutions want it too (1.2× here)
         compile=compile_mode(compile),
         cache_dir=None if cache_dir is None else str(cache_dir),
     )

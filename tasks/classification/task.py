@@ -36,6 +36,7 @@ class ClassificationTask(Task):
 
     metric = "top1"
     optimizer = "sgd"
+    cpu_bf16 = True  # the loss and top-1 are read from fp32 logits (cross-entropy upcasts)
 
     def input_shape(self, data_cfg: DictConfig) -> tuple[int, ...]:
         return declared_shape(data_cfg)

@@ -21,7 +21,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def gpu_like_runtime(
-    device: str = "auto", amp: bool | None = None, compile: object = "off", cache_dir=None
+    device: str = "auto",
+    amp: bool | None = None,
+    compile: object = "off",
+    cache_dir=None,
+    *,
+    cpu_bf16: bool = False,
 ) -> Runtime:
     """What pick_runtime gives on CUDA (bf16 autocast, channels_last), on the CPU, eager."""
     return Runtime(torch.device("cpu"), torch.bfloat16, channels_last=True, cache_dir=cache_dir)
