@@ -42,7 +42,8 @@ forward and backward replay as CUDA graphs on a GPU (the launch overhead small n
 on a CPU it is plain compilation), and with `--bf16` its bf16 twin `bare-cg-bf16`.
 `--default` adds `fit-d`: `fit` with the runtime a `prunebench run` of the model's task picks when
 `amp` and `compile` are left at their defaults (on a CPU with native bf16 and CIFAR-sized images:
-bf16 autocast, eager; `harness.runtime.precision`), and prints its speed-up over fp32 eager.
+bf16 autocast in channels_last, `harness.runtime.precision`; compiled if `auto` compiles one
+training epoch), and prints its speed-up over fp32 eager and its compile time apart.
 `--roofline` measures the device's peak dense matrix-multiply rate (fp32 and bf16) and gives, per
 train and finetune row, the floating-point rate each loop reaches (6 × the model's fvcore
 conv+linear MACs per training image: forward, input gradient, weight gradient) and the ceiling
@@ -155,14 +156,18 @@ def pruned(model: nn.Module, runtime: Runtime, shape: tuple[int, ...]) -> nn.Mod
     return apply_plan(model, structure, plan)
 
 
-def default_runtime(model: str, device: str) -> Runtime:
-    """The runtime a `prunebench run` of `model` on its task gets by default (`compile: auto`,
-    `amp: null`), on `device`."""
+def default_runtime(model: str, device: str, batch: int = 128) -> Runtime:
+    """The runtime a `prunebench run` of `model` on its task gets by default (`amp: null`,
+    `compile: auto`, decided as for one training epoch of the task's data), on `device`."""
     from harness.run.pipeline import run_runtime
 
     cfg = compose_cfg(model)
     cfg.device = device
-    return run_runtime(cfg, TASKS.get(cfg.task.name)(cfg.task))
+    runtime = run_runtime(cfg, TASKS.get(cfg.task.name)(cfg.task))
+    work = workload(model, batch)
+    epoch = work.epoch_images * math.prod(work.input_shape)
+    on = wants_compile(runtime.compile, runtime.device, epoch)
+    return replace(runtime, compile="on" if on else "off")
 
 
 def phase_runner(
@@ -171,7 +176,7 @@ def phase_runner(
     """A callable that runs one timed unit of `phase` in `mode` (it returns the images it saw),
     and the model it trains or evaluates. Modes: off (fp32 eager), on (fp32 compiled), default
     (what a `prunebench run` of the model's task picks with every setting at its default)."""
-    runtime = default_runtime(model_name, device) if mode == "default" else None
+    runtime = default_runtime(model_name, device, batch) if mode == "default" else None
     runtime = runtime or pick_runtime(device, compile=mode)
     task, model = build(model_name, runtime)
     work = workload(model_name, batch)
@@ -342,17 +347,18 @@ def measure(
         "auto": auto,
         "loops": {k: (images / t.wall_s, images / t.cpu_s) for k, t in times.items()},
         "profile": prof,
-        "default": default_line(model_name, device, times) if default else [],
+        "default": default_line(model_name, device, batch, times) if default else [],
     }
 
 
-def default_line(model: str, device: str, times: dict[str, Timing]) -> list[str]:
+def default_line(model: str, device: str, batch: int, times: dict[str, Timing]) -> list[str]:
     """What the default setting gives over fp32 eager, in one interleaved run: the acceptance
     figure of issue 26 (compile time apart)."""
-    rt = default_runtime(model, device)
+    rt = default_runtime(model, device, batch)
     d, e = times["fit-d"], times["fit"]
+    mode = "compiled" if rt.compile == "on" else "eager"
     return [
-        f"#   {model} default ({_dtype_name(rt)}, compile={rt.compile}): "
+        f"#   {model} default ({_dtype_name(rt)}, {mode}): "
         f"{e.wall_s / d.wall_s:.2f}× fp32 eager wall ({e.cpu_s / d.cpu_s:.2f}× per CPU-second), "
         f"first call − a steady one {max(0.0, d.first_s - d.wall_s):.1f} s"
     ]

@@ -72,18 +72,12 @@ def compile_mode(value: Any) -> str:
 
 
 def wants_compile(
-    mode: str,
-    device: torch.device,
-    planned_values: float | None,
-    model: nn.Module | None = None,
-    amp_dtype: torch.dtype | None = None,
+    mode: str, device: torch.device, planned_values: float | None, model: nn.Module | None = None
 ) -> bool:
     """Whether a training phase compiles: `on` always, `off` never; `auto` always on CUDA (compile
     takes seconds there and small nets are launch-bound) and on a CPU when the phase's planned
     input values (None: unknown) reach AUTO_MIN_VALUES, where the speed-up repays the compile,
-    unless the model's class says compiling does not pay on a CPU (`compile_on_cpu = False`) or
-    the phase trains under bf16 autocast there (measured no faster compiled than eager, so the
-    compile time would be lost: results/benchmarks/compile_cpu_roofline.txt)."""
+    unless the model's class says compiling does not pay on a CPU (`compile_on_cpu = False`)."""
     if mode == "on":
         return True
     if mode != "auto":
@@ -91,8 +85,6 @@ def wants_compile(
     if device.type == "cuda":
         return True
     if model is not None and not getattr(type(model), "compile_on_cpu", True):
-        return False
-    if amp_dtype is not None:
         return False
     return planned_values is not None and planned_values >= AUTO_MIN_VALUES
 
@@ -241,10 +233,9 @@ def forward_for(
     planned_values: float | None,
     cache_dir: str | None = None,
     name: str = "",
-    amp_dtype: torch.dtype | None = None,
 ) -> nn.Module | CompiledModel:
     """What a training phase calls: the compiled twin when `wants_compile`, else the model."""
-    if wants_compile(mode, device, planned_values, model, amp_dtype):
+    if wants_compile(mode, device, planned_values, model):
         twin = compiled(model, cache_dir, name)
         if twin.active:
             return twin

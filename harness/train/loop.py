@@ -150,9 +150,8 @@ class _Chooser:
             values = first.numel() * self.steps if isinstance(first, torch.Tensor) else None
             r = self.runtime
             self.net = forward_for(
-                self.model, r.compile, r.device, values, r.cache_dir, type(self.model).__name__,
-                r.amp_dtype,
-            )  # fmt: skip
+                self.model, r.compile, r.device, values, r.cache_dir, type(self.model).__name__
+            )
             if self.net is not self.model:
                 log.info("%s: training compiled (compile=%s)", self.name, r.compile)
         elif self.net is not self.model and not self.net.active:

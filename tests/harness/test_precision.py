@@ -1,7 +1,6 @@
 """Auto precision (issue 26): bf16 autocast on a CPU only where it pays (native bf16, images at
 least CIFAR-sized, a task whose metric bf16 does not round), decided once per run from its
-configuration; the record names it, the baseline cache keeps precisions apart, and `compile:
-auto` leaves bf16 CPU phases eager."""
+configuration; the record names it and the baseline cache keeps precisions apart."""
 
 from __future__ import annotations
 
@@ -16,9 +15,7 @@ from harness.run.baseline import baseline_key
 from harness.run.pipeline import run, run_runtime
 from harness.runtime.device import pick_runtime
 from harness.runtime.precision import AUTO_BF16_MIN_VALUES, cpu_bf16_pays, precision_name
-from harness.train.compile import AUTO_MIN_VALUES, wants_compile
 
-CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 CIFAR = (3, 32, 32)
 
 
@@ -74,14 +71,6 @@ def test_a_run_picks_its_precision_from_its_configuration(native, overrides, nat
     assert precision_name(runtime.amp_dtype) == want
 
 
-def test_auto_compile_leaves_bf16_cpu_phases_eager_but_not_cuda_ones():
-    work = AUTO_MIN_VALUES * 10
-    assert wants_compile("auto", CPU, work)
-    assert not wants_compile("auto", CPU, work, amp_dtype=torch.bfloat16)
-    assert wants_compile("auto", CUDA, 1.0, amp_dtype=torch.bfloat16)
-    assert wants_compile("on", CPU, 1.0, amp_dtype=torch.bfloat16)  # asked for: compiled
-
-
 def test_baselines_of_different_precisions_never_share_a_cache_entry():
     cfg = compose(["data=digits"])
     assert baseline_key(cfg) == baseline_key(cfg, "fp32")  # fp32 keys are the old keys
@@ -114,7 +103,6 @@ def test_a_cifar_sized_run_trains_in_bf16_where_it_pays_and_keeps_fp32_baselines
     bf16 = run(compose(common))
     fp32 = run(compose([*common, "amp=false"]))
     assert (bf16["precision"], fp32["precision"]) == ("bf16", "fp32")
-    assert bf16["compiled_baseline"] == 0 and bf16["compiled_finetune"] == 0
     assert bf16["macs_ratio"] == pytest.approx(fp32["macs_ratio"])  # the same cut
     baselines = sorted(p.name for p in (tmp_path / "out" / "cache" / "baselines").glob("*.pt"))
     assert len(baselines) == 2, baselines  # one per precision: neither loaded the other's
