@@ -35,7 +35,7 @@ the layout inductor picks for convolutions on a CPU) and `bare-c` (`torch.compil
 dynamic=False)`), beside `fit` and `fit-c` (the harness's loop, `compile: false` / `true`). That
 separates the harness's own cost from what compilation can give at all. `--bf16` adds the same
 loop under bf16 autocast, eager in channels_last (`bare-bf16`) and compiled (`bare-c-bf16`): what
-lower precision, which the harness uses on CUDA only, would give on this device. `--profile`
+lower precision gives on this device (fit and fit-c train in fp32 on a CPU). `--profile`
 adds, per train row, where one call of `fit` and of `fit-c` spends its CPU time (torch.profiler).
 `--cuda-graphs` (with `--bare`) adds `bare-cg`, the compiled loop in `reduce-overhead` mode, whose
 forward and backward replay as CUDA graphs on a GPU (the launch overhead small nets are bound by;
