@@ -1,16 +1,18 @@
 """What precision and compilation do to a real CPU run: the same `prunebench run` (CIFAR-10
 decoded from ../shared, ResNet-20, l1 at MAC 0.5) in fp32 eager, the default (every setting left
-as it is: on a CPU with native bf16, bf16 autocast in channels_last, eager; elsewhere fp32 with
-`compile: auto`), fp32 with `compile: auto` (`fp32-auto`, the default before issue 26's precision
+as it is: on a CPU with native bf16, bf16 autocast in channels_last, elsewhere fp32; `compile:
+auto` either way), fp32 with `compile: auto` (`fp32-auto`, the default before issue 26's precision
 change) and bf16 autocast (eager, and compiled), one after another, each in its own process.
 
     PYTHONPATH=. python benchmarks/cpu_precision.py [--data .data/cifar10.npz] [--threads 1]
         [--modes fp32-eager,fp32-auto,default] [--seed 0] [--out results/cpu_precision.md]
         [extra overrides ...]
 
-Per mode: wall and process CPU seconds (the run's own `getrusage` of its child), training images
+Per mode: the precision it trained at, wall and process CPU seconds (`getrusage` of the child),
+the seconds it spent compiling (the record's `compile_s`, wall), training images
 per CPU-second (baseline + fine-tuning images / CPU seconds: the per-image work, which machine
-load moves little with 1 thread), the speed-up over fp32 eager per CPU-second, the baseline's and
+load moves little with 1 thread), the speed-up over fp32 eager per CPU-second (compile seconds
+in, and taken out: a study's trials share the compiled kernels), the baseline's and
 the pruned model's test top-1, and what the record says ran compiled. It answers the question
 issue 26 leaves to a decision: on a CPU with native bf16 (AVX-512 BF16), is bf16 autocast (the
 CUDA default here) the way to train ≥ 2× faster than fp32 eager, and what does it cost in accuracy
@@ -67,24 +69,31 @@ def run_mode(mode: str, args: argparse.Namespace, extra: list[str]) -> dict:
 
 
 def table(rows: list[dict], train_images: int) -> list[str]:
+    """One row per mode; the speed-ups are per CPU-second against fp32 eager, with the run's
+    compile seconds (the record's `compile_s`) in, and taken out."""
     ref = next((r for r in rows if r["mode"] == "fp32-eager"), None)
     out = [
-        "| mode | overrides | wall s | CPU s | train images / CPU s | speed-up per CPU s | "
-        "baseline test top-1 | pruned test top-1 | MAC ratio | compiled (baseline, fine-tune) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| mode | overrides | precision | wall s | CPU s | compile s | train images / CPU s | "
+        "speed-up per CPU s | the same, compile apart | baseline test top-1 | pruned test top-1 | "
+        "MAC ratio | compiled (baseline, fine-tune) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+
+    def rates(r: dict) -> tuple[float, float]:
         images = (r["cost_baseline_epochs"] + r["finetune_epochs"]) * train_images
-        rate = images / r["cpu_s"]
-        ref_rate = None
+        return images / r["cpu_s"], images / max(r["cpu_s"] - r["compile_s"], 1e-9)
+
+    for r in rows:
+        rate, rate_apart = rates(r)
+        speed = apart = "—"
         if ref is not None:
-            ref_rate = (ref["cost_baseline_epochs"] + ref["finetune_epochs"]) * train_images
-            ref_rate /= ref["cpu_s"]
-        speed = f"{rate / ref_rate:.2f}×" if ref_rate else "—"
+            ref_rate, ref_apart = rates(ref)
+            speed, apart = f"{rate / ref_rate:.2f}×", f"{rate_apart / ref_apart:.2f}×"
         out.append(
-            f"| {r['mode']} | {' '.join(MODES[r['mode']]) or '(none)'} | {r['wall_s']:.0f} | "
-            f"{r['cpu_s']:.0f} | {rate:.0f} | {speed} | {r['base_test_metric']:.2f} | "
-            f"{r['test_metric']:.2f} | {r['macs_ratio']:.3f} | "
+            f"| {r['mode']} | {' '.join(MODES[r['mode']]) or '(none)'} | "
+            f"{r.get('precision', '?')} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
+            f"{r['compile_s']:.0f} | {rate:.0f} | {speed} | {apart} | "
+            f"{r['base_test_metric']:.2f} | {r['test_metric']:.2f} | {r['macs_ratio']:.3f} | "
             f"{r['compiled_baseline']:.0f}, {r['compiled_finetune']:.0f} |"
         )
     return out
