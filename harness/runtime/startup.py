@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from harness.runtime.plugins import load_configured
 from harness.runtime.secrets import install_log_filter, remember_secrets
 from harness.runtime.signals import install_sigterm_handler
+from harness.train.compile import use_compile_cache
 
 __all__ = ["start_process"]
 
@@ -22,11 +23,13 @@ def start_process(
     """With `signals`, SIGTERM raises `Terminated` (a CLI's or worker's main thread); the plug-ins
     `cfg` names are registered and the credentials in it remembered for masking; every log
     handler masks them. Idempotent: call it again once logging is configured or a library has
-    added its own handler (the filter attaches to the handlers that exist)."""
+    added its own handler (the filter attaches to the handlers that exist). Compile caches go
+    under the config's `cache_dir` from here on."""
     if signals:
         install_sigterm_handler()
     if cfg is not None:
         load_configured(cfg)
         plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
         remember_secrets(plain)
+        use_compile_cache(plain.get("cache_dir"))
     install_log_filter()

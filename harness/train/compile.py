@@ -37,6 +37,7 @@ __all__ = [
     "count_phase",
     "forward_for",
     "twin_of",
+    "use_compile_cache",
     "wants_compile",
 ]
 
@@ -108,11 +109,12 @@ def _signature(model: nn.Module) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(p.shape) for p in model.parameters())
 
 
-def _use_cache_dir(cache_dir: str | None) -> None:
+def use_compile_cache(cache_dir: str | None) -> None:
     """Inductor's and Triton's on-disk caches under the run's cache folder, so the trials of a
     study reuse compiled kernels; inductor writes cache entries atomically (temp file + rename),
-    so concurrent workers can share the folder. A directory the user (or an earlier compile in
-    this process: inductor pins it on first use) set is kept."""
+    so concurrent workers can share the folder. A directory the user set is kept. Inductor pins
+    its default (/tmp/torchinductor_<user>) the first time anything asks for it, which tracing a
+    model for its structure already does, so `start_process` calls this before any work."""
     if not cache_dir:
         return
     root = Path(cache_dir) / "inductor"
@@ -220,7 +222,7 @@ def compiled(model: nn.Module, cache_dir: str | None = None, name: str = "") -> 
     twin = model.__dict__.get(_ATTR)
     if isinstance(twin, CompiledModel) and twin.signature == _signature(model):
         return twin
-    _use_cache_dir(cache_dir)
+    use_compile_cache(cache_dir)
     twin = CompiledModel(model, name=name)
     model.__dict__[_ATTR] = twin
     return twin

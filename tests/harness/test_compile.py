@@ -181,6 +181,26 @@ def test_the_record_says_which_mode_produced_each_number(tmp_path, monkeypatch):
     assert off["test_metric"] == auto["test_metric"]
 
 
+def test_a_run_keeps_inductors_cache_under_its_outputs_unless_the_user_chose_one(
+    tmp_path, monkeypatch
+):
+    import os
+
+    from harness.runtime.startup import start_process
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.delenv("TRITON_CACHE_DIR", raising=False)
+    start_process(compose(["data=digits", f"outputs={tmp_path}"]))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache" / "inductor")
+    assert os.environ["TRITON_CACHE_DIR"] == str(tmp_path / "cache" / "inductor" / "triton")
+    import torch._inductor.runtime.cache_dir_utils as cache_dir_utils  # what inductor reads
+
+    assert cache_dir_utils.cache_dir() == str(tmp_path / "cache" / "inductor")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    start_process(compose(["data=digits", f"outputs={tmp_path}/other"]))
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
+
+
 def test_a_plugin_model_that_does_not_compile_runs_to_completion_with_one_line(
     tmp_path, monkeypatch, caplog
 ):
