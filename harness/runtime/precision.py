@@ -1,11 +1,12 @@
 """Training precision when `amp` is left on auto: bf16 autocast where it pays, fp32 elsewhere.
 
 Why: on CUDA bf16 autocast is the standard. On a CPU, fp32 training of a CIFAR ResNet-20 already
-runs at 56 % (eager) and 79 % (compiled) of the CPU's fp32 matrix-multiply peak, so no fp32
+runs at 52–62 % (eager) and 70–84 % (compiled) of the CPU's fp32 matrix-multiply peak, so no fp32
 setting can train 2× faster than eager there (results/benchmarks/compile_cpu_roofline.txt). A
-CPU with native bf16 (AVX-512 BF16 or AMX) has twice that peak, and bf16 autocast trains the same
-runs 1.9–2.0× faster end to end, at test top-1 within the seed spread of fp32
-(results/cpu_precision.md, 3 seeds). It does not pay everywhere:
+CPU with native bf16 (AVX-512 BF16 or AMX) has twice that peak: bf16 autocast trains a ResNet-20
+epoch 2.0× faster than fp32 eager (a whole run 1.9×), at test top-1 within the run-to-run spread
+that fp32 compilation alone causes (results/cpu_precision.md, 3 seeds). It does not pay
+everywhere:
 
 - tiny inputs (8×8 digits) are bound by per-op overhead, not arithmetic, so the casts only add
   time: auto keeps fp32 below AUTO_BF16_MIN_VALUES values per input image (a CIFAR image);
@@ -28,7 +29,7 @@ import torch
 __all__ = ["AUTO_BF16_MIN_VALUES", "cpu_bf16_pays", "native_bf16_cpu", "precision_name"]
 
 #: values per input image from which auto trains in bf16 on a native-bf16 CPU: a CIFAR image
-#: (3×32×32), the smallest size measured to gain (results/cpu_precision.md)
+#: (3×32×32), the size measured to gain; digits' 1×8×8 (64 values) stays in fp32
 AUTO_BF16_MIN_VALUES = 3 * 32 * 32
 
 
