@@ -4,7 +4,7 @@ Why: on CUDA bf16 autocast is the standard. On a CPU, fp32 training of a CIFAR R
 runs at 52–62 % (eager) and 70–84 % (compiled) of the CPU's fp32 matrix-multiply peak, so no fp32
 setting can train 2× faster than eager there (results/benchmarks/compile_cpu_roofline.txt). A
 CPU with native bf16 (AVX-512 BF16 or AMX) has twice that peak: bf16 autocast trains a ResNet-20
-epoch 2.0× faster than fp32 eager (a whole run 1.9×), at test top-1 within the run-to-run spread
+epoch 2.0–2.4× faster than fp32 eager (a whole run 1.9×), at test top-1 within the run-to-run spread
 that fp32 compilation alone causes (results/cpu_precision.md, 3 seeds). It does not pay
 everywhere:
 
