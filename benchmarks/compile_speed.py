@@ -358,7 +358,7 @@ def default_line(model: str, device: str, batch: int, times: dict[str, Timing]) 
     d, e = times["fit-d"], times["fit"]
     mode = "compiled" if rt.compile == "on" else "eager"
     return [
-        f"#   {model} default ({_dtype_name(rt)}, {mode}): "
+        f"#   {model} default ({rt.precision}, {mode}): "
         f"{e.wall_s / d.wall_s:.2f}× fp32 eager wall ({e.cpu_s / d.cpu_s:.2f}× per CPU-second), "
         f"first call − a steady one {max(0.0, d.first_s - d.wall_s):.1f} s"
     ]
@@ -394,28 +394,24 @@ def profile_lines(model: str, runs: dict[str, Callable[[], int]]) -> list[str]:
     return out
 
 
-def peak_gemm(dtype: torch.dtype, device: torch.device, reps: int = 8) -> float:
+def peak_gemm(dtype: torch.dtype, runtime: Runtime, reps: int = 8) -> float:
     """The best FLOP/s of a square matrix multiply in `dtype` (n = 2048 on a CPU, 8192 on a GPU):
     what the device's BLAS reaches on its most favourable dense kernel, an upper bound on any
     training step's rate."""
+    device = runtime.device
     n = 8192 if device.type == "cuda" else 2048
     g = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, generator=g, device=device).to(dtype)
     b = torch.randn(n, n, generator=g, device=device).to(dtype)
     best = 0.0
     for i in range(reps + 2):
-        _sync(device)
+        runtime.synchronize()
         t = time.perf_counter()
         a @ b
-        _sync(device)
+        runtime.synchronize()
         if i >= 2:  # the first two warm the BLAS up
             best = max(best, 2 * n**3 / (time.perf_counter() - t))
     return best
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def training_flops(model: nn.Module, input_shape: tuple[int, ...]) -> float:
@@ -441,8 +437,7 @@ def roofline_lines(
     out.append("#   " + "  ".join(rates))
     out.append(
         f"#   ceiling over eager at this precision (peak / fit): {peak / eager:.2f}×; a 2× loop "
-        f"would run at "
-        f"{2 * eager / 1e9:.0f} GFLOP/s, {2 * eager / peak:.0%} of the peak"
+        f"would run at {2 * eager / 1e9:.0f} GFLOP/s, {2 * eager / peak:.0%} of the peak"
     )
     return out
 
@@ -529,12 +524,12 @@ def main() -> None:
     peak = None
     if args.roofline:  # against the peak of the precision `fit` trains in (CUDA: bf16 autocast)
         runtime = pick_runtime(args.device)
-        fp32, bf16 = (peak_gemm(dt, runtime.device) for dt in (torch.float32, torch.bfloat16))
+        fp32, bf16 = (peak_gemm(dt, runtime) for dt in (torch.float32, torch.bfloat16))
         peak = bf16 if runtime.amp_dtype == torch.bfloat16 else fp32
         lines.insert(
             -1,
             f"# roofline: peak square GEMM {fp32 / 1e9:.0f} GFLOP/s fp32, {bf16 / 1e9:.0f} bf16 "
-            f"(best of 8 after 2 warm-ups); rows compare with the {_dtype_name(runtime)} peak",
+            f"(best of 8 after 2 warm-ups); rows compare with the {runtime.precision} peak",
         )
     print("\n".join(lines), flush=True)
     loops = ("bare", "bare-cl", "bare-c") if args.bare else ()
@@ -582,10 +577,6 @@ def _argv(args: argparse.Namespace) -> str:
             flag if v is True else f"{flag} {' '.join(map(str, v)) if isinstance(v, list) else v}"
         )
     return " ".join(out)
-
-
-def _dtype_name(runtime: Runtime) -> str:
-    return "bf16" if runtime.amp_dtype == torch.bfloat16 else "fp32"
 
 
 def _load() -> str:

@@ -104,7 +104,7 @@ def load_or_train_baseline(
     `train` returns (val metrics, test metrics, wall seconds); `verify(model)` re-measures the
     loaded weights' validation metrics, which must match the recorded ones. A corrupt, non-finite
     or mismatching cache file raises CheckpointError naming it; nothing is overwritten silently.
-    `precision` (the run's, `precision.precision_name`) keys the cache: a bf16 baseline is never
+    `precision` (the run's, `Runtime.precision`) keys the cache: a bf16 baseline is never
     loaded into an fp32 run, nor the reverse.
     """
     cache = Path(cfg.cache_dir) / "baselines"

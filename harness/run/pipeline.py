@@ -45,7 +45,7 @@ from harness.run.speed import (
     unpruned_copy,
 )
 from harness.runtime.device import Runtime, pick_runtime
-from harness.runtime.precision import cpu_bf16_pays, precision_name
+from harness.runtime.precision import cpu_bf16_pays
 from harness.runtime.provenance import git_label
 from harness.runtime.secrets import mask_tree
 from harness.runtime.seeds import derive_seed, seed_everything
@@ -237,7 +237,7 @@ def ensure_baseline(cfg: DictConfig) -> dict[str, Any]:
     data = task.build_data(cfg.data, seed=cfg.seed).to(runtime.device)
     baseline = load_or_train_baseline(
         cfg, model, _baseline_train(task, data, runtime, cfg), _baseline_check(task, data, runtime),
-        precision=precision_name(runtime.amp_dtype),
+        precision=runtime.precision,
     )  # fmt: skip
     return {"val": baseline.val, "test": baseline.test, "path": str(baseline.path)}
 
@@ -437,7 +437,7 @@ def _baseline_stage(parts: RunParts, model: nn.Module) -> tuple[nn.Module, Basel
     train = _baseline_train(task, data, runtime, cfg)
     baseline = load_or_train_baseline(
         cfg, model, train, _baseline_check(task, data, runtime),
-        precision=precision_name(runtime.amp_dtype),
+        precision=runtime.precision,
     )  # fmt: skip
     parts.wall["baseline_s"] = time.perf_counter() - t
     if not baseline.cached:  # a cached baseline's mode is the run's that trained it
@@ -616,7 +616,7 @@ def _record(
         "latency_ms_batch": latency.get(int(cfg.measure.latency_batch)),
         "latency_batch": int(cfg.measure.latency_batch),
         "device": str(parts.runtime.device),
-        "precision": precision_name(parts.runtime.amp_dtype),
+        "precision": parts.runtime.precision,
         **{f"wall_{k}": v for k, v in wall.items()},
         "compile": parts.runtime.compile,  # the setting; compiled_*: what each stage ran
         **{f"compiled_{k}": v for k, v in parts.compiled.items()},

@@ -21,6 +21,14 @@ class Runtime:
     compile: str = "off"  # off | on | auto: see harness.train.compile
     cache_dir: str | None = None  # the run's cache folder: inductor's on-disk cache goes under it
 
+    @property
+    def precision(self) -> str:
+        """How records, the baseline cache and benchmarks name it: fp32, or the autocast dtype."""
+        if self.amp_dtype is None:
+            return "fp32"
+        names = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+        return names.get(self.amp_dtype, str(self.amp_dtype))
+
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.amp_dtype is None:
             return contextlib.nullcontext()

@@ -16,7 +16,7 @@ everywhere:
 
 The choice is made once per run from the configuration (task, input shape, device), so every
 method of a comparison on the same data trains at the same precision, and the record says which
-(`precision`).
+(`precision`: `Runtime.precision`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["AUTO_BF16_MIN_VALUES", "cpu_bf16_pays", "native_bf16_cpu", "precision_name"]
+__all__ = ["AUTO_BF16_MIN_VALUES", "cpu_bf16_pays", "native_bf16_cpu"]
 
 #: values per input image from which auto trains in bf16 on a native-bf16 CPU: a CIFAR image
 #: (3×32×32), the size measured to gain; digits' 1×8×8 (64 values) stays in fp32
@@ -43,10 +43,3 @@ def cpu_bf16_pays(task_allows: bool, input_shape: Sequence[int]) -> bool:
     """Whether auto precision trains a run in bf16 on a CPU: the task allows it, its input images
     are large enough for arithmetic to dominate, and the CPU runs bf16 natively."""
     return task_allows and math.prod(input_shape) >= AUTO_BF16_MIN_VALUES and native_bf16_cpu()
-
-
-def precision_name(amp_dtype: torch.dtype | None) -> str:
-    """How a record names a runtime's precision: `fp32`, or the autocast dtype (`bf16`)."""
-    if amp_dtype is None:
-        return "fp32"
-    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp_dtype, str(amp_dtype))

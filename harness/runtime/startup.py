@@ -4,7 +4,9 @@ and its worker processes, and a run all start through `start_process`, so a new 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -12,9 +14,8 @@ from omegaconf import DictConfig, OmegaConf
 from harness.runtime.plugins import load_configured
 from harness.runtime.secrets import install_log_filter, remember_secrets
 from harness.runtime.signals import install_sigterm_handler
-from harness.train.compile import use_compile_cache
 
-__all__ = ["start_process"]
+__all__ = ["start_process", "use_compile_cache"]
 
 
 def start_process(
@@ -33,3 +34,17 @@ def start_process(
         remember_secrets(plain)
         use_compile_cache(plain.get("cache_dir"))
     install_log_filter()
+
+
+def use_compile_cache(cache_dir: str | None) -> None:
+    """Inductor's and Triton's on-disk caches under the run's cache folder, so the trials of a
+    study reuse compiled kernels; inductor writes cache entries atomically (temp file + rename),
+    so concurrent workers can share the folder. A directory the user set is kept. Inductor pins
+    its default (/tmp/torchinductor_<user>) the first time anything asks for it, which tracing a
+    model for its structure already does, so `start_process` calls this before any work (and
+    `harness.train.compile` again at each first compile, for callers that start no process)."""
+    if not cache_dir:
+        return
+    root = Path(cache_dir) / "inductor"
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))

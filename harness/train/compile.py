@@ -19,14 +19,14 @@ with one warning line saying why; nothing fails because of compilation.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from harness.runtime.startup import use_compile_cache
 
 __all__ = [
     "AUTO_MIN_VALUES",
@@ -37,7 +37,6 @@ __all__ = [
     "count_phase",
     "forward_for",
     "twin_of",
-    "use_compile_cache",
     "wants_compile",
 ]
 
@@ -107,19 +106,6 @@ def compiled_phases() -> int:
 
 def _signature(model: nn.Module) -> tuple[tuple[int, ...], ...]:
     return tuple(tuple(p.shape) for p in model.parameters())
-
-
-def use_compile_cache(cache_dir: str | None) -> None:
-    """Inductor's and Triton's on-disk caches under the run's cache folder, so the trials of a
-    study reuse compiled kernels; inductor writes cache entries atomically (temp file + rename),
-    so concurrent workers can share the folder. A directory the user set is kept. Inductor pins
-    its default (/tmp/torchinductor_<user>) the first time anything asks for it, which tracing a
-    model for its structure already does, so `start_process` calls this before any work."""
-    if not cache_dir:
-        return
-    root = Path(cache_dir) / "inductor"
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root))
-    os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
 
 
 def _none() -> None:

@@ -14,7 +14,7 @@ from harness.registry import TASKS
 from harness.run.baseline import baseline_key
 from harness.run.pipeline import run, run_runtime
 from harness.runtime.device import pick_runtime
-from harness.runtime.precision import AUTO_BF16_MIN_VALUES, cpu_bf16_pays, precision_name
+from harness.runtime.precision import AUTO_BF16_MIN_VALUES, cpu_bf16_pays
 
 CIFAR = (3, 32, 32)
 
@@ -49,7 +49,7 @@ def test_the_amp_setting_overrides_auto_and_bf16_brings_channels_last():
     assert pick_runtime("cpu", False, cpu_bf16=True).amp_dtype is None  # amp=false: fp32
     forced = pick_runtime("cpu", True)
     assert forced.amp_dtype == torch.bfloat16 and forced.channels_last  # amp=true: bf16
-    assert [precision_name(r.amp_dtype) for r in (auto, fp32)] == ["bf16", "fp32"]
+    assert [r.precision for r in (auto, fp32)] == ["bf16", "fp32"]
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,7 @@ def test_a_run_picks_its_precision_from_its_configuration(native, overrides, nat
     native(native_cpu)
     cfg = compose(["device=cpu", *overrides])
     runtime = run_runtime(cfg, TASKS.get(cfg.task.name)(cfg.task))
-    assert precision_name(runtime.amp_dtype) == want
+    assert runtime.precision == want
 
 
 def test_baselines_of_different_precisions_never_share_a_cache_entry():
